@@ -1,0 +1,39 @@
+# The few targets people type. `make install` is idempotent: it reinstalls only when pyproject.toml or
+# constraints.txt changed. constraints.txt is the lock: torch 2.14.1 + torchvision 0.29.1 (a known-good
+# pair) and every other package pinned; it also pins setuptools<81 for the isolated build of visdom
+# (imported by adv-lib 0.2.8), whose setup.py needs pkg_resources. PIP_CONSTRAINT reaches those builds.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) cli.py compare --attack pgd
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) -m experiments.benchmark
+
+clean:
+	rm -rf $(VENV) .pytest_cache results

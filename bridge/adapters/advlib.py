@@ -1,0 +1,52 @@
+"""adv-lib 0.2.8 adapter.
+
+| advbridge      | adv-lib ``pgd_linf``                     |
+|----------------|------------------------------------------|
+| eps            | ``ε``                                    |
+| step_size      | ``absolute_step_size``                   |
+| steps          | ``steps``                                |
+| random_start   | ``random_init`` (its default is True)    |
+| targeted       | ``targeted=True``, labels = targets      |
+
+Semantic differences:
+- ``pgd_linf`` returns the *last adversarial iterate seen*, or the clean input where it never found
+  one (others return the last iterate); success is checked before each update, so the final update is
+  never evaluated;
+- no L2 PGD (``apgd`` is a different attack) and no FGSM: ``pgd_linf(steps=1)`` always returns the
+  clean input, so FGSM is reported unsupported, not emulated.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from bridge.adapters.base import Adapter
+from bridge.spec import AttackSpec, Norm
+
+
+class AdvlibAdapter(Adapter):
+    name = "advlib"
+    distribution = "adv-lib"
+
+    def unsupported_reason(self, spec: AttackSpec) -> str | None:
+        if spec.attack == "fgsm":
+            return "adv-lib has no FGSM (pgd_linf with steps=1 returns the clean input, so it is not emulated)"
+        if spec.attack == "pgd" and spec.norm is Norm.L2:
+            return "adv-lib has no L2 PGD (only pgd_linf; apgd is a different attack)"
+        if spec.attack == "pgd":
+            return None
+        return f"adv-lib {spec.attack} is not wired yet"
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
+        from adv_lib.attacks import pgd_linf
+
+        return pgd_linf(
+            model,
+            x,
+            y,
+            ε=spec.eps,
+            targeted=spec.targeted,
+            steps=spec.steps,
+            random_init=spec.random_start,
+            absolute_step_size=spec.effective_step_size,
+        )

@@ -1,0 +1,53 @@
+"""The one adapter interface: every library, including our own attacks, sits behind it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from importlib.metadata import PackageNotFoundError, version
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from bridge.errors import UnsupportedAttackError
+from bridge.spec import AttackSpec
+
+
+class Adapter(ABC):
+    """Translate an :class:`AttackSpec` into one library's call and return adversarial images.
+
+    Subclasses set ``name`` (advbridge's name of the library) and ``distribution`` (its PyPI name, for
+    the version), list what they cannot do in :meth:`unsupported_reason`, and implement :meth:`_run`.
+    Everything that must be identical across libraries (eval mode, seeding, timing, pass counting,
+    success, norms, range checks) belongs to :mod:`bridge.runner`, not here.
+    """
+
+    name: ClassVar[str]
+    distribution: ClassVar[str]
+
+    def version(self) -> str:
+        try:
+            return version(self.distribution)
+        except PackageNotFoundError:  # our own attacks are not an installed distribution in a checkout
+            return "not installed"
+
+    @abstractmethod
+    def unsupported_reason(self, spec: AttackSpec) -> str | None:
+        """Why this library cannot run ``spec`` as asked (``None`` if it can). Never emulate a gap."""
+
+    @abstractmethod
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
+        """Run the library's attack; ``y`` holds targets when ``spec.targeted``."""
+
+    def generate(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
+        """Adversarial images for ``x`` (same shape, dtype and device), or :class:`UnsupportedAttackError`."""
+        reason = self.unsupported_reason(spec)
+        if reason is not None:
+            raise UnsupportedAttackError(f"{self.name} cannot run {describe(spec)}: {reason}")
+        x_adv = self._run(model, x, y, spec, num_classes)
+        return x_adv.to(device=x.device, dtype=x.dtype)
+
+
+def describe(spec: AttackSpec) -> str:
+    """A short human name for a spec, e.g. ``'pgd (Linf, targeted)'``."""
+    extra = ", targeted" if spec.targeted else ""
+    return f"{spec.attack} ({spec.norm.value}{extra})"

@@ -1,0 +1,51 @@
+"""foolbox 3.3.4 adapter.
+
+| advbridge      | foolbox                                              |
+|----------------|------------------------------------------------------|
+| eps            | ``epsilons=`` at call time                           |
+| step_size      | ``abs_stepsize``                                     |
+| steps          | ``steps``                                            |
+| random_start   | ``random_start`` (its PGD default is True)           |
+| targeted       | criterion ``TargetedMisclassification(targets)``     |
+| norm           | class: ``LinfPGD`` / ``L2PGD``, ``FGSM`` (L∞ only)   |
+
+Semantic differences:
+- calls return ``(raw, clipped, success)``; we take ``clipped`` (foolbox issue #632) and ignore its
+  ``success`` (the runner recomputes success on the same model);
+- the loss is the *summed* cross-entropy, like ours;
+- L2 random start is uniform in the ball (like ours, but a different draw);
+- ``PyTorchModel`` would move the model to ``cuda:0``; we pass the inputs' device explicitly;
+- FGSM is untargeted only (foolbox raises ValueError for a targeted criterion).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from bridge.adapters.base import Adapter
+from bridge.spec import AttackSpec, Norm
+
+
+class FoolboxAdapter(Adapter):
+    name = "foolbox"
+    distribution = "foolbox"
+
+    def unsupported_reason(self, spec: AttackSpec) -> str | None:
+        if spec.attack == "fgsm" and spec.targeted:
+            return "foolbox's FGSM is untargeted only"
+        if spec.attack in ("fgsm", "pgd"):
+            return None
+        return f"foolbox has no {spec.attack}"
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+        if spec.attack == "fgsm":
+            attack = fb.attacks.FGSM()
+        else:
+            cls = fb.attacks.LinfPGD if spec.norm is Norm.LINF else fb.attacks.L2PGD
+            attack = cls(abs_stepsize=spec.effective_step_size, steps=spec.steps, random_start=spec.random_start)
+        criterion = fb.criteria.TargetedMisclassification(y) if spec.targeted else fb.criteria.Misclassification(y)
+        _, clipped, _ = attack(fmodel, x, criterion, epsilons=spec.eps)
+        return clipped

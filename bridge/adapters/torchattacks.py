@@ -1,0 +1,49 @@
+"""torchattacks 3.5.1 adapter.
+
+| advbridge      | torchattacks                                   |
+|----------------|------------------------------------------------|
+| eps            | ``eps``                                        |
+| step_size      | ``alpha``                                      |
+| steps          | ``steps``                                      |
+| random_start   | ``random_start`` (its default is True)         |
+| targeted       | ``set_mode_targeted_by_label()``, labels = targets |
+| norm           | class: ``PGD`` (L∞) / ``PGDL2`` (L2)           |
+
+Semantic differences:
+- the loss is the *mean* cross-entropy (gradients scaled by 1/N): no effect on sign steps; for L2 the
+  direction is g/(‖g‖+1e-10) instead of g/max(‖g‖, 1e-12);
+- PGDL2's random start is a Gaussian direction times U(0, 1)·eps, not uniform in the ball (issue #161);
+- attacks switch the model to eval mode and back (the runner checks the mode is restored);
+- ``set_normalization_used`` is never called: normalization lives inside the model.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from bridge.adapters.base import Adapter
+from bridge.spec import AttackSpec, Norm
+
+
+class TorchattacksAdapter(Adapter):
+    name = "torchattacks"
+    distribution = "torchattacks"
+
+    def unsupported_reason(self, spec: AttackSpec) -> str | None:
+        if spec.attack in ("fgsm", "pgd"):
+            return None
+        return f"torchattacks has no {spec.attack}"
+
+    def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
+        import torchattacks
+
+        if spec.attack == "fgsm":
+            attack = torchattacks.FGSM(model, eps=spec.eps)
+        else:
+            cls = torchattacks.PGD if spec.norm is Norm.LINF else torchattacks.PGDL2
+            attack = cls(
+                model, eps=spec.eps, alpha=spec.effective_step_size, steps=spec.steps, random_start=spec.random_start
+            )
+        if spec.targeted:
+            attack.set_mode_targeted_by_label(quiet=True)
+        return attack(x, y)

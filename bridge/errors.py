@@ -1,0 +1,56 @@
+"""Typed exceptions for user errors.
+
+Every error a user can cause (a bad name, a bad number, bad images, a missing file, an attack a library
+lacks) raises a subclass of :class:`AdvBridgeError`. The CLI turns these into one line on stderr and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AdvBridgeError(ValueError):
+    """Base class of all user-facing errors (a ``ValueError``, so generic handlers still catch it)."""
+
+
+class UnknownNameError(AdvBridgeError):
+    """An unknown attack, library, dataset, model or norm name."""
+
+
+class InvalidParameterError(AdvBridgeError):
+    """A number or option out of its accepted range."""
+
+
+class InvalidInputError(AdvBridgeError):
+    """Images or labels that an attack cannot accept (range, shape, NaN, length)."""
+
+
+class UnsupportedAttackError(AdvBridgeError):
+    """A library that lacks the requested attack, norm or mode."""
+
+
+class DataNotFoundError(AdvBridgeError):
+    """Dataset files that are missing or have the wrong layout."""
+
+
+class CheckpointError(AdvBridgeError):
+    """A checkpoint that is missing, corrupt, unsafe or does not match its card."""
+
+
+def did_you_mean(kind: str, value: object, accepted: Iterable[str]) -> str:
+    """One line: ``unknown {kind} 'value'; did you mean 'x'? accepted: a, b, c``."""
+    options = sorted(accepted)
+    close = difflib.get_close_matches(str(value), options, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(options[:30]) + (f", ... ({len(options)} in all)" if len(options) > 30 else "")
+    return f"unknown {kind} {value!r}{hint} accepted: {shown}"
+
+
+def check_name(kind: str, value: str, accepted: Iterable[str]) -> str:
+    """Return ``value`` if it is among ``accepted``, else raise :class:`UnknownNameError`."""
+    options = list(accepted)
+    if value not in options:
+        raise UnknownNameError(did_you_mean(kind, value, options))
+    return value

@@ -1,0 +1,211 @@
+"""The runner: everything that must be identical for every library.
+
+For each (library, spec) it guards the model's train/eval mode and the caller's tensors, seeds every
+RNG (torch, numpy, random) with ``spec.seed``, counts forward and backward passes with module hooks
+(removed in ``finally``), times the call, then recomputes success on the same model (never trusting a
+library's flag) and checks the output: same shape/dtype/device, inside [0, 1] and, for budget attacks,
+inside the eps ball.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bridge.adapters import Adapter, get_adapter
+from bridge.errors import UnsupportedAttackError
+from bridge.spec import AttackSpec
+from bridge.validation import check_images, check_labels
+
+log = logging.getLogger(__name__)
+
+#: Slack allowed on the eps-ball check: float32 rounding of x + δ.
+EPS_ABS_TOL = 1e-6
+EPS_REL_TOL = 1e-5
+
+
+@dataclass
+class PassCounter:
+    """Counts images through forward and backward passes of a module (adv-lib's ``run_attack`` idea)."""
+
+    forward_calls: int = 0
+    forward_images: int = 0
+    backward_calls: int = 0
+    backward_images: int = 0
+    _handles: list = field(default_factory=list, repr=False)
+
+    def attach(self, model: nn.Module) -> PassCounter:
+        def on_forward(module: nn.Module, args: tuple) -> None:
+            self.forward_calls += 1
+            self.forward_images += len(args[0])
+
+        def on_backward(module: nn.Module, grad_input: tuple, grad_output: tuple) -> None:
+            self.backward_calls += 1
+            self.backward_images += len(grad_output[0])
+
+        self._handles = [model.register_forward_pre_hook(on_forward), model.register_full_backward_hook(on_backward)]
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+@dataclass
+class AttackResult:
+    """One library's run of one spec on one batch. Per-sample tensors are on the CPU."""
+
+    library: str
+    version: str
+    spec: AttackSpec
+    status: str  # "ok" | "unsupported" | "error" | "invalid"
+    reason: str = ""
+    x_adv: Tensor | None = None
+    clean_correct: Tensor | None = None
+    success: Tensor | None = None
+    l2: Tensor | None = None
+    linf: Tensor | None = None
+    seconds: float = math.nan
+    forward_images: int = 0
+    backward_images: int = 0
+
+    @property
+    def n(self) -> int:
+        return 0 if self.success is None else len(self.success)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and ``random``: the RNGs the libraries draw from."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Arg-max predictions in eval mode without gradients (mode restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def is_success(pred: Tensor, y: Tensor, targeted: bool) -> Tensor:
+    """Untargeted: prediction differs from the label; targeted: prediction equals the target."""
+    return pred == y if targeted else pred != y
+
+
+def output_problems(x: Tensor, x_adv: Tensor, spec: AttackSpec, l2: Tensor, linf: Tensor) -> list[str]:
+    """What is wrong with an attack's output: shape/dtype/device, [0, 1] range, eps ball."""
+    problems = []
+    if x_adv.shape != x.shape or x_adv.dtype != x.dtype or x_adv.device != x.device:
+        problems.append(
+            f"output {tuple(x_adv.shape)}/{x_adv.dtype}/{x_adv.device} != input {tuple(x.shape)}/{x.dtype}/{x.device}"
+        )
+    if not torch.isfinite(x_adv).all():
+        problems.append("output has NaN/Inf")
+    elif float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+        problems.append(f"output outside [0, 1]: min {float(x_adv.min()):.3g}, max {float(x_adv.max()):.3g}")
+    if spec.eps is not None and not spec.minimal:
+        dist = linf if spec.norm.value == "Linf" else l2
+        limit = spec.eps * (1 + EPS_REL_TOL) + EPS_ABS_TOL
+        if float(dist.max()) > limit:
+            problems.append(
+                f"perturbation outside the eps ball: max {spec.norm.value} {float(dist.max()):.6g} > {spec.eps:.6g}"
+            )
+    return problems
+
+
+def run_attack(
+    library: str | Adapter,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    spec: AttackSpec,
+    *,
+    num_classes: int | None = None,
+) -> AttackResult:
+    """Run ``spec`` with one library on ``(x, y)`` and measure it the same way for every library.
+
+    Args:
+        library: a name from :data:`bridge.adapters.LIBRARIES` or an :class:`Adapter`.
+        model: maps images in [0, 1] to logits.
+        x: clean images in [0, 1].
+        y: true labels, or target labels when ``spec.targeted``.
+        spec: what to run.
+        num_classes: number of logits; inferred from one forward pass when ``None``.
+
+    Returns:
+        An :class:`AttackResult`; ``status`` is ``"unsupported"`` (with the reason) when the library
+        lacks the attack, ``"error"`` when the library raised, ``"invalid"`` when the output failed a
+        check (shape, range, eps ball, side effects), else ``"ok"``.
+    """
+    adapter = get_adapter(library) if isinstance(library, str) else library
+    check_images(x)
+    if num_classes is None:
+        num_classes = int(_logits(model, x[:1]).shape[1])
+    y = check_labels(y, len(x), num_classes=num_classes)
+    result = AttackResult(library=adapter.name, version=adapter.version(), spec=spec, status="ok")
+    reason = adapter.unsupported_reason(spec)
+    if reason is not None:
+        result.status, result.reason = "unsupported", reason
+        return result
+
+    was_training = model.training
+    x_before = x.clone()
+    model.eval()
+    counter = PassCounter().attach(model)
+    seed_everything(spec.seed)
+    try:
+        start = time.perf_counter()
+        x_adv = adapter.generate(model, x, y, spec, num_classes)
+        result.seconds = time.perf_counter() - start
+    except UnsupportedAttackError as exc:
+        result.status, result.reason = "unsupported", str(exc)
+        return result
+    except Exception as exc:  # a library's failure is a row of the table, not a crash of the comparison
+        log.warning("%s failed on %s: %s", adapter.name, spec.attack, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
+        return result
+    finally:
+        counter.detach()
+        mode_changed_to = model.training
+        model.train(was_training)
+
+    result.forward_images, result.backward_images = counter.forward_images, counter.backward_images
+    x_adv = x_adv.detach()
+    delta = (x_adv - x).flatten(1)
+    result.x_adv = x_adv
+    result.l2 = delta.norm(p=2, dim=1).cpu()
+    result.linf = delta.abs().amax(dim=1).cpu()
+    result.clean_correct = (predict(model, x) == y).cpu() if not spec.targeted else (predict(model, x) != y).cpu()
+    result.success = is_success(predict(model, x_adv), y, spec.targeted).cpu()
+
+    problems = output_problems(x, x_adv, spec, result.l2, result.linf)
+    if not torch.equal(x, x_before):
+        problems.append("the attack modified the caller's input tensor")
+    if mode_changed_to is not False:
+        problems.append("the model was not in eval mode when the attack returned")
+    if problems:
+        result.status, result.reason = "invalid", "; ".join(problems)
+    return result
+
+
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train(was_training)

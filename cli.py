@@ -1,0 +1,171 @@
+"""advbridge command line: parsing and printing only.
+
+    python cli.py compare --attack pgd [--norm Linf --eps 8/255 --steps 40 ...]
+    python cli.py train --dataset mnist-5k --model advbridge_mnist_cnn
+    python cli.py list
+
+User errors print one line on stderr and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bridge.errors import AdvBridgeError
+
+log = logging.getLogger("advbridge")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset", default="mnist-5k", help="mnist-5k (embedded), mnist, cifar10, animals10, imagefolder:PATH"
+    )
+    p.add_argument("--model", default=None, help="any timm name or advbridge_mnist_cnn / advbridge_cifar_cnn")
+    p.add_argument("--data-root", default=None, help="folder with the dataset files (default: $ADVBRIDGE_DATA)")
+    p.add_argument("--pretrained", action="store_true", default=None, help="start from timm hub weights (online)")
+    p.add_argument("--weights", default=None, help="start from a local checkpoint (.safetensors or state dict)")
+    p.add_argument("--finetune", choices=("all", "head"), default=None, help="train the whole network or the head")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advbridge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compare", help="run one attack with every library on the same model and images")
+    p.add_argument("--attack", required=True, help="fgsm, pgd, deepfool, ddn")
+    p.add_argument("--norm", default=None, help="Linf or L2 (default: Linf for fgsm/pgd, L2 for deepfool/ddn)")
+    p.add_argument("--eps", default=None, help="budget, e.g. 0.3 or 8/255 (default: the dataset's standard)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--step-size", default=None, help="absolute step (default 2.5*eps/steps for pgd)")
+    p.add_argument("--random-start", action="store_true")
+    p.add_argument("--targeted", action="store_true", help="target the next class, (y+1) mod K")
+    p.add_argument("--overshoot", type=float, default=0.02)
+    p.add_argument("--candidates", type=int, default=None)
+    p.add_argument("--n", type=int, default=100, help="number of test images")
+    p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/compare", help="output prefix: writes .csv, .md, .png")
+    _add_model_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")
+    _add_model_options(p)
+    p.add_argument("--seed", type=int, default=None)
+    _add_common(p)
+
+    p = sub.add_parser("list", help="print the attack x library matrix")
+    _add_common(p)
+    return parser
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    return {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "pretrained": args.pretrained,
+        "weights": args.weights,
+        "finetune": args.finetune,
+    }
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bridge.errors import InvalidParameterError, check_name
+    from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
+    from experiments.compare import format_table, parse_libraries, run_compare
+    from experiments.workload import load_workload
+    from zoo.datasets import dataset_info
+
+    if args.n < 1:
+        raise InvalidParameterError(f"expected --n >= 1, got {args.n}")
+    libraries = parse_libraries(args.libraries)
+    check_name("attack", args.attack, ATTACKS)
+    norm = Norm.parse(args.norm) if args.norm else DEFAULT_NORMS[args.attack]
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    eps = parse_eps(args.eps) if args.eps is not None else None
+    if eps is None and args.attack in ("fgsm", "pgd"):
+        eps = standard_eps(info.family, norm)
+    spec = AttackSpec(
+        attack=args.attack,
+        norm=norm,
+        eps=eps,
+        steps=args.steps,
+        step_size=parse_eps(args.step_size) if args.step_size else None,
+        random_start=args.random_start,
+        targeted=args.targeted,
+        overshoot=args.overshoot,
+        candidates=args.candidates,
+        seed=args.seed,
+    )
+    workload = load_workload(
+        args.dataset,
+        args.model,
+        n=args.n,
+        seed=args.seed,
+        data_root=args.data_root,
+        progress=not args.quiet,
+        **_train_options(args),
+    )
+    table = run_compare(spec, libraries, workload, out=args.out)
+    print(
+        f"{spec.attack} {spec.norm.value} eps={spec.eps} steps={spec.steps} on {len(workload.x)} images of "
+        f"{workload.info.name}, model {workload.context['model']} (clean test accuracy "
+        f"{workload.card.get('accuracy', float('nan')):.4f})"
+    )
+    print(format_table(table))
+    print(f"wrote {args.out}.csv, {args.out}.md, {args.out}.png")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from experiments.workload import DEFAULT_MODELS
+    from zoo.datasets import dataset_info
+    from zoo.training import TrainConfig, get_or_train
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    options = {k: v for k, v in {**_train_options(args), "seed": args.seed}.items() if v is not None}
+    config = TrainConfig(
+        dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options
+    )
+    _, card = get_or_train(config, progress=not args.quiet)
+    print(f"{card.get('model')} on {card.get('dataset')}: test accuracy {card.get('accuracy', float('nan')):.4f}")
+    print(f"checkpoint: {card.get('path', '')}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from experiments.matrix import support_matrix
+
+    print(support_matrix().to_string())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("art", "matplotlib", "PIL", "timm"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    commands = {"compare": cmd_compare, "train": cmd_train, "list": cmd_list}
+    try:
+        return commands[args.command](args)
+    except AdvBridgeError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

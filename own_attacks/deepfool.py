@@ -1,0 +1,156 @@
+"""DeepFool (Moosavi-Dezfooli et al. 2016), L2 and L∞, batched over samples and candidate classes.
+
+At each step, for the active (not yet misclassified) samples, with source class s and candidates k:
+
+    f'_k = z_k(x) − z_s(x),   w'_k = ∇_x f'_k                       (Alg. 2, lines 5-6)
+    l̂   = argmin_k |f'_k| / ‖w'_k‖_q                                (line 8; q = 2 for L2, q = 1 for L∞)
+    r   = (|f'_l̂| / ‖w'_l̂‖_q + min_step) · w'_l̂ / ‖w'_l̂‖_2         (L2, eq. 9)
+    r   = (|f'_l̂| / ‖w'_l̂‖_1 + min_step) · sign(w'_l̂)              (L∞, Sec. 3.3 with p = ∞)
+
+``min_step`` (1e-4) is the constant the reference code adds "for numerical stability"; it makes every
+step land just past the linearized boundary. The Jacobian rows of all candidates come from one
+forward and one vectorized backward pass (``is_grads_batched``), only on the samples still running.
+
+Conventions (the references differ; ``bridge.adapters`` maps each library onto these options):
+
+- ``source="label"``: move away from the true label (torchattacks, adv-lib; foolbox in effect, since
+  it stops at once on misclassified inputs); ``"prediction"``: away from the clean prediction (ART).
+- ``overshoot_mode="total"`` (default; the authors' code and foolbox): x = clip(x0 + (1+η)·Σ r);
+  ``"step"`` (torchattacks, adv-lib): x ← clip(x + (1+η)·r); ``"end"`` (ART): x ← clip(x + r) in the
+  loop, then x = clip(x0 + (1+η)(x_T − x0)). Without clipping "total" and "step" give the same iterates.
+- ``candidates``: the top-k classes of the clean logits (foolbox, ART), or all classes (``None``).
+
+Failed samples come back as the last iterate (never silently as the clean input); the runner
+recomputes success. Targeted DeepFool does not exist (the attack seeks the closest boundary of any
+class) and is refused.
+
+References:
+    Moosavi-Dezfooli, Fawzi, Frossard. DeepFool: a simple and accurate method to fool deep neural
+    networks. CVPR 2016, Alg. 2 and eq. (9). https://arxiv.org/abs/1511.04599
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from bridge.errors import InvalidParameterError
+from bridge.validation import check_images, check_labels
+from own_attacks._common import batch_view, check_steps
+
+OVERSHOOT_MODES = ("total", "step", "end")
+SOURCES = ("label", "prediction")
+
+
+def _candidate_classes(logits: Tensor, source: Tensor, candidates: int | None) -> Tensor:
+    """The k−1 classes to test per sample: top-k of the clean logits (or all), without the source."""
+    num_classes = logits.shape[1]
+    k = num_classes if candidates is None else min(candidates, num_classes)
+    order = logits.argsort(dim=1, descending=True)
+    others = order[order != source[:, None]].view(len(logits), num_classes - 1)
+    return others[:, : k - 1]
+
+
+def _difference_gradients(logits: Tensor, x: Tensor, source: Tensor, classes: Tensor) -> Tensor:
+    """∇_x (z_c − z_s) for every candidate c, shape ``(N, k−1, *x.shape[1:])``, in one batched backward."""
+    n, m = classes.shape
+    rows = torch.arange(n, device=x.device)
+    cotangents = torch.zeros(m, *logits.shape, dtype=logits.dtype, device=logits.device)
+    for j in range(m):
+        cotangents[j, rows, classes[:, j]] = 1.0
+        cotangents[j, rows, source] -= 1.0
+    (grads,) = torch.autograd.grad(logits, x, grad_outputs=cotangents, is_grads_batched=True)
+    return grads.transpose(0, 1)
+
+
+def deepfool(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    norm: str = "L2",
+    steps: int = 50,
+    overshoot: float = 0.02,
+    candidates: int | None = None,
+    min_step: float = 1e-4,
+    source: Literal["label", "prediction"] = "label",
+    overshoot_mode: Literal["total", "step", "end"] = "total",
+    targeted: bool = False,
+) -> Tensor:
+    """Minimal-norm untargeted attack by iterative linearization of the decision boundaries.
+
+    Args:
+        model: maps images in [0, 1] to logits.
+        inputs: clean images.
+        labels: true labels (stop criterion, and the source class when ``source="label"``).
+        norm: ``"L2"`` or ``"Linf"``.
+        steps: maximum iterations; each sample stops as soon as it is misclassified.
+        overshoot: η, how far past the estimated boundary to go.
+        candidates: number of classes considered (top-k of the clean logits, source included);
+            ``None`` = all classes.
+        min_step: constant added to each step's distance (1e-4 in the reference code; 0 for
+            torchattacks' and ART's update).
+        source: ``"label"`` or ``"prediction"`` (see module docstring).
+        overshoot_mode: ``"total"``, ``"step"`` or ``"end"`` (see module docstring).
+        targeted: must be False; targeted DeepFool is refused.
+
+    Shape:
+        inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
+
+    References:
+        Moosavi-Dezfooli et al. 2016, https://arxiv.org/abs/1511.04599
+    """
+    if targeted:
+        raise InvalidParameterError("targeted DeepFool is not supported: it moves to the closest boundary of any class")
+    check_images(inputs)
+    labels = check_labels(labels, len(inputs))
+    steps = check_steps(steps)
+    if norm not in ("L2", "Linf"):
+        raise InvalidParameterError(f"expected norm 'L2' or 'Linf', got {norm!r}")
+    if overshoot_mode not in OVERSHOOT_MODES:
+        raise InvalidParameterError(f"expected overshoot_mode in {OVERSHOOT_MODES}, got {overshoot_mode!r}")
+    if source not in SOURCES:
+        raise InvalidParameterError(f"expected source in {SOURCES}, got {source!r}")
+    if candidates is not None and candidates < 2:
+        raise InvalidParameterError(f"expected candidates >= 2 or None, got {candidates!r}")
+    if overshoot < 0 or min_step < 0:
+        raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
+
+    x0 = inputs.detach()
+    with torch.no_grad():
+        clean_logits = model(x0)
+    src = labels if source == "label" else clean_logits.argmax(1)
+    classes = _candidate_classes(clean_logits, src, candidates)
+    step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
+
+    x_adv = x0.clone()
+    total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
+    active = torch.arange(len(x0), device=x0.device)
+    q = 2 if norm == "L2" else 1
+    for _ in range(steps):
+        x = x_adv[active].requires_grad_(True)
+        logits = model(x)
+        running = logits.argmax(1) == src[active]  # per-sample early stop
+        if not running.any():
+            break
+        grads = _difference_gradients(logits, x, src[active], classes[active])[running]
+        active, logits = active[running], logits.detach()[running]
+        rows = torch.arange(len(active), device=x0.device)
+        f = logits.gather(1, classes[active]) - logits[rows, src[active]][:, None]
+        distances = f.abs() / (grads.flatten(2).norm(p=q, dim=2) + 1e-8)
+        best = distances.argmin(1)
+        dist, w = distances[rows, best] + min_step, grads[rows, best]
+        if norm == "L2":
+            r = batch_view(dist / (w.flatten(1).norm(p=2, dim=1) + 1e-8), w) * w
+        else:
+            r = batch_view(dist, w) * w.sign()
+        if overshoot_mode == "total":
+            total[active] += r
+            x_adv[active] = (x0[active] + step_scale * total[active]).clamp(0, 1)
+        else:
+            x_adv[active] = (x_adv[active] + step_scale * r).clamp(0, 1)
+    if overshoot_mode == "end":
+        x_adv = (x0 + (1.0 + overshoot) * (x_adv - x0)).clamp(0, 1)
+    return x_adv.detach()

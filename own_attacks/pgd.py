@@ -1,0 +1,108 @@
+"""PGD, projected gradient descent on the cross-entropy (Madry et al. 2018), L∞ and L2.
+
+Each of the ``steps`` iterations (δ = x_adv − x):
+
+    L∞:  x_adv ← x_adv + α · sign(g)
+    L2:  x_adv ← x_adv + α · g / max(‖g‖₂, 1e-12)
+    project:  δ ← clip(δ, −eps, eps)  (L∞)   or   δ ← δ · min(1, eps / ‖δ‖₂)  (L2)
+    clip:     x_adv ← clip_[0,1](x + δ)
+
+with g = ∇_x CE(f(x_adv), y) (or −∇_x CE(f(x_adv), t) when targeted). The order "step, project, clip"
+is torchattacks' and foolbox's; ART clips before projecting (``clip_before_projection=True``), which
+only matters for L2, where the two orders give different points. The last iterate is returned, as
+in all three references.
+
+Random start: L∞ draws δ ~ U(−eps, eps) per pixel (torchattacks' and foolbox's draw, so the same
+``torch.manual_seed`` gives the same start); L2 draws δ uniformly in the eps ball (Voelker et al.
+2017: the first n coordinates of a uniform point on the unit sphere of R^(n+2)).
+
+References:
+    Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to Adversarial
+    Attacks. ICLR 2018, eq. (2). https://arxiv.org/abs/1706.06083
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bridge.errors import InvalidParameterError
+from bridge.validation import check_images, check_labels
+from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, loss_input_gradient
+
+
+def _random_start(inputs: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    if norm == "Linf":
+        return torch.empty_like(inputs).uniform_(-eps, eps, generator=generator)
+    n = inputs[0].numel()
+    sphere = torch.randn(len(inputs), n + 2, dtype=inputs.dtype, device=inputs.device, generator=generator)
+    sphere = sphere / sphere.norm(dim=1, keepdim=True)
+    return eps * sphere[:, :n].view_as(inputs)
+
+
+def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
+    if norm == "Linf":
+        return delta.clamp(-eps, eps)
+    factor = torch.clamp_max(eps / flat_norm(delta, 2), 1.0)
+    return delta * batch_view(factor, delta)
+
+
+def pgd(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    eps: float,
+    norm: str = "Linf",
+    steps: int = 40,
+    step_size: float | None = None,
+    random_start: bool = False,
+    targeted: bool = False,
+    clip_before_projection: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected gradient descent in the L∞ or L2 ball of radius ``eps`` around ``inputs``.
+
+    Args:
+        model: maps images in [0, 1] to logits.
+        inputs: clean images.
+        labels: true labels, or targets when ``targeted``.
+        eps: radius of the ball.
+        norm: ``"Linf"`` or ``"L2"``.
+        steps: iterations.
+        step_size: absolute step α; default ``2.5 · eps / steps`` (Madry et al. 2018, Sec. 5).
+        random_start: start at a random point of the ball (see module docstring).
+        targeted: minimize the loss of ``labels``.
+        clip_before_projection: ART's order (clip to [0, 1], then project); default is project, then clip.
+        generator: torch random generator for the start; ``None`` uses the global one.
+
+    Shape:
+        inputs ``(N, C, H, W)``, labels ``(N,)``; returns the last iterate ``(N, C, H, W)``.
+
+    References:
+        Madry et al. 2018, https://arxiv.org/abs/1706.06083
+    """
+    check_images(inputs)
+    labels = check_labels(labels, len(inputs))
+    eps = check_positive("eps", eps)
+    steps = check_steps(steps)
+    if norm not in ("Linf", "L2"):
+        raise InvalidParameterError(f"expected norm 'Linf' or 'L2', got {norm!r}")
+    alpha = 2.5 * eps / steps if step_size is None else check_positive("step_size", step_size)
+    sign = -1.0 if targeted else 1.0
+
+    x_adv = inputs.detach().clone()
+    if random_start:
+        x_adv = (x_adv + _random_start(inputs, eps, norm, generator)).clamp(0, 1)
+    for _ in range(steps):
+        grad = loss_input_gradient(model, x_adv, labels)
+        if norm == "Linf":
+            x_adv = x_adv + (sign * alpha) * grad.sign()
+        else:
+            grad_norm = flat_norm(grad, 2).clamp_min(1e-12)
+            x_adv = x_adv + (sign * alpha) * grad / batch_view(grad_norm, grad)
+        if clip_before_projection:
+            x_adv = inputs + _project(x_adv.clamp(0, 1) - inputs, eps, norm)
+        else:
+            x_adv = (inputs + _project(x_adv - inputs, eps, norm)).clamp(0, 1)
+    return x_adv.detach()

@@ -1,0 +1,78 @@
+"""The command line: the compare table end to end, the support matrix, and one-line user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compare_pgd_writes_table_csv_markdown_and_figure(tmp_path, capsys, mnist_workload):
+    out = tmp_path / "cmp"
+    code = main(["compare", "--attack", "pgd", "--n", "16", "--steps", "5", "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for library in ("own", "art", "foolbox", "torchattacks", "advlib"):
+        assert library in printed
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table["library"]) == ["own", "art", "foolbox", "torchattacks", "advlib"]
+    assert (table["status"] == "ok").all()
+    assert table.loc[table.library == "torchattacks", "max_abs_diff_vs_own"].item() == 0.0
+    assert table.loc[table.library == "own", "success_agreement_vs_own"].item() == 1.0
+    assert (table["eps"] == 0.3).all(), "mnist's standard L∞ budget is the default eps"
+    assert out.with_suffix(".md").read_text().count("|") > 20
+    assert out.with_suffix(".png").stat().st_size > 5000
+
+
+def test_compare_marks_unsupported_rows(tmp_path, mnist_workload):
+    out = tmp_path / "fgsm"
+    assert main(["compare", "--attack", "fgsm", "--n", "8", "--eps", "0.1", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out.with_suffix(".csv")).set_index("library")
+    assert table.loc["advlib", "status"] == "unsupported"
+    assert "no FGSM" in table.loc["advlib", "reason"]
+    assert table.loc["art", "max_abs_diff_vs_own"] == 0.0
+
+
+def test_list_prints_the_matrix(capsys):
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    assert "fgsm Linf" in printed and "no: adv-lib has no FGSM" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "--attack", "pgdd"], "unknown attack 'pgdd'; did you mean 'pgd'"),
+        (["compare", "--attack", "pgd", "--libraries", "own,fooolbox"], "unknown library 'fooolbox'; did you mean 'foolbox'"),
+        (["compare", "--attack", "pgd", "--dataset", "mnits"], "unknown dataset 'mnits'"),
+        (["compare", "--attack", "pgd", "--model", "resnet181"], "unknown model 'resnet181'"),
+        (["compare", "--attack", "pgd", "--eps", "0"], "expected eps > 0"),
+        (["compare", "--attack", "pgd", "--eps", "-0.1"], "expected eps > 0"),
+        (["compare", "--attack", "pgd", "--eps", "eight"], "expected eps as a number or a fraction"),
+        (["compare", "--attack", "pgd", "--norm", "L3"], "unknown norm 'L3'"),
+        (["compare", "--attack", "pgd", "--steps", "0"], "expected steps >= 1"),
+        (["compare", "--attack", "pgd", "--n", "0"], "expected --n >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err, err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_bad_input_from_a_shell_has_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "compare", "--attack", "fgsmm"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown attack 'fgsmm'; did you mean 'fgsm'? accepted: ddn, deepfool, fgsm, pgd"
+    )

@@ -1,0 +1,41 @@
+"""The model zoo: datasets, timm backbones behind a normalization wrapper, training and checkpoints.
+
+Importing :mod:`zoo` registers the in-house architectures (``advbridge_mnist_cnn``, ``advbridge_cifar_cnn``)
+in timm's registry.
+"""
+
+from zoo.checkpoints import cache_dir, checkpoint_dir, config_key, load_checkpoint, save_checkpoint
+from zoo.datasets import DATASETS, DatasetInfo, TensorImages, dataset_info, load_dataset, load_tensors
+from zoo.models import (
+    FINETUNE_MODES,
+    NormalizedClassifier,
+    create_classifier,
+    load_backbone_weights,
+    read_state_dict,
+    set_trainable,
+)
+from zoo.training import TrainConfig, evaluate, get_or_train, train
+
+__all__ = [
+    "DATASETS",
+    "FINETUNE_MODES",
+    "DatasetInfo",
+    "NormalizedClassifier",
+    "TensorImages",
+    "TrainConfig",
+    "cache_dir",
+    "checkpoint_dir",
+    "config_key",
+    "create_classifier",
+    "dataset_info",
+    "evaluate",
+    "get_or_train",
+    "load_backbone_weights",
+    "load_checkpoint",
+    "load_dataset",
+    "load_tensors",
+    "read_state_dict",
+    "save_checkpoint",
+    "set_trainable",
+    "train",
+]

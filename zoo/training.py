@@ -1,0 +1,292 @@
+"""Training and the model cache: ``get_or_train(TrainConfig(...))`` returns a trained, verified classifier.
+
+Training is plain and reproducible: Adam, a fixed seed (weights, data order, augmentation), a validation set
+carved from the train split with that seed, early stopping on validation accuracy keeping the best weights,
+and the final accuracy measured on the test split. Models come back in eval mode, ready to be attacked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from bridge.errors import CheckpointError, InvalidParameterError, check_name
+from zoo.checkpoints import CARD_FILE, checkpoint_dir, load_checkpoint, save_checkpoint
+from zoo.datasets import TensorImages, dataset_info, load_dataset
+from zoo.models import FINETUNE_MODES, NormalizedClassifier, create_classifier, set_trainable
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when a change to the training code should invalidate cached models.
+CACHE_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a trained model (and so its cache key; ``data_root`` excepted).
+
+    Args:
+        dataset: a dataset name (see :data:`zoo.datasets.DATASETS`).
+        model: a timm model name (see ``timm.list_models()``).
+        epochs: maximum number of epochs.
+        lr: Adam learning rate.
+        batch_size: training batch size.
+        seed: seeds weights, validation split, data order and augmentation.
+        weight_decay: Adam's L2 penalty.
+        patience: stop after this many epochs without a better validation accuracy.
+        augment: random crop (padding 4) and horizontal flip; ``None``: on for the ``cifar10`` and
+            ``imagenet`` families, off for ``mnist`` (flipped digits are other digits).
+        finetune: ``"all"`` parameters or only the classifier ``"head"``.
+        pretrained: start from timm's pretrained weights (needs a network).
+        weights: start from a local weights file (head/stem tensors of other shapes are skipped).
+        data_root: where the dataset files are (not part of the cache key).
+        val_fraction: share of the train split held out for validation and early stopping (0 disables both).
+        max_train: keep at most this many training samples (quick runs and tests).
+        image_size: resize images to this side (default: the dataset's).
+    """
+
+    dataset: str
+    model: str
+    epochs: int = 5
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+    weight_decay: float = 5e-4
+    patience: int = 3
+    augment: bool | None = None
+    finetune: str = "all"
+    pretrained: bool = False
+    weights: str | None = None
+    data_root: str | None = None
+    val_fraction: float = 0.1
+    max_train: int | None = None
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidParameterError(f"expected {name} as an int >= {low}, got {value!r}")
+        if self.max_train is not None and (not isinstance(self.max_train, int) or self.max_train < 1):
+            raise InvalidParameterError(f"expected max_train as an int >= 1 or None, got {self.max_train!r}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise InvalidParameterError(f"expected lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0 <= self.val_fraction < 1:
+            raise InvalidParameterError(f"expected val_fraction in [0, 1), got {self.val_fraction!r}")
+        check_name("finetune mode", self.finetune, FINETUNE_MODES)
+        if self.weights is not None:
+            self.weights = os.fspath(self.weights)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with ``augment`` decided from the dataset family."""
+        if self.augment is not None:
+            return replace(self)
+        family = dataset_info(self.dataset, self.data_root, self.image_size).family
+        return replace(self, augment=family != "mnist")
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What identifies the trained weights: every field but ``data_root``, ``augment`` resolved."""
+        fields = asdict(self.resolved())
+        del fields["data_root"]
+        return {**fields, "cache_format": CACHE_FORMAT}
+
+
+def augment_batch(x: Tensor, pad: int = 4) -> Tensor:
+    """CIFAR-style augmentation on a batch: random crop from a zero-padded image and random horizontal flip.
+
+    Uses the global torch RNG (seeded by :func:`train`).
+
+    Shape:
+        x: ``[N, C, H, W]``; output: the same.
+    """
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device) + torch.arange(h, device=x.device)
+    cols = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device) + torch.arange(w, device=x.device)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    # Advanced indices around a slice put their dimensions first: [N, H, W, C].
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = torch.rand(n, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+
+
+def _batches(ds: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    if isinstance(ds, TensorImages):
+        for start in range(0, len(indices), batch_size):
+            yield ds.tensors(indices[start : start + batch_size])
+        return
+    # Files are decoded in worker processes; the sampler fixes the (seeded) order.
+    workers = min(4, (os.cpu_count() or 1) - 1)
+    yield from DataLoader(ds, batch_size=batch_size, sampler=indices.tolist(), num_workers=workers)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, ds: Dataset, indices: Tensor | None = None, batch_size: int = 500) -> float:
+    """Accuracy of ``model`` (left in eval mode) on ``ds`` or on its ``indices``, in [0, 1]."""
+    model.eval()
+    device = next(model.parameters()).device
+    indices = torch.arange(len(ds)) if indices is None else indices
+    correct = 0
+    for x, y in _batches(ds, indices, batch_size):
+        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    return correct / max(len(indices), 1)
+
+
+def _set_train_mode(model: NormalizedClassifier, finetune: str) -> None:
+    model.train()
+    if finetune == "head":
+        # A frozen body stays in eval mode, so its batch-norm statistics do not drift either.
+        model.backbone.eval()
+        model.backbone.get_classifier().train()
+
+
+def train(
+    config: TrainConfig, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> tuple[NormalizedClassifier, dict[str, Any]]:
+    """Train a classifier as ``config`` says; the global torch RNG state is left as it was.
+
+    Args:
+        config: what to train.
+        progress: show a tqdm progress bar per epoch.
+        device: where to train.
+
+    Returns:
+        ``(model, card)``: the model with the best validation weights, in eval mode, and a card with the
+        test accuracy, the validation accuracy, sample counts, time and the config.
+    """
+    cfg = config.resolved()
+    info = dataset_info(cfg.dataset, cfg.data_root, cfg.image_size)
+    train_ds = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
+    test_ds = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(len(train_ds), generator=gen)
+    n_val = round(len(train_ds) * cfg.val_fraction)
+    val_idx, train_idx = perm[:n_val], perm[n_val:][: cfg.max_train]
+    if len(train_idx) == 0:
+        raise InvalidParameterError(f"expected training samples left after validation, got none of {len(train_ds)}")
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = create_classifier(
+            cfg.model,
+            num_classes=info.num_classes,
+            in_chans=info.in_chans,
+            mean=info.mean,
+            std=info.std,
+            pretrained=cfg.pretrained,
+            weights=cfg.weights,
+            image_size=info.image_size,
+        ).to(device)
+        n_params = set_trainable(model, cfg.finetune)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        logger.info(
+            "training %s on %s: %d train / %d val samples, %d trainable parameters, up to %d epochs",
+            cfg.model, cfg.dataset, len(train_idx), len(val_idx), n_params, cfg.epochs,
+        )  # fmt: skip
+        best_acc, best_epoch, best_state, epoch = -1.0, 0, None, 0
+        for epoch in range(1, cfg.epochs + 1):
+            _set_train_mode(model, cfg.finetune)
+            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+            total_loss, seen = 0.0, 0
+            bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress)
+            for x, y in _batches(train_ds, order, cfg.batch_size):
+                x, y = x.to(device), y.to(device)
+                if cfg.augment:
+                    x = augment_batch(x)
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss, seen = total_loss + loss.item() * len(y), seen + len(y)
+                bar.update(len(y))
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            bar.close()
+            if n_val == 0:
+                logger.info("epoch %d/%d: train loss %.4f", epoch, cfg.epochs, total_loss / seen)
+                continue
+            acc = evaluate(model, train_ds, val_idx)
+            improved = acc > best_acc
+            if improved:
+                best_acc, best_epoch = acc, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            logger.info(
+                "epoch %d/%d: train loss %.4f, val accuracy %.2f%%%s",
+                epoch, cfg.epochs, total_loss / seen, 100 * acc, " (best)" if improved else "",
+            )  # fmt: skip
+            if epoch - best_epoch >= cfg.patience:
+                logger.info("early stop: no better val accuracy for %d epochs", cfg.patience)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    test_acc = evaluate(model, test_ds)
+    logger.info("%s on %s: test accuracy %.2f%% (%.1f s)", cfg.model, cfg.dataset, 100 * test_acc, seconds)
+    card = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "accuracy": test_acc,
+        "val_accuracy": best_acc if n_val else None,
+        "family": info.family,
+        "num_classes": info.num_classes,
+        "in_chans": info.in_chans,
+        "image_size": info.image_size,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "class_names": list(info.class_names),
+        "epochs_run": epoch,
+        "best_epoch": best_epoch or epoch,
+        "train_samples": len(train_idx),
+        "val_samples": n_val,
+        "test_samples": len(test_ds),
+        "train_seconds": round(seconds, 2),
+        "config": asdict(cfg),
+    }
+    return model.eval(), card
+
+
+def get_or_train(
+    config: TrainConfig, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> tuple[NormalizedClassifier, dict[str, Any]]:
+    """The cached model for ``config`` if there is a valid one, else train it and cache it.
+
+    The cache folder is :func:`zoo.checkpoints.checkpoint_dir` of the config; a checkpoint that fails its
+    sha256 check is reported and retrained.
+
+    Returns:
+        ``(model, card)``, the model in eval mode.
+    """
+    cfg = config.resolved()
+    folder = checkpoint_dir(cfg.dataset, cfg.model, cfg.cache_fields())
+    if (folder / CARD_FILE).is_file():
+        try:
+            state, card = load_checkpoint(folder)
+            model = create_classifier(
+                cfg.model,
+                num_classes=card["num_classes"],
+                in_chans=card["in_chans"],
+                mean=card["mean"],
+                std=card["std"],
+                image_size=card["image_size"],
+            )
+            model.load_state_dict(state)
+        except (CheckpointError, KeyError, RuntimeError) as exc:
+            logger.warning("cached model %s is unusable (%s: %s); training it again", folder, type(exc).__name__, exc)
+        else:
+            logger.info("using cached model %s (test accuracy %.2f%%)", folder, 100 * card["accuracy"])
+            return model.to(device).eval(), card
+    logger.info("no cached model for %s on %s in %s; training ...", cfg.model, cfg.dataset, folder)
+    model, card = train(cfg, progress=progress, device=device)
+    card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
+    logger.info("saved %s", folder)
+    return model, card
