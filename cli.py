@@ -51,11 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-start", action="store_true")
     p.add_argument("--targeted", action="store_true", help="target the next class, (y+1) mod K")
     p.add_argument("--overshoot", type=float, default=0.02)
-    p.add_argument("--candidates", type=int, default=None)
+    p.add_argument("--candidates", type=int, default=None, help="DeepFool: top-k classes (default: all)")
+    p.add_argument("--gamma", type=float, default=0.05, help="DDN norm update factor")
+    p.add_argument("--init-norm", type=float, default=1.0, help="DDN initial norm")
+    p.add_argument("--levels", type=int, default=None, help="DDN quantization levels (e.g. 256)")
+    p.add_argument("--eps-grid", default=None, help="minimal-norm attacks: comma-separated eps for robust accuracy")
     p.add_argument("--n", type=int, default=100, help="number of test images")
     p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/compare", help="output prefix: writes .csv, .md, .png")
+    p.add_argument("--out", default="results/compare", help="output prefix: writes .csv, .md, .json, .png")
+    p.add_argument("--attack-batch-size", type=int, default=None, help="images per attack batch (default: all)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
     _add_model_options(p)
     _add_common(p)
 
@@ -84,6 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bridge.errors import InvalidParameterError, check_name
     from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
     from experiments.compare import format_table, parse_libraries, run_compare
+    from experiments.minimal import DEFAULT_GRID_FACTORS
     from experiments.workload import load_workload
     from zoo.datasets import dataset_info
 
@@ -106,8 +113,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         targeted=args.targeted,
         overshoot=args.overshoot,
         candidates=args.candidates,
+        gamma=args.gamma,
+        init_norm=args.init_norm,
+        levels=args.levels,
         seed=args.seed,
     )
+    if args.eps_grid:
+        eps_grid = [parse_eps(e) for e in args.eps_grid.split(",") if e.strip()]
+    else:
+        eps_grid = [f * standard_eps(info.family, norm) for f in DEFAULT_GRID_FACTORS]
+    if any(e <= 0 for e in eps_grid):
+        raise InvalidParameterError(f"expected every --eps-grid value > 0, got {args.eps_grid}")
     workload = load_workload(
         args.dataset,
         args.model,
@@ -117,14 +133,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **_train_options(args),
     )
-    table = run_compare(spec, libraries, workload, out=args.out)
+    if args.attack_batch_size is not None and args.attack_batch_size < 1:
+        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
+    table, grid = run_compare(
+        spec,
+        libraries,
+        workload,
+        out=args.out,
+        eps_grid=eps_grid if spec.minimal else None,
+        batch_size=args.attack_batch_size,
+        resume=args.resume,
+        show_progress=not args.quiet,
+    )
     print(
         f"{spec.attack} {spec.norm.value} eps={spec.eps} steps={spec.steps} on {len(workload.x)} images of "
         f"{workload.info.name}, model {workload.context['model']} (clean test accuracy "
         f"{workload.card.get('accuracy', float('nan')):.4f})"
     )
     print(format_table(table))
-    print(f"wrote {args.out}.csv, {args.out}.md, {args.out}.png")
+    if grid is not None:
+        print(f"\nrobust accuracy at eps ({spec.norm.value}):")
+        print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.out}.csv, {args.out}-timing.csv, {args.out}.md, {args.out}.json, {args.out}.png")
     return 0
 
 

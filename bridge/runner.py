@@ -134,6 +134,7 @@ def run_attack(
     spec: AttackSpec,
     *,
     num_classes: int | None = None,
+    seed: int | None = None,
 ) -> AttackResult:
     """Run ``spec`` with one library on ``(x, y)`` and measure it the same way for every library.
 
@@ -144,6 +145,7 @@ def run_attack(
         y: true labels, or target labels when ``spec.targeted``.
         spec: what to run.
         num_classes: number of logits; inferred from one forward pass when ``None``.
+        seed: seed for every RNG; ``None`` = ``spec.seed`` (a batched run derives one per batch).
 
     Returns:
         An :class:`AttackResult`; ``status`` is ``"unsupported"`` (with the reason) when the library
@@ -165,7 +167,7 @@ def run_attack(
     x_before = x.clone()
     model.eval()
     counter = PassCounter().attach(model)
-    seed_everything(spec.seed)
+    seed_everything(spec.seed if seed is None else seed)
     try:
         start = time.perf_counter()
         x_adv = adapter.generate(model, x, y, spec, num_classes)
@@ -199,6 +201,18 @@ def run_attack(
     if problems:
         result.status, result.reason = "invalid", "; ".join(problems)
     return result
+
+
+def warm_up(model: nn.Module, x: Tensor, y: Tensor) -> None:
+    """One untimed forward and input-backward pass, so that one-time kernel set-up (seconds on CPU for
+    a new shape) is not charged to whichever library happens to run first."""
+    was_training = model.training
+    model.eval()
+    try:
+        xg = x.detach().clone().requires_grad_(True)
+        torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y.long(), reduction="sum"), xg)
+    finally:
+        model.train(was_training)
 
 
 def _logits(model: nn.Module, x: Tensor) -> Tensor:

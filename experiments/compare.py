@@ -7,19 +7,25 @@ the ``own`` row (``max_abs_diff_vs_own`` over all pixels, ``success_agreement_vs
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from bridge.adapters import LIBRARIES
 from bridge.errors import check_name
 from bridge.io import atomic_write, atomic_write_text
-from bridge.runner import AttackResult, run_attack
+from bridge.provenance import provenance
+from bridge.runner import AttackResult, run_attack, warm_up
 from bridge.spec import AttackSpec
+from experiments.minimal import WORST_CASE, eps_grid_table, save_minimal_figures, worst_case
+from experiments.progress import ProgressStore, batch_seed, merge_results
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ COLUMNS = [
     "backward_per_image",
     "max_abs_diff_vs_own",
     "success_agreement_vs_own",
+    "best_count",
     "reason",
 ]
 
@@ -64,12 +71,40 @@ def compare_libraries(
     libraries: Sequence[str],
     *,
     num_classes: int | None = None,
+    batch_size: int | None = None,
+    progress: ProgressStore | None = None,
+    show_progress: bool = False,
 ) -> list[AttackResult]:
-    """Run ``spec`` on ``(x, y)`` with each library (``y`` = targets when ``spec.targeted``)."""
+    """Run ``spec`` on ``(x, y)`` with each library (``y`` = targets when ``spec.targeted``).
+
+    Images go through in batches of ``batch_size`` (all at once when ``None``); batch ``b`` is seeded
+    with :func:`~experiments.progress.batch_seed` ``(spec.seed, b)`` for every library, so random
+    starts match across libraries. With a ``progress`` store, each finished (library, batch) is saved
+    and saved ones are reused.
+    """
+    size = batch_size or len(x)
+    batches = list(range(0, len(x), size))
+    for start in {batches[0], batches[-1]}:  # the two batch shapes
+        warm_up(model, x[start : start + size], y[start : start + size])
     results = []
-    for name in libraries:
-        log.info("running %s with %s on %d images", spec.attack, name, len(x))
-        results.append(run_attack(name, model, x, y, spec, num_classes=num_classes))
+    with tqdm(total=len(libraries) * len(batches), disable=not show_progress, desc=spec.attack, unit="batch") as bar:
+        for name in libraries:
+            parts = []
+            for b, start in enumerate(batches):
+                part = progress.load(name, b, spec) if progress is not None else None
+                if part is None:
+                    xb, yb = x[start : start + size], y[start : start + size]
+                    log.debug("running %s with %s on batch %d (%d images)", spec.attack, name, b, len(xb))
+                    seed = batch_seed(spec.seed, b) if len(batches) > 1 else spec.seed
+                    part = run_attack(name, model, xb, yb, spec, num_classes=num_classes, seed=seed)
+                    if progress is not None:
+                        progress.save(b, part)
+                parts.append(part)
+                bar.update()
+                if part.status == "unsupported":
+                    bar.update(len(batches) - b - 1)
+                    break
+            results.append(merge_results(parts))
     return results
 
 
@@ -108,10 +143,43 @@ def result_row(result: AttackResult, reference: AttackResult | None) -> dict:
     return row
 
 
+def worst_case_row(results: Sequence[AttackResult]) -> dict | None:
+    """The per-sample best over libraries of a minimal-norm attack, as a table row."""
+    ok = [r for r in results if r.success is not None]
+    if not ok:
+        return None
+    best, _ = worst_case(ok)
+    correct = ok[0].clean_correct
+    broken = torch.isfinite(best)
+    row = dict.fromkeys(COLUMNS, math.nan)
+    column = "linf" if ok[0].spec.norm.value == "Linf" else "l2"
+    row.update(
+        library=WORST_CASE,
+        version="",
+        status="ok",
+        n=len(best),
+        clean_acc=float(correct.float().mean()),
+        success_rate=float(broken.sum() / correct.sum()) if correct.any() else math.nan,
+        robust_acc=float((correct & ~broken).float().mean()),
+        reason="per sample, the smallest over libraries",
+        **{f"median_{column}": _median(best[broken]), f"mean_{column}": _mean(best[broken])},
+    )
+    return row
+
+
 def summary_table(results: Sequence[AttackResult], context: dict | None = None) -> pd.DataFrame:
-    """The comparison table: one row per library, tidy columns for the spec and ``context``."""
+    """The comparison table: one row per library, tidy columns for the spec and ``context``.
+
+    For minimal-norm attacks a ``worst-case`` row is added and ``best_count`` says on how many samples
+    each library found the smallest perturbation (within 0.1 %).
+    """
     reference = next((r for r in results if r.library == "own" and r.x_adv is not None), None)
     rows = [result_row(r, reference) for r in results]
+    if results and results[0].spec.minimal and (extra := worst_case_row(results)) is not None:
+        _, counts = worst_case(results)
+        for row in rows:
+            row["best_count"] = counts.get(row["library"], math.nan)
+        rows.append(extra)
     table = pd.DataFrame(rows, columns=COLUMNS)
     if results:
         spec = results[0].spec.to_dict()
@@ -121,13 +189,37 @@ def summary_table(results: Sequence[AttackResult], context: dict | None = None) 
     return table
 
 
-def write_table(table: pd.DataFrame, out: str | Path) -> list[Path]:
-    """Write ``<out>.csv`` and ``<out>.md`` atomically; returns the paths."""
+#: Columns that change from run to run (wall-clock time): kept out of ``<out>.csv`` so that the same
+#: seed gives the same CSV, and written to ``<out>-timing.csv`` instead.
+TIMING_COLUMNS = ["seconds", "images_per_s"]
+
+
+def write_table(table: pd.DataFrame, out: str | Path, metadata: dict | None = None) -> list[Path]:
+    """Write the results atomically; returns the paths.
+
+    ``<out>.csv``: every column but the timing ones, plus ``git_revision`` (identical for the same
+    seed on CPU); ``<out>-timing.csv``: library and timing; ``<out>.md``: the whole table under a
+    header with the provenance; ``<out>.json``: ``metadata`` and the provenance.
+    """
     out = Path(out)
-    csv_path, md_path = out.with_suffix(".csv"), out.with_suffix(".md")
-    atomic_write_text(csv_path, table.to_csv(index=False))
-    atomic_write_text(md_path, format_table(table, markdown=True) + "\n")
-    return [csv_path, md_path]
+    info = {**(metadata or {}), **provenance()}
+    results = table.drop(columns=TIMING_COLUMNS).assign(git_revision=info["git_revision"])
+    timing = table[["library", *TIMING_COLUMNS]]
+    paths = {
+        out.with_suffix(".csv"): results.to_csv(index=False),
+        out.with_name(out.name + "-timing.csv"): timing.to_csv(index=False),
+        out.with_suffix(".md"): _markdown_header(info) + format_table(table, markdown=True) + "\n",
+        out.with_suffix(".json"): json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
+    }
+    for path, text in paths.items():
+        atomic_write_text(path, text)
+    return list(paths)
+
+
+def _markdown_header(info: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    extra = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("versions", "git_revision", "spec"))
+    return f"advbridge {info['git_revision']}; {extra}\n\n{versions}\n\n"
 
 
 def format_table(table: pd.DataFrame, *, markdown: bool = False) -> str:
@@ -183,13 +275,46 @@ def run_compare(
     workload,
     *,
     out: str | Path | None = None,
-) -> pd.DataFrame:
-    """Run :func:`compare_libraries` on a :class:`~experiments.workload.Workload`, write CSV/MD/PNG to ``out``."""
+    eps_grid: Sequence[float] | None = None,
+    batch_size: int | None = None,
+    resume: bool = False,
+    show_progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Run :func:`compare_libraries` on a :class:`~experiments.workload.Workload` and write the outputs.
+
+    Returns the summary table and, for minimal-norm attacks, robust accuracy at each eps of
+    ``eps_grid`` (one row per library and the worst case). Files (see :func:`write_table`):
+    ``<out>.csv/-timing.csv/.md/.json/.png``, and for minimal-norm attacks ``<out>-eps.csv/.md``,
+    ``<out>-robust.png``, ``<out>-norms.png``. With ``out``, progress is saved per batch in
+    ``<out>.progress/`` and ``resume=True`` continues a killed run from there.
+    """
     num_classes = workload.info.num_classes
     y = targets_for(workload.y, num_classes) if spec.targeted else workload.y
-    results = compare_libraries(workload.model, workload.x, y, spec, libraries, num_classes=num_classes)
-    table = summary_table(results, context=workload.context)
+    metadata = {"spec": spec.to_dict(), **workload.context, "n": len(workload.x), "libraries": list(libraries)}
+    store = None
     if out is not None:
-        paths = write_table(table, out) + [save_figure(results, workload.x, out)]
+        key = {**metadata, "batch_size": batch_size, "weights_sha256": workload.card.get("sha256")}
+        store = ProgressStore(Path(out).with_name(Path(out).name + ".progress"), key, resume=resume)
+    results = compare_libraries(
+        workload.model,
+        workload.x,
+        y,
+        spec,
+        libraries,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        progress=store,
+        show_progress=show_progress,
+    )
+    table = summary_table(results, context=workload.context)
+    grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
+    if out is not None:
+        paths = write_table(table, out, metadata) + [save_figure(results, workload.x, out)]
+        if grid is not None and not grid.empty:
+            stem = Path(out).with_name(Path(out).name + "-eps")
+            atomic_write_text(stem.with_suffix(".csv"), grid.to_csv())
+            atomic_write_text(stem.with_suffix(".md"), grid.to_markdown(floatfmt=".4g") + "\n")
+            paths += [stem.with_suffix(".csv"), *save_minimal_figures(results, eps_grid, out)]
+        store.finish()
         log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return table
+    return table, grid

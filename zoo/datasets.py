@@ -136,7 +136,7 @@ def _load_mnist(root: Path, split: str, image_size: int | None, download: bool) 
         )
     try:
         ds = MNIST(root=str(root), train=split == "train", download=download)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:  # a failed download or md5 check
         raise DataNotFoundError(f"could not load MNIST from {raw}: {exc}") from exc
     return TensorImages(resize_tensors(ds.data.unsqueeze(1), image_size), ds.targets)
 
@@ -150,7 +150,7 @@ def _load_cifar10(root: Path, split: str, image_size: int | None, download: bool
             ds = CIFAR10(root=str(root), train=split == "train", download=download)
             images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
             return TensorImages(resize_tensors(images, image_size), torch.tensor(ds.targets))
-        except RuntimeError as exc:  # torchvision's md5 check failed: fall back to the JPEG tree
+        except (RuntimeError, OSError) as exc:  # md5 check or download failed: fall back to the JPEG tree
             logger.warning("CIFAR-10 pickles in %s unusable (%s); trying %s", pickles, exc, jpeg)
     if jpeg.is_dir():
         classes = tuple(sorted(p.name for p in jpeg.iterdir() if p.is_dir()))

@@ -91,16 +91,20 @@ class _SmallCNN(nn.Module):
     fc: nn.Linear
 
     def get_classifier(self) -> nn.Module:
+        """The last linear layer (what ``set_trainable(model, "head")`` trains)."""
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
+        """Replace the last layer by a fresh one with ``num_classes`` outputs (0: no layer)."""
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
+        """Feature maps before pooling."""
         return self.features(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Logits from feature maps (or the features before the last layer if ``pre_logits``)."""
         x = self.head(x)
         return x if pre_logits else self.fc(x)
 
@@ -341,6 +345,9 @@ def create_classifier(
     if pretrained and not timm.models.is_model_pretrained(model_name):
         raise CheckpointError(f"timm has no pretrained weights for {model_name!r}; train one or pass --weights FILE")
     # None values are dropped, as timm does, so that unset options never override a model's defaults.
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is not None and image_size == cfg.input_size[-1]:
+        image_size = None  # the model's own size: nothing to pass
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, "img_size": image_size}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:

@@ -13,7 +13,12 @@ Semantic differences:
   one (others return the last iterate); success is checked before each update, so the final update is
   never evaluated;
 - no L2 PGD (``apgd`` is a different attack) and no FGSM: ``pgd_linf(steps=1)`` always returns the
-  clean input, so FGSM is reported unsupported, not emulated.
+  clean input, so FGSM is reported unsupported, not emulated;
+- ``df`` (DeepFool, ``norm=2``/``float('inf')``): all classes, source = true label, overshoot per step,
+  (|f|/max(‖w‖, 1e-6) + 1e-4) step; batched with per-sample early stop; returns the *clean input*
+  where it failed; targeted only warns and returns the inputs, so targeted DeepFool is refused upstream;
+- ``ddn(γ, init_norm, levels)``: its default ``levels=256`` quantizes every iterate; we pass the spec's
+  ``levels`` (``None`` = no quantization); strict ``<`` best tracking; the clean input where it failed.
 """
 
 from __future__ import annotations
@@ -33,13 +38,27 @@ class AdvlibAdapter(Adapter):
             return "adv-lib has no FGSM (pgd_linf with steps=1 returns the clean input, so it is not emulated)"
         if spec.attack == "pgd" and spec.norm is Norm.L2:
             return "adv-lib has no L2 PGD (only pgd_linf; apgd is a different attack)"
-        if spec.attack == "pgd":
-            return None
-        return f"adv-lib {spec.attack} is not wired yet"
+        if spec.attack == "deepfool" and spec.candidates is not None:
+            return "adv-lib's df always uses all classes (no candidates option)"
+        return None
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
-        from adv_lib.attacks import pgd_linf
+        from adv_lib.attacks import ddn, df, pgd_linf
 
+        if spec.attack == "deepfool":
+            p = 2 if spec.norm is Norm.L2 else float("inf")
+            return df(model, x, y, steps=spec.steps, overshoot=spec.overshoot, norm=p)
+        if spec.attack == "ddn":
+            return ddn(
+                model,
+                x,
+                y,
+                targeted=spec.targeted,
+                steps=spec.steps,
+                γ=spec.gamma,
+                init_norm=spec.init_norm,
+                levels=spec.levels,
+            )
         return pgd_linf(
             model,
             x,

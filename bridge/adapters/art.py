@@ -17,6 +17,13 @@ Semantic differences:
 - random starts use numpy's RNG (seeded by the runner), not torch's, so they cannot match torch draws;
 - ``predict``/``loss_gradient`` force eval mode and do not restore it (the runner restores it);
 - ``batch_size`` is set to the whole batch so that gradients are computed on the same batches as ours.
+- DeepFool (L2 only; overshoot is called ``epsilon``, default 1e-6; candidates ``nb_grads``, default
+  10, taken as the *union over the whole batch* of each sample's top-k): **ignores y** and moves away
+  from the clean prediction; computes one ``class_gradient`` per candidate class plus a ``predict``
+  per step with a numpy round-trip, also for finished samples; r = |f|/(‖w‖²+tol)·w without the 1e-4
+  term; applies the overshoot once at the end (x0 + (1+ε)(x_T − x0), then clip), scaled by
+  (clip_max − clip_min);
+- no DDN.
 """
 
 from __future__ import annotations
@@ -50,14 +57,25 @@ class ArtAdapter(Adapter):
     def unsupported_reason(self, spec: AttackSpec) -> str | None:
         if spec.attack in ("fgsm", "pgd"):
             return None
-        return f"ART has no {spec.attack}"
+        if spec.attack == "deepfool":
+            return "ART's DeepFool is L2 only" if spec.norm is Norm.LINF else None
+        return f"ART has no {spec.attack.upper()}"
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
-        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+        from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
 
         classifier = art_classifier(model, x, num_classes)
         norm = np.inf if spec.norm is Norm.LINF else 2
-        if spec.attack == "fgsm":
+        if spec.attack == "deepfool":
+            attack = DeepFool(
+                classifier,
+                max_iter=spec.steps,
+                epsilon=spec.overshoot,
+                nb_grads=spec.candidates or num_classes,
+                batch_size=len(x),
+                verbose=False,
+            )
+        elif spec.attack == "fgsm":
             attack = FastGradientMethod(
                 classifier, norm=norm, eps=spec.eps, targeted=spec.targeted, num_random_init=0, batch_size=len(x)
             )

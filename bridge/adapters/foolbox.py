@@ -16,6 +16,13 @@ Semantic differences:
 - L2 random start is uniform in the ball (like ours, but a different draw);
 - ``PyTorchModel`` would move the model to ``cuda:0``; we pass the inputs' device explicitly;
 - FGSM is untargeted only (foolbox raises ValueError for a targeted criterion).
+- DeepFool (``L2DeepFoolAttack``/``LinfDeepFoolAttack``, ``loss="logits"``): candidates = top-k of the
+  *clean* logits (its default k = 10; ``candidates=None`` here passes None = all classes), source =
+  clean arg-max, stop criterion = misclassification of the label; overshoot on the accumulated,
+  unclipped perturbation (x = clip(x0 + (1+η)·Σr)); adds 1e-4 to each distance and 1e-8 to norms;
+  runs (k−1) forward+backward passes per step on the whole batch until every sample is done;
+- DDN (``DDNAttack(init_epsilon, steps, gamma)``): never quantizes (``levels`` is refused); best
+  tracking with ``<=``; returns the clean input where it failed.
 """
 
 from __future__ import annotations
@@ -33,19 +40,27 @@ class FoolboxAdapter(Adapter):
     def unsupported_reason(self, spec: AttackSpec) -> str | None:
         if spec.attack == "fgsm" and spec.targeted:
             return "foolbox's FGSM is untargeted only"
-        if spec.attack in ("fgsm", "pgd"):
-            return None
-        return f"foolbox has no {spec.attack}"
+        if spec.attack == "ddn" and spec.levels is not None:
+            return "foolbox's DDN never quantizes (levels must be None)"
+        return None
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
         import foolbox as fb
 
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+        criterion = fb.criteria.TargetedMisclassification(y) if spec.targeted else fb.criteria.Misclassification(y)
+        if spec.attack in ("deepfool", "ddn"):
+            if spec.attack == "ddn":
+                attack = fb.attacks.DDNAttack(init_epsilon=spec.init_norm, steps=spec.steps, gamma=spec.gamma)
+            else:
+                cls = fb.attacks.L2DeepFoolAttack if spec.norm is Norm.L2 else fb.attacks.LinfDeepFoolAttack
+                attack = cls(steps=spec.steps, candidates=spec.candidates, overshoot=spec.overshoot)
+            _, clipped, _ = attack(fmodel, x, criterion, epsilons=None)
+            return clipped
         if spec.attack == "fgsm":
             attack = fb.attacks.FGSM()
         else:
             cls = fb.attacks.LinfPGD if spec.norm is Norm.LINF else fb.attacks.L2PGD
             attack = cls(abs_stepsize=spec.effective_step_size, steps=spec.steps, random_start=spec.random_start)
-        criterion = fb.criteria.TargetedMisclassification(y) if spec.targeted else fb.criteria.Misclassification(y)
         _, clipped, _ = attack(fmodel, x, criterion, epsilons=spec.eps)
         return clipped

@@ -15,6 +15,11 @@ Semantic differences:
 - PGDL2's random start is a Gaussian direction times U(0, 1)·eps, not uniform in the ball (issue #161);
 - attacks switch the model to eval mode and back (the runner checks the mode is restored);
 - ``set_normalization_used`` is never called: normalization lives inside the model.
+- DeepFool (L2 only, all classes, untargeted): loops over samples in Python with a full Jacobian
+  (K backward passes per sample per step), moves away from the *true label*, applies the overshoot
+  per step (x ← clip(x + (1+η)·r)) with r = |f|/‖w‖²·w and no 1e-4 term, so with η = 0.02 and
+  clipping it can stop exactly on the boundary; misclassified inputs come back unchanged;
+- no DDN.
 """
 
 from __future__ import annotations
@@ -32,13 +37,21 @@ class TorchattacksAdapter(Adapter):
     def unsupported_reason(self, spec: AttackSpec) -> str | None:
         if spec.attack in ("fgsm", "pgd"):
             return None
-        return f"torchattacks has no {spec.attack}"
+        if spec.attack == "deepfool":
+            if spec.norm is Norm.LINF:
+                return "torchattacks' DeepFool is L2 only"
+            if spec.candidates is not None:
+                return "torchattacks' DeepFool always uses all classes (no candidates option)"
+            return None
+        return f"torchattacks has no {spec.attack.upper()}"
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
         import torchattacks
 
         if spec.attack == "fgsm":
             attack = torchattacks.FGSM(model, eps=spec.eps)
+        elif spec.attack == "deepfool":
+            attack = torchattacks.DeepFool(model, steps=spec.steps, overshoot=spec.overshoot)
         else:
             cls = torchattacks.PGD if spec.norm is Norm.LINF else torchattacks.PGDL2
             attack = cls(

@@ -50,7 +50,10 @@ def test_list_prints_the_matrix(capsys):
     ("argv", "message"),
     [
         (["compare", "--attack", "pgdd"], "unknown attack 'pgdd'; did you mean 'pgd'"),
-        (["compare", "--attack", "pgd", "--libraries", "own,fooolbox"], "unknown library 'fooolbox'; did you mean 'foolbox'"),
+        (
+            ["compare", "--attack", "pgd", "--libraries", "own,fooolbox"],
+            "unknown library 'fooolbox'; did you mean 'foolbox'",
+        ),
         (["compare", "--attack", "pgd", "--dataset", "mnits"], "unknown dataset 'mnits'"),
         (["compare", "--attack", "pgd", "--model", "resnet181"], "unknown model 'resnet181'"),
         (["compare", "--attack", "pgd", "--eps", "0"], "expected eps > 0"),
@@ -70,7 +73,11 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
 
 def test_bad_input_from_a_shell_has_no_traceback():
     proc = subprocess.run(
-        [sys.executable, "cli.py", "compare", "--attack", "fgsmm"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "cli.py", "compare", "--attack", "fgsmm"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (

@@ -1,0 +1,104 @@
+"""Minimal-norm results: robust accuracy at any eps from one run, and the per-sample worst case.
+
+A minimal-norm attack (DeepFool, DDN) returns, for each sample, the smallest perturbation it found.
+Robust accuracy at budget ε is then the fraction of samples that are correctly classified and whose
+successful perturbation (if any) is larger than ε (foolbox's ``MinimizationAttack`` idea). Across
+libraries, the per-sample worst case is the smallest successful perturbation any library found.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from bridge.io import atomic_write
+from bridge.runner import AttackResult
+
+#: Multiples of the dataset's standard budget used when no ``--eps-grid`` is given.
+DEFAULT_GRID_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+WORST_CASE = "worst-case"
+
+
+def norms_of(result: AttackResult) -> Tensor:
+    """Per-sample norm in the spec's threat model: ∞ where the attack failed or the sample was wrong."""
+    dist = result.linf if result.spec.norm.value == "Linf" else result.l2
+    return torch.where(result.clean_correct & result.success, dist, torch.full_like(dist, math.inf))
+
+
+def robust_accuracy_at(result_norms: Tensor, clean_correct: Tensor, eps: float) -> float:
+    """Fraction of samples that are correct and not broken within ``eps``."""
+    return float((clean_correct & (result_norms > eps)).float().mean())
+
+
+def worst_case(results: Sequence[AttackResult]) -> tuple[Tensor, dict[str, int]]:
+    """Per-sample smallest successful norm over libraries, and how often each library reached it.
+
+    A library counts as best on a sample when its norm is within 0.1 % of the minimum (ties count for
+    every library that reaches it).
+    """
+    ok = [r for r in results if r.success is not None]
+    norms = torch.stack([norms_of(r) for r in ok])
+    best = norms.min(dim=0).values
+    reached = (norms <= best * (1 + 1e-3)) & torch.isfinite(norms)
+    return best, {r.library: int(reached[i].sum()) for i, r in enumerate(ok)}
+
+
+def eps_grid_table(results: Sequence[AttackResult], eps_grid: Sequence[float]) -> pd.DataFrame:
+    """Robust accuracy at each eps of ``eps_grid``, one row per library plus the worst case."""
+    ok = [r for r in results if r.success is not None]
+    if not ok:
+        return pd.DataFrame()
+    clean_correct = ok[0].clean_correct
+    rows = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, worst_case(ok)[0])]
+    data = {lib: [robust_accuracy_at(n, clean_correct, e) for e in eps_grid] for lib, n in rows}
+    table = pd.DataFrame(data, index=pd.Index(eps_grid, name="eps")).T
+    table.index.name = "library"
+    return table
+
+
+def save_minimal_figures(results: Sequence[AttackResult], eps_grid: Sequence[float], out: str | Path) -> list[Path]:
+    """``<out>-robust.png`` (robust accuracy vs eps, every library) and ``<out>-norms.png`` (histogram)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if r.success is not None]
+    norm = ok[0].spec.norm.value
+    out = Path(out)
+    finite_max = max(
+        (float(n[torch.isfinite(n)].max()) for n in map(norms_of, ok) if torch.isfinite(n).any()), default=1.0
+    )
+    xs = torch.linspace(0, max(finite_max, max(eps_grid)) * 1.05, 200)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    curves = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, worst_case(ok)[0])]
+    for library, n in curves:
+        ys = [robust_accuracy_at(n, ok[0].clean_correct, float(e)) for e in xs]
+        ax.plot(xs, ys, label=library, linestyle="--" if library == WORST_CASE else "-")
+    ax.set_xlabel(f"eps ({norm})")
+    ax.set_ylabel("robust accuracy")
+    ax.set_title(f"{ok[0].spec.attack}: robust accuracy vs eps ({len(ok[0].success)} images)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    robust_path = out.with_name(out.name + "-robust.png")
+    atomic_write(robust_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for r in ok:
+        n = norms_of(r)
+        ax.hist(n[torch.isfinite(n)].numpy(), bins=30, histtype="step", label=r.library)
+    ax.set_xlabel(f"per-sample {norm} norm of successful perturbations")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    hist_path = out.with_name(out.name + "-norms.png")
+    atomic_write(hist_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return [robust_path, hist_path]
