@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(PY) cli.py compare --attack pgd
+	$(PY) cli.py compare --attack deepfool
 
 test: install
 	$(PY) -m pytest -q

@@ -61,7 +61,11 @@ class PassCounter:
 
 @dataclass
 class AttackResult:
-    """One library's run of one spec on one batch. Per-sample tensors are on the CPU."""
+    """One library's run of one spec on one batch. Per-sample tensors are on the CPU.
+
+    ``clean_correct`` marks the samples an attack has to work on: correctly classified (untargeted) or
+    not already predicted as the target (targeted). ``success`` is recomputed on the model.
+    """
 
     library: str
     version: str
@@ -153,7 +157,7 @@ def run_attack(
         check (shape, range, eps ball, side effects), else ``"ok"``.
     """
     adapter = get_adapter(library) if isinstance(library, str) else library
-    check_images(x)
+    check_images(x, in_chans=getattr(model, "in_chans", None))
     if num_classes is None:
         num_classes = int(_logits(model, x[:1]).shape[1])
     y = check_labels(y, len(x), num_classes=num_classes)
@@ -187,10 +191,12 @@ def run_attack(
     result.forward_images, result.backward_images = counter.forward_images, counter.backward_images
     x_adv = x_adv.detach()
     delta = (x_adv - x).flatten(1)
-    result.x_adv = x_adv
+    result.x_adv = x_adv.cpu()
     result.l2 = delta.norm(p=2, dim=1).cpu()
     result.linf = delta.abs().amax(dim=1).cpu()
-    result.clean_correct = (predict(model, x) == y).cpu() if not spec.targeted else (predict(model, x) != y).cpu()
+    clean_pred = predict(model, x)
+    # untargeted: correctly classified; targeted: not already predicted as the target
+    result.clean_correct = (clean_pred != y if spec.targeted else clean_pred == y).cpu()
     result.success = is_success(predict(model, x_adv), y, spec.targeted).cpu()
 
     problems = output_problems(x, x_adv, spec, result.l2, result.linf)

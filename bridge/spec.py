@@ -81,7 +81,7 @@ class AttackSpec:
 
     Args:
         attack: ``"fgsm"``, ``"pgd"``, ``"deepfool"`` or ``"ddn"``.
-        norm: threat-model norm; FGSM is L∞ only, DDN is L2 only.
+        norm: threat-model norm; ``None`` = :data:`DEFAULT_NORMS` (L∞ for fgsm/pgd, L2 for deepfool/ddn).
         eps: budget of ``fgsm``/``pgd`` (required there); ignored by minimal-norm attacks.
         steps: iterations; ``None`` = the attack's default (:data:`DEFAULT_STEPS`; ``fgsm``: always 1).
         step_size: absolute step of ``pgd``; ``None`` means ``2.5 * eps / steps`` (Madry et al. 2018).
@@ -96,7 +96,7 @@ class AttackSpec:
     """
 
     attack: str
-    norm: Norm = Norm.LINF
+    norm: Norm | None = None
     eps: float | None = None
     steps: int | None = None
     step_size: float | None = None
@@ -111,7 +111,7 @@ class AttackSpec:
 
     def __post_init__(self) -> None:
         check_name("attack", self.attack, ATTACKS)
-        object.__setattr__(self, "norm", Norm.parse(self.norm))
+        object.__setattr__(self, "norm", DEFAULT_NORMS[self.attack] if self.norm is None else Norm.parse(self.norm))
         if self.steps is None:
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.attack])
         if self.attack in FIXED_EPS_ATTACKS:

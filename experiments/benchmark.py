@@ -6,16 +6,24 @@ For each attack it runs every supported library on the same model and images (th
 so every library pays the same hook overhead) and prints, measured in this one run:
 
 - ``images_per_s`` and ``own_speedup`` = own images/s ÷ the library's images/s (> 1: own is faster);
-- ``floor_seconds``: the time of the same number of plain passes — one forward and one backward to the
-  input per gradient the attack needs — and ``vs_floor`` = own seconds ÷ floor seconds (1.0 = no
-  overhead beyond the gradients themselves).
+- ``floor_seconds``: the time the passes that *own* needed would take as plain passes on the whole
+  batch: (forward passes per image) × F + (backward passes per image) × B, where F is one forward and
+  B one backward to the input of all n images, measured in this run; ``vs_floor`` = seconds ÷ floor
+  (1.0 = no overhead beyond the gradients themselves). For FGSM/PGD the passes are one forward and one
+  backward per step; DeepFool needs one forward and one backward per candidate class per step on the
+  samples still running, DDN one of each per step;
+- ``peak_mb``: peak resident memory above the level before the run (Linux: VmHWM after ``malloc_trim``
+  and resetting it through /proc/self/clear_refs; CUDA: ``max_memory_allocated``).
 
-Times are the best of ``--repeats`` runs. Results go to ``<out>.csv`` / ``<out>.md``.
+Times are the best of ``--repeats`` rounds; each round runs the floor and every library once, in
+turn. Results go to ``<out>.csv`` / ``<out>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import logging
 import math
 import platform
@@ -26,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.adapters import LIBRARIES, get_adapter
+from bridge.errors import check_name
 from bridge.io import atomic_write_text
 from bridge.runner import run_attack
 from bridge.spec import AttackSpec
@@ -37,61 +46,105 @@ BENCH_SPECS = {
     "fgsm": AttackSpec(attack="fgsm", eps=0.3),
     "pgd": AttackSpec(attack="pgd", norm="Linf", eps=0.3, steps=40, step_size=0.01),
     "pgd-l2": AttackSpec(attack="pgd", norm="L2", eps=2.0, steps=40, step_size=0.1),
+    "deepfool": AttackSpec(attack="deepfool", norm="L2", steps=50, overshoot=0.02),
+    "deepfool-linf": AttackSpec(attack="deepfool", norm="Linf", steps=50, overshoot=0.02),
+    "ddn": AttackSpec(attack="ddn", steps=100),
 }
 
 
-def floor_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, passes: int, repeats: int) -> float:
-    """Best time of ``passes`` forward + input-backward passes on the whole batch."""
-    best = math.inf
-    for _ in range(repeats):
+def pass_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Best times of one forward (with graph) and of one forward + input-backward on the whole batch."""
+    forward, both = math.inf, math.inf
+    for _ in range(repeats + 1):  # the first round also warms up
+        xg = x.detach().requires_grad_(True)
         start = time.perf_counter()
-        for _ in range(passes):
-            xg = x.detach().requires_grad_(True)
-            loss = F.cross_entropy(model(xg), y, reduction="sum")
-            torch.autograd.grad(loss, xg)
-        best = min(best, time.perf_counter() - start)
-    return best
+        loss = F.cross_entropy(model(xg), y, reduction="sum")
+        middle = time.perf_counter()
+        torch.autograd.grad(loss, xg)
+        end = time.perf_counter()
+        forward, both = min(forward, middle - start), min(both, end - start)
+    return forward, both - forward
 
 
-def gradient_passes(spec: AttackSpec) -> int:
-    """Gradients the in-house attack needs: one per step."""
-    return spec.steps
+def _read_hwm_kb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            return next(float(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return math.nan
+
+
+def _reset_peak(device: torch.device) -> float:
+    """Reset the peak-memory counter; returns the current level in MB."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    gc.collect()
+    try:  # hand freed heap memory back to the OS so that RSS is the live level again (glibc)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _read_hwm_kb() / 1024
+    except OSError:
+        return math.nan
+
+
+def _peak(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _read_hwm_kb() / 1024
 
 
 def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) -> pd.DataFrame:
-    work = load_workload("mnist-5k", n=n, seed=0, device="cpu", progress=False)
+    """Time every (attack, library) ``repeats`` times, round-robin with the plain-pass floor, so that
+    a change in machine load during the run hits every library alike; keep the best time of each."""
+    work = load_workload("mnist-5k", n=n, seed=0, progress=False)
+    device = work.x.device
     rows = []
     for key in attacks:
         spec = BENCH_SPECS[key]
+        runnable = [lib for lib in libraries if get_adapter(lib).unsupported_reason(spec) is None]
         best: dict[str, float] = {}
-        info: dict[str, tuple[str, int, int]] = {}
-        for library in libraries:
-            if get_adapter(library).unsupported_reason(spec) is not None:
-                continue
-            for _ in range(repeats):
+        info: dict[str, tuple] = {}
+        forward = backward = math.inf
+        for _ in range(repeats):
+            f, b = pass_seconds(work.model, work.x, work.y, repeats=1)
+            forward, backward = min(forward, f), min(backward, b)
+            for library in runnable:
+                before = _reset_peak(device)
                 r = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
+                peak = _peak(device) - before
                 if r.status != "ok":
                     log.warning("%s %s: %s %s", library, key, r.status, r.reason)
-                    break
+                    continue
                 best[library] = min(best.get(library, math.inf), r.seconds)
-                info[library] = (r.version, r.forward_images // n, r.backward_images // n)
-        floor = floor_seconds(work.model, work.x, work.y, gradient_passes(spec), repeats)
-        own = best.get("own", math.nan)
+                success = float(r.success[r.clean_correct].float().mean())
+                old_peak = info[library][3] if library in info else 0.0
+                info[library] = (r.version, r.forward_images / n, r.backward_images / n, max(peak, old_peak), success)
+        if "own" not in best:
+            continue
+        _, own_fwd, own_bwd, _, _ = info["own"]
+        floor = own_fwd * forward + own_bwd * backward
         for library, seconds in best.items():
-            version, fwd, bwd = info[library]
+            version, fwd, bwd, peak, success = info[library]
             rows.append(
                 {
                     "attack": key,
                     "library": library,
                     "version": version,
                     "n": n,
+                    "success": success,
                     "seconds": seconds,
                     "images_per_s": n / seconds,
-                    "own_speedup": seconds / own,
+                    "own_speedup": seconds / best["own"],
                     "forward_per_image": fwd,
                     "backward_per_image": bwd,
                     "floor_seconds": floor,
                     "vs_floor": seconds / floor,
+                    "peak_mb": peak,
                 }
             )
     return pd.DataFrame(rows)
@@ -100,18 +153,18 @@ def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--attacks", default="fgsm,pgd")
+    parser.add_argument("--attacks", default="fgsm,pgd,deepfool,ddn", help=f"any of {', '.join(BENCH_SPECS)}")
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="results/benchmark")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    attacks = [a for a in args.attacks.split(",") if a]
-    table = benchmark(attacks, args.n, args.repeats, args.libraries.split(","))
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
-    print(f"benchmark on mnist-5k, advbridge_mnist_cnn, {args.n} images, CPU ({machine}); best of {args.repeats}")
+    attacks = [check_name("benchmark attack", a, BENCH_SPECS) for a in args.attacks.split(",") if a]
+    libraries = [check_name("library", name, LIBRARIES) for name in args.libraries.split(",") if name]
+    table = benchmark(attacks, args.n, args.repeats, libraries)
+    device = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"
+    machine = f"{device}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    print(f"benchmark on mnist-5k, advbridge_mnist_cnn, {args.n} images, {machine}; best of {args.repeats}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     atomic_write_text(f"{args.out}.csv", table.to_csv(index=False))
     atomic_write_text(f"{args.out}.md", f"{machine}\n\n" + table.to_markdown(index=False, floatfmt=".3g") + "\n")

@@ -309,7 +309,7 @@ def run_compare(
     table = summary_table(results, context=workload.context)
     grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
     if out is not None:
-        paths = write_table(table, out, metadata) + [save_figure(results, workload.x, out)]
+        paths = write_table(table, out, metadata) + [save_figure(results, workload.x.cpu(), out)]
         if grid is not None and not grid.empty:
             stem = Path(out).with_name(Path(out).name + "-eps")
             atomic_write_text(stem.with_suffix(".csv"), grid.to_csv())

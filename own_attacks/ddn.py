@@ -102,7 +102,7 @@ def ddn(
         if zero.any():
             noise = torch.randn(grad[zero].shape, dtype=grad.dtype, device=grad.device, generator=generator)
             grad[zero] = noise / batch_view(flat_norm(noise, 2), noise)
-        delta = delta + alpha * grad
+        delta = torch.add(delta, grad, alpha=alpha)  # one rounding, as adv-lib's add_(g, alpha=α)
 
         eps = torch.minimum(torch.where(is_adv, (1 - gamma) * eps, (1 + gamma) * eps), worst_norm)
         delta = delta * batch_view(eps / flat_norm(delta, 2).clamp_min(1e-12), delta)

@@ -120,19 +120,17 @@ def deepfool(
         raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
 
     x0 = inputs.detach()
-    with torch.no_grad():
-        clean_logits = model(x0)
-    src = labels if source == "label" else clean_logits.argmax(1)
-    classes = _candidate_classes(clean_logits, src, candidates)
     step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
-
     x_adv = x0.clone()
     total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
     active = torch.arange(len(x0), device=x0.device)
     q = 2 if norm == "L2" else 1
-    for _ in range(steps):
+    for step in range(steps):
         x = x_adv[active].requires_grad_(True)
         logits = model(x)
+        if step == 0:  # the first forward pass is on the clean inputs: source and candidates come from it
+            src = labels if source == "label" else logits.detach().argmax(1)
+            classes = _candidate_classes(logits.detach(), src, candidates)
         running = logits.argmax(1) == src[active]  # per-sample early stop
         if not running.any():
             break

@@ -1,0 +1,117 @@
+"""Bad input at every public entry: a typed exception (API) or exit code 2 (CLI), one line naming the
+bad value and what is accepted, no traceback."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bridge.adapters import get_adapter
+from bridge.errors import (
+    AdvBridgeError,
+    DataNotFoundError,
+    InvalidInputError,
+    InvalidParameterError,
+    UnknownNameError,
+    UnsupportedAttackError,
+)
+from bridge.runner import run_attack
+from bridge.spec import AttackSpec, Norm, parse_eps
+from cli import main
+from own_attacks import ddn, deepfool, fgsm, pgd
+from zoo.datasets import dataset_info, load_dataset
+from zoo.models import create_classifier
+
+X = torch.full((2, 1, 28, 28), 0.5)
+Y = torch.tensor([1, 2])
+FGSM = AttackSpec(attack="fgsm", eps=0.1)
+
+
+def _model():
+    return create_classifier("advbridge_mnist_cnn", num_classes=10, in_chans=1, mean=(0.5,), std=(0.5,)).eval()
+
+
+API_CASES = [
+    # names
+    ("unknown attack", lambda: AttackSpec(attack="fgsmm", eps=0.1), UnknownNameError, "unknown attack 'fgsmm'; did you mean 'fgsm'"),
+    ("unknown library", lambda: get_adapter("cleverhans"), UnknownNameError, "unknown library 'cleverhans'"),
+    ("unknown norm", lambda: Norm.parse("L3"), InvalidParameterError, "unknown norm 'L3'; accepted: 'Linf'"),
+    ("unknown dataset", lambda: dataset_info("cifar100"), UnknownNameError, "did you mean 'cifar10'"),
+    ("unknown timm model", lambda: create_classifier("resnet181", num_classes=10, in_chans=1, mean=(0.5,), std=(0.5,)), UnknownNameError, "resnet18"),
+    # numbers
+    ("eps zero", lambda: AttackSpec(attack="pgd", eps=0.0), InvalidParameterError, "expected eps > 0 for pgd, got 0.0"),
+    ("eps negative", lambda: AttackSpec(attack="fgsm", eps=-0.1), InvalidParameterError, "expected eps > 0 for fgsm, got -0.1"),
+    ("eps nan", lambda: AttackSpec(attack="pgd", eps=math.nan), InvalidParameterError, "got nan"),
+    ("eps missing", lambda: AttackSpec(attack="pgd"), InvalidParameterError, "expected eps > 0 for pgd, got None"),
+    ("eps text", lambda: parse_eps("eight/255"), InvalidParameterError, "expected eps as a number or a fraction like '8/255'"),
+    ("steps zero", lambda: AttackSpec(attack="pgd", eps=0.1, steps=0), InvalidParameterError, "expected steps >= 1 (an integer), got 0"),
+    ("steps float", lambda: AttackSpec(attack="pgd", eps=0.1, steps=2.5), InvalidParameterError, "got 2.5"),
+    ("fgsm steps", lambda: AttackSpec(attack="fgsm", eps=0.1, steps=3), InvalidParameterError, "fgsm takes exactly one step"),
+    ("fgsm L2", lambda: AttackSpec(attack="fgsm", norm="L2", eps=0.1), InvalidParameterError, "fgsm is an L∞ attack"),
+    ("ddn Linf", lambda: AttackSpec(attack="ddn", norm="Linf"), InvalidParameterError, "ddn is an L2 attack"),
+    ("step size", lambda: AttackSpec(attack="pgd", eps=0.1, step_size=-1.0), InvalidParameterError, "expected step_size > 0, got -1.0"),
+    ("overshoot", lambda: AttackSpec(attack="deepfool", overshoot=-0.5), InvalidParameterError, "expected overshoot >= 0, got -0.5"),
+    ("candidates", lambda: AttackSpec(attack="deepfool", candidates=1), InvalidParameterError, "expected candidates >= 2"),
+    ("gamma", lambda: AttackSpec(attack="ddn", gamma=1.5), InvalidParameterError, "expected 0 < gamma < 1, got 1.5"),
+    ("levels", lambda: AttackSpec(attack="ddn", levels=1), InvalidParameterError, "expected levels >= 2 or None, got 1"),
+    ("random start", lambda: AttackSpec(attack="deepfool", random_start=True), InvalidParameterError, "random_start applies to pgd only"),
+    ("own eps text", lambda: fgsm(_model(), X, Y, eps="0.1"), InvalidParameterError, "expected eps > 0, got '0.1'"),
+    ("own pgd norm", lambda: pgd(_model(), X, Y, eps=0.1, norm="L1"), InvalidParameterError, "expected norm 'Linf' or 'L2', got 'L1'"),
+    ("own ddn gamma", lambda: ddn(_model(), X, Y, gamma=0), InvalidParameterError, "expected 0 < gamma < 1, got 0"),
+    # modes a library or the attack lacks
+    ("targeted deepfool", lambda: AttackSpec(attack="deepfool", targeted=True), UnsupportedAttackError, "no reference library"),
+    ("own targeted deepfool", lambda: deepfool(_model(), X, Y, targeted=True), InvalidParameterError, "targeted DeepFool is not supported"),
+    ("library lacks attack", lambda: get_adapter("advlib").generate(_model(), X, Y, FGSM, 10), UnsupportedAttackError, "advlib cannot run fgsm (Linf): adv-lib has no FGSM"),
+    ("library lacks mode", lambda: get_adapter("foolbox").generate(_model(), X, Y, FGSM.with_(targeted=True), 10), UnsupportedAttackError, "untargeted only"),
+    # images and labels
+    ("images above 1", lambda: run_attack("own", _model(), X * 3, Y, FGSM), InvalidInputError, "expected pixel values in [0, 1], got min 1.5, max 1.5"),
+    ("images below 0", lambda: run_attack("own", _model(), X - 1, Y, FGSM), InvalidInputError, "got min -0.5"),
+    ("images nan", lambda: run_attack("own", _model(), X.clone().index_fill_(3, torch.tensor([0]), math.nan), Y, FGSM), InvalidInputError, "expected finite pixel values, got 56 NaN/Inf value(s)"),
+    ("images rank", lambda: run_attack("own", _model(), X[0], Y, FGSM), InvalidInputError, "expected images of shape (N, C, H, W), got shape (1, 28, 28)"),
+    ("images channels", lambda: run_attack("own", _model(), X.repeat(1, 3, 1, 1), Y, FGSM), InvalidInputError, "expected 1 channel(s) for this model"),
+    ("images dtype", lambda: run_attack("own", _model(), (X * 255).to(torch.uint8), Y, FGSM), InvalidInputError, "expected floating-point images in [0, 1], got dtype torch.uint8"),
+    ("images list", lambda: fgsm(_model(), X.tolist(), Y, eps=0.1), InvalidInputError, "expected images as a torch.Tensor, got list"),
+    ("empty batch", lambda: run_attack("own", _model(), X[:0], Y[:0], FGSM), InvalidInputError, "expected a non-empty batch of images, got 0 images"),
+    ("labels length", lambda: run_attack("own", _model(), X, Y[:1], FGSM), InvalidInputError, "expected labels of shape (2,) to match 2 images, got shape (1,)"),
+    ("labels range", lambda: run_attack("own", _model(), X, torch.tensor([1, 12]), FGSM), InvalidInputError, "expected labels in [0, 9], got min 1, max 12"),
+    ("labels dtype", lambda: run_attack("own", _model(), X, Y.float(), FGSM), InvalidInputError, "expected integer class labels, got dtype torch.float32"),
+    # data
+    ("missing data", lambda: load_dataset("mnist", data_root="/nonexistent/advbridge-data"), DataNotFoundError, "/nonexistent/advbridge-data"),
+]
+
+
+@pytest.mark.parametrize(("case", "call", "error", "message"), API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_bad_input_raises_typed_error(case, call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert isinstance(info.value, AdvBridgeError)
+    text = str(info.value)
+    assert message in text, text
+    assert "\n" not in text
+
+
+CLI_CASES = [
+    (["compare", "--attack", "fgsm", "--norm", "L2"], "fgsm is an L∞ attack"),
+    (["compare", "--attack", "ddn", "--levels", "1"], "expected levels >= 2 or None, got 1"),
+    (["compare", "--attack", "deepfool", "--targeted"], "targeted DeepFool is not supported"),
+    (["compare", "--attack", "deepfool", "--eps-grid", "0.5,-1"], "expected every --eps-grid value > 0"),
+    (["compare", "--attack", "pgd", "--attack-batch-size", "0"], "expected --attack-batch-size >= 1, got 0"),
+    (["compare", "--attack", "pgd", "--dataset", "imagefolder:/nonexistent/tree"], "/nonexistent/tree"),
+    (["compare", "--attack", "pgd", "--dataset", "mnist", "--data-root", "/nonexistent/root"], "/nonexistent/root"),
+    (["train", "--dataset", "animals10", "--data-root", "/nonexistent/animals"], "raw-img"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), CLI_CASES, ids=[" ".join(c[0][1:4]) for c in CLI_CASES])
+def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys):
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err, err
+    assert "\n" not in err
+
+
+def test_debug_flag_shows_the_traceback():
+    with pytest.raises(UnknownNameError):
+        main(["compare", "--attack", "pgdd", "--debug"])
