@@ -42,15 +42,20 @@ class PassCounter:
     _handles: list = field(default_factory=list, repr=False)
 
     def attach(self, model: nn.Module) -> PassCounter:
-        def on_forward(module: nn.Module, args: tuple) -> None:
+        """Count with a forward hook; a backward pass is counted when the gradient reaches the model's
+        output (a tensor hook: cheaper than ``register_full_backward_hook``, which wraps every call)."""
+
+        def on_backward(grad: Tensor) -> None:
+            self.backward_calls += 1
+            self.backward_images += len(grad)
+
+        def on_forward(module: nn.Module, args: tuple, output: Tensor) -> None:
             self.forward_calls += 1
             self.forward_images += len(args[0])
+            if isinstance(output, Tensor) and output.requires_grad:
+                output.register_hook(on_backward)
 
-        def on_backward(module: nn.Module, grad_input: tuple, grad_output: tuple) -> None:
-            self.backward_calls += 1
-            self.backward_images += len(grad_output[0])
-
-        self._handles = [model.register_forward_pre_hook(on_forward), model.register_full_backward_hook(on_backward)]
+        self._handles = [model.register_forward_hook(on_forward)]
         return self
 
     def detach(self) -> None:
