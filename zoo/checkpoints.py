@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from bridge.errors import CheckpointError, InvalidParameterError
+from bridge.io import atomic_write_bytes
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
@@ -61,19 +61,6 @@ def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -104,7 +91,7 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.Pa
     # clone(): safetensors refuses tensors sharing storage (tied weights); copies are fine to store twice.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     data = save(state, metadata={"format": "pt"})
-    _atomic_write(folder / WEIGHTS_FILE, data)
+    atomic_write_bytes(folder / WEIGHTS_FILE, data)
     full_card = {
         **card,
         "weights_file": WEIGHTS_FILE,
@@ -112,7 +99,7 @@ def save_checkpoint(model: nn.Module, card: Mapping[str, Any], path: str | os.Pa
         "versions": library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write(folder / CARD_FILE, (json.dumps(full_card, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(folder / CARD_FILE, (json.dumps(full_card, indent=2, default=str) + "\n").encode())
     return json.loads(json.dumps(full_card, default=str))
 
 
