@@ -160,6 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from experiments.workload import DEFAULT_MODELS
+    from zoo.checkpoints import checkpoint_dir
     from zoo.datasets import dataset_info
     from zoo.training import TrainConfig, get_or_train
 
@@ -170,7 +171,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     _, card = get_or_train(config, progress=not args.quiet)
     print(f"{card.get('model')} on {card.get('dataset')}: test accuracy {card.get('accuracy', float('nan')):.4f}")
-    print(f"checkpoint: {card.get('path', '')}")
+    resolved = config.resolved()
+    print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, resolved.cache_fields())}")
     return 0
 
 

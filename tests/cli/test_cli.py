@@ -83,3 +83,11 @@ def test_bad_input_from_a_shell_has_no_traceback():
     assert proc.stderr.strip() == (
         "error: unknown attack 'fgsmm'; did you mean 'fgsm'? accepted: ddn, deepfool, fgsm, pgd"
     )
+
+
+def test_train_reuses_the_cached_model_and_prints_its_folder(capsys, mnist_workload):
+    assert main(["train", "--dataset", "mnist-5k", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"test accuracy {mnist_workload.card['accuracy']:.4f}" in printed
+    folder = Path(printed.split("checkpoint: ")[1].strip())
+    assert (folder / "card.json").exists() and (folder / "model.safetensors").exists()
