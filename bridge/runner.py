@@ -13,6 +13,8 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +25,7 @@ from bridge.adapters import Adapter, get_adapter
 from bridge.errors import UnsupportedAttackError
 from bridge.spec import AttackSpec
 from bridge.validation import check_images, check_labels
+from own_attacks._common import loss_input_gradient
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +101,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Arg-max predictions in eval mode without gradients (mode restored afterwards)."""
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its train/eval mode afterwards."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+        yield model
     finally:
         model.train(was_training)
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Arg-max predictions in eval mode without gradients (mode restored afterwards)."""
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
 
 
 def is_success(pred: Tensor, y: Tensor, targeted: bool) -> Tensor:
@@ -164,7 +173,8 @@ def run_attack(
     adapter = get_adapter(library) if isinstance(library, str) else library
     check_images(x, in_chans=getattr(model, "in_chans", None))
     if num_classes is None:
-        num_classes = int(_logits(model, x[:1]).shape[1])
+        with eval_mode(model), torch.no_grad():
+            num_classes = int(model(x[:1]).shape[1])
     y = check_labels(y, len(x), num_classes=num_classes)
     result = AttackResult(library=adapter.name, version=adapter.version(), spec=spec, status="ok")
     reason = adapter.unsupported_reason(spec)
@@ -217,20 +227,5 @@ def run_attack(
 def warm_up(model: nn.Module, x: Tensor, y: Tensor) -> None:
     """One untimed forward and input-backward pass, so that one-time kernel set-up (seconds on CPU for
     a new shape) is not charged to whichever library happens to run first."""
-    was_training = model.training
-    model.eval()
-    try:
-        xg = x.detach().clone().requires_grad_(True)
-        torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y.long(), reduction="sum"), xg)
-    finally:
-        model.train(was_training)
-
-
-def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        loss_input_gradient(model, x, y.long())

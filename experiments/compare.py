@@ -143,12 +143,8 @@ def result_row(result: AttackResult, reference: AttackResult | None) -> dict:
     return row
 
 
-def worst_case_row(results: Sequence[AttackResult]) -> dict | None:
-    """The per-sample best over libraries of a minimal-norm attack, as a table row."""
-    ok = [r for r in results if r.success is not None]
-    if not ok:
-        return None
-    best, _ = worst_case(ok)
+def worst_case_row(ok: Sequence[AttackResult], best: Tensor) -> dict:
+    """The per-sample best ``best`` over the libraries that ran (``ok``), as a table row."""
     correct = ok[0].clean_correct
     broken = torch.isfinite(best)
     row = dict.fromkeys(COLUMNS, math.nan)
@@ -175,11 +171,12 @@ def summary_table(results: Sequence[AttackResult], context: dict | None = None) 
     """
     reference = next((r for r in results if r.library == "own" and r.x_adv is not None), None)
     rows = [result_row(r, reference) for r in results]
-    if results and results[0].spec.minimal and (extra := worst_case_row(results)) is not None:
-        _, counts = worst_case(results)
+    ok = [r for r in results if r.success is not None]
+    if ok and ok[0].spec.minimal:
+        best, counts = worst_case(ok)
         for row in rows:
             row["best_count"] = counts.get(row["library"], math.nan)
-        rows.append(extra)
+        rows.append(worst_case_row(ok, best))
     table = pd.DataFrame(rows, columns=COLUMNS)
     if results:
         spec = results[0].spec.to_dict()

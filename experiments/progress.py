@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from bridge.errors import CheckpointError
 from bridge.io import atomic_write, atomic_write_text
@@ -64,12 +65,10 @@ class ProgressStore:
         path = self._path(library, batch)
         if not path.exists():
             return None
-        from safetensors import safe_open
-
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(path), framework="pt") as f:  # one read: metadata and tensors
                 meta = f.metadata()
-            tensors = load_file(str(path))
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
         except Exception as exc:  # a corrupt part is recomputed, never trusted
             log.warning("ignoring unreadable progress file %s: %s", path, exc)
             return None
