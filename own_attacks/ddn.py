@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from bridge.validation import check_images, check_labels
-from own_attacks._common import batch_view, check_positive, check_steps, flat_norm
+from own_attacks._common import batch_view, channels_last_copy, check_positive, check_steps, flat_norm
 
 
 def ddn(
@@ -84,7 +84,7 @@ def ddn(
 
     for k in range(steps):
         alpha = 0.01 + (1 - 0.01) * (1 + math.cos(math.pi * k / steps)) / 2
-        x_adv = (x0 + delta).requires_grad_(True)
+        x_adv = channels_last_copy(x0 + delta).requires_grad_(True)  # faster convolutions on CPU
         logits = model(x_adv)
         loss = sign * F.cross_entropy(logits, labels, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
@@ -111,4 +111,4 @@ def ddn(
             x_new = (x_new * (levels - 1)).round() / (levels - 1)
         delta = x_new - x0
 
-    return torch.where(batch_view(found, best), best, x0 + delta).detach()
+    return torch.where(batch_view(found, best), best, x0 + delta).detach().contiguous()

@@ -9,7 +9,10 @@ At each step, for the active (not yet misclassified) samples, with source class 
 
 ``min_step`` (1e-4) is the constant the reference code adds "for numerical stability"; it makes every
 step land just past the linearized boundary. The Jacobian rows of all candidates come from one
-forward pass and one input-gradient backward pass per candidate, only on the samples still running.
+forward pass and one input-gradient backward pass per candidate, only on the samples still running:
+when enough samples finished at this step's forward pass that their candidate backwards would cost
+more than a second forward pass on the rest (finished × (k−1) > running), the running samples are
+passed forward again without them. The working batch is channels-last (faster convolutions on CPU).
 
 Conventions (the references differ; ``bridge.adapters`` maps each library onto these options):
 
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from bridge.validation import check_images, check_labels
-from own_attacks._common import batch_view, check_steps
+from own_attacks._common import batch_view, channels_last_copy, check_steps
 
 OVERSHOOT_MODES = ("total", "step", "end")
 SOURCES = ("label", "prediction")
@@ -53,17 +56,32 @@ def _candidate_classes(logits: Tensor, source: Tensor, candidates: int | None) -
     return others[:, : k - 1]
 
 
-def _difference_gradients(logits: Tensor, x: Tensor, source: Tensor, classes: Tensor) -> Tensor:
-    """∇_x (z_c − z_s) for every candidate c, shape ``(N, k−1, *x.shape[1:])``: one backward pass per
-    candidate through the same forward graph (on CPU this beat one vmap-batched backward; measured)."""
+def _closest_boundary(
+    logits: Tensor, x: Tensor, source: Tensor, classes: Tensor, q: int, keep: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Linearized distance |f'_l̂| / ‖w'_l̂‖_q to the closest candidate boundary and its gradient w'_l̂.
+
+    One input-gradient backward pass per candidate c through the same forward graph gives
+    w'_c = ∇_x (z_c − z_s) (on CPU this beat one vmap-batched backward; measured); the running minimum
+    keeps the first of equal distances, as ``argmin``. ``keep`` selects the rows still running.
+    """
     rows = torch.arange(len(x), device=x.device)
     source_logit = logits[rows, source]
     m = classes.shape[1]
-    grads = [
-        torch.autograd.grad((logits[rows, classes[:, j]] - source_logit).sum(), x, retain_graph=j < m - 1)[0]
-        for j in range(m)
-    ]
-    return torch.stack(grads, dim=1)
+    for j in range(m):
+        f = logits[rows, classes[:, j]] - source_logit
+        (w,) = torch.autograd.grad(f.sum(), x, retain_graph=j < m - 1)
+        f = f.detach()
+        if keep is not None:
+            f, w = f[keep], w[keep]
+        dist = f.abs() / (w.flatten(1).norm(p=q, dim=1) + 1e-8)
+        if j == 0:
+            best_dist, best_w = dist, w
+        else:
+            closer = dist < best_dist
+            best_dist = torch.where(closer, dist, best_dist)
+            best_w = torch.where(batch_view(closer, w), w, best_w)
+    return best_dist, best_w
 
 
 def deepfool(
@@ -119,7 +137,7 @@ def deepfool(
     if overshoot < 0 or min_step < 0:
         raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
 
-    x0 = inputs.detach()
+    x0 = channels_last_copy(inputs.detach())
     step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
     x_adv = x0.clone()
     total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
@@ -132,15 +150,18 @@ def deepfool(
             src = labels if source == "label" else logits.detach().argmax(1)
             classes = _candidate_classes(logits.detach(), src, candidates)
         running = logits.argmax(1) == src[active]  # per-sample early stop
-        if not running.any():
-            break
-        grads = _difference_gradients(logits, x, src[active], classes[active])[running]
-        active, logits = active[running], logits.detach()[running]
-        rows = torch.arange(len(active), device=x0.device)
-        f = logits.gather(1, classes[active]) - logits[rows, src[active]][:, None]
-        distances = f.abs() / (grads.flatten(2).norm(p=q, dim=2) + 1e-8)
-        best = distances.argmin(1)
-        dist, w = distances[rows, best] + min_step, grads[rows, best]
+        in_graph, keep = active, None  # the samples in this forward graph; the rows of them still running
+        if not running.all():
+            if not running.any():
+                break
+            active, keep = active[running], running
+            finished = len(running) - len(active)
+            if finished * classes.shape[1] > len(active):
+                # the candidate backwards saved on finished rows outweigh one more forward on the rest
+                x, in_graph, keep = x_adv[active].requires_grad_(True), active, None
+                logits = model(x)
+        dist, w = _closest_boundary(logits, x, src[in_graph], classes[in_graph], q, keep)
+        dist = dist + min_step
         if norm == "L2":
             r = batch_view(dist / (w.flatten(1).norm(p=2, dim=1) + 1e-8), w) * w
         else:
@@ -152,4 +173,4 @@ def deepfool(
             x_adv[active] = (x_adv[active] + step_scale * r).clamp(0, 1)
     if overshoot_mode == "end":
         x_adv = (x0 + (1.0 + overshoot) * (x_adv - x0)).clamp(0, 1)
-    return x_adv.detach()
+    return x_adv.detach().contiguous()
