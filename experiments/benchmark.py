@@ -8,15 +8,16 @@ so every library pays the same hook overhead) and prints, measured in this one r
 - ``images_per_s`` and ``own_speedup`` = own images/s ÷ the library's images/s (> 1: own is faster);
 - ``floor_seconds``: the time the passes that *own* needed would take as plain passes on the whole
   batch: (forward passes per image) × F + (backward passes per image) × B, where F is one forward and
-  B one backward to the input of all n images, measured in this run; ``vs_floor`` = seconds ÷ floor
+  B one backward to the input of all n images, measured in this run (each the faster of the default
+  and the channels-last layout); ``vs_floor`` = seconds ÷ floor
   (1.0 = no overhead beyond the gradients themselves). For FGSM/PGD the passes are one forward and one
   backward per step; DeepFool needs one forward and one backward per candidate class per step on the
   samples still running, DDN one of each per step;
 - ``peak_mb``: peak resident memory above the level before the run (Linux: VmHWM after ``malloc_trim``
   and resetting it through /proc/self/clear_refs; CUDA: ``max_memory_allocated``).
 
-Times are the best of ``--repeats`` rounds; each round runs the floor and every library once, in
-turn. Results go to ``<out>.csv`` / ``<out>.md``.
+Times are the best of ``--repeats`` rounds; each round runs the floor and every library once, in a
+new random order. Results go to ``<out>.csv`` / ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import gc
 import logging
 import math
 import platform
+import random
 import time
 
 import pandas as pd
@@ -35,10 +37,11 @@ import torch.nn.functional as F
 
 from bridge.adapters import LIBRARIES, get_adapter
 from bridge.errors import check_name
-from bridge.io import atomic_write_text
 from bridge.runner import run_attack
 from bridge.spec import AttackSpec
+from experiments.report import print_and_save
 from experiments.workload import load_workload
+from own_attacks._common import working_copy
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,20 @@ BENCH_SPECS = {
 
 
 def pass_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Best times of one forward (with graph) and of one forward + input-backward on the whole batch."""
-    forward, both = math.inf, math.inf
+    """Best times of one forward (with graph) and of one input-backward on the whole batch, each the
+    faster of the default and the channels-last layout (the layout own's minimal-norm attacks use)."""
+    forward, backward = math.inf, math.inf
+    layouts = (x.detach().clone(), working_copy(x.detach())) if x.dim() == 4 else (x.detach().clone(),)
     for _ in range(repeats + 1):  # the first round also warms up
-        xg = x.detach().requires_grad_(True)
-        start = time.perf_counter()
-        loss = F.cross_entropy(model(xg), y, reduction="sum")
-        middle = time.perf_counter()
-        torch.autograd.grad(loss, xg)
-        end = time.perf_counter()
-        forward, both = min(forward, middle - start), min(both, end - start)
-    return forward, both - forward
+        for batch in layouts:
+            xg = batch.requires_grad_(True)
+            start = time.perf_counter()
+            loss = F.cross_entropy(model(xg), y, reduction="sum")
+            middle = time.perf_counter()
+            torch.autograd.grad(loss, xg)
+            end = time.perf_counter()
+            forward, backward = min(forward, middle - start), min(backward, end - middle)
+    return forward, backward
 
 
 def _read_hwm_kb() -> float:
@@ -99,8 +105,9 @@ def _peak(device: torch.device) -> float:
 
 
 def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) -> pd.DataFrame:
-    """Time every (attack, library) ``repeats`` times, round-robin with the plain-pass floor, so that
-    a change in machine load during the run hits every library alike; keep the best time of each."""
+    """Time every (attack, library) ``repeats`` times, round-robin with the plain-pass floor and in a
+    new random order each round, so that a change in machine load during the run hits every library
+    alike; keep the best time of each."""
     work = load_workload("mnist-5k", n=n, seed=0, progress=False)
     device = work.x.device
     rows = []
@@ -110,10 +117,10 @@ def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) ->
         best: dict[str, float] = {}
         info: dict[str, tuple] = {}
         forward = backward = math.inf
-        for _ in range(repeats):
+        for round_ in range(repeats):
             f, b = pass_seconds(work.model, work.x, work.y, repeats=1)
             forward, backward = min(forward, f), min(backward, b)
-            for library in runnable:
+            for library in random.Random(round_).sample(runnable, len(runnable)):
                 before = _reset_peak(device)
                 r = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
                 peak = _peak(device) - before
@@ -147,7 +154,13 @@ def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) ->
                     "peak_mb": peak,
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {library: i for i, library in enumerate(LIBRARIES)}
+    return table.sort_values(
+        ["attack", "library"], key=lambda c: c.map(order) if c.name == "library" else c, kind="stable"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,10 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     table = benchmark(attacks, args.n, args.repeats, libraries)
     device = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"
     machine = f"{device}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    print(f"benchmark on mnist-5k, advbridge_mnist_cnn, {args.n} images, {machine}; best of {args.repeats}")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    atomic_write_text(f"{args.out}.csv", table.to_csv(index=False))
-    atomic_write_text(f"{args.out}.md", f"{machine}\n\n" + table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    header = f"benchmark on mnist-5k, advbridge_mnist_cnn, {args.n} images, {machine}; best of {args.repeats}"
+    print_and_save(table, header, args.out)
     return 0
 
 

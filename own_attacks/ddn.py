@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from bridge.validation import check_images, check_labels
-from own_attacks._common import batch_view, channels_last_copy, check_positive, check_steps, flat_norm
+from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, in_layout_of, working_copy
 
 
 def ddn(
@@ -43,6 +43,7 @@ def ddn(
     levels: int | None = None,
     targeted: bool = False,
     generator: torch.Generator | None = None,
+    channels_last: bool = True,
 ) -> Tensor:
     """Minimal-L2 attack with decoupled direction and norm updates.
 
@@ -56,6 +57,8 @@ def ddn(
         levels: quantize every iterate to this many values per pixel (256 for 8-bit images); ``None`` = no.
         targeted: reach ``labels`` instead of leaving them.
         generator: random generator for the noise that replaces zero gradients.
+        channels_last: run the model on a channels-last copy (faster on CPU; rounding differs from
+            the default layout, see ``own_attacks._common.working_copy``).
 
     Shape:
         inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
@@ -84,7 +87,7 @@ def ddn(
 
     for k in range(steps):
         alpha = 0.01 + (1 - 0.01) * (1 + math.cos(math.pi * k / steps)) / 2
-        x_adv = channels_last_copy(x0 + delta).requires_grad_(True)  # faster convolutions on CPU
+        x_adv = working_copy(x0 + delta, channels_last).requires_grad_(True)
         logits = model(x_adv)
         loss = sign * F.cross_entropy(logits, labels, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)
@@ -111,4 +114,4 @@ def ddn(
             x_new = (x_new * (levels - 1)).round() / (levels - 1)
         delta = x_new - x0
 
-    return torch.where(batch_view(found, best), best, x0 + delta).detach().contiguous()
+    return in_layout_of(torch.where(batch_view(found, best), best, x0 + delta).detach(), inputs)

@@ -12,7 +12,7 @@ step land just past the linearized boundary. The Jacobian rows of all candidates
 forward pass and one input-gradient backward pass per candidate, only on the samples still running:
 when enough samples finished at this step's forward pass that their candidate backwards would cost
 more than a second forward pass on the rest (finished × (k−1) > running), the running samples are
-passed forward again without them. The working batch is channels-last (faster convolutions on CPU).
+passed forward again without them. The working batch is channels-last by default (faster convolutions on CPU).
 
 Conventions (the references differ; ``bridge.adapters`` maps each library onto these options):
 
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from bridge.validation import check_images, check_labels
-from own_attacks._common import batch_view, channels_last_copy, check_steps
+from own_attacks._common import batch_view, check_steps, in_layout_of, working_copy
 
 OVERSHOOT_MODES = ("total", "step", "end")
 SOURCES = ("label", "prediction")
@@ -97,6 +97,7 @@ def deepfool(
     source: Literal["label", "prediction"] = "label",
     overshoot_mode: Literal["total", "step", "end"] = "total",
     targeted: bool = False,
+    channels_last: bool = True,
 ) -> Tensor:
     """Minimal-norm untargeted attack by iterative linearization of the decision boundaries.
 
@@ -114,6 +115,8 @@ def deepfool(
         source: ``"label"`` or ``"prediction"`` (see module docstring).
         overshoot_mode: ``"total"``, ``"step"`` or ``"end"`` (see module docstring).
         targeted: must be False; targeted DeepFool is refused.
+        channels_last: run the model on a channels-last copy (faster on CPU; rounding differs from
+            the default layout, see ``own_attacks._common.working_copy``).
 
     Shape:
         inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
@@ -137,7 +140,7 @@ def deepfool(
     if overshoot < 0 or min_step < 0:
         raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
 
-    x0 = channels_last_copy(inputs.detach())
+    x0 = working_copy(inputs.detach(), channels_last)
     step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
     x_adv = x0.clone()
     total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
@@ -173,4 +176,4 @@ def deepfool(
             x_adv[active] = (x_adv[active] + step_scale * r).clamp(0, 1)
     if overshoot_mode == "end":
         x_adv = (x0 + (1.0 + overshoot) * (x_adv - x0)).clamp(0, 1)
-    return x_adv.detach().contiguous()
+    return in_layout_of(x_adv.detach(), inputs)

@@ -1,0 +1,188 @@
+"""Measured agreement of own DeepFool and DDN with the reference libraries, on real MNIST digits.
+
+    python -m experiments.agreement [--n 64] [--out results/agreement]
+
+Prints and writes (``<out>.csv`` / ``<out>.md``) the numbers that the README's agreement table quotes
+for the trained ``advbridge_mnist_cnn``; ``tests/agreement/test_deepfool_ddn.py`` asserts bounds on
+the same comparisons. Each row compares own with one library on the samples both attacked
+successfully (clean-correct for untargeted attacks) and reports:
+
+- ``max_abs_diff``: the largest pixel difference between the two adversarial images;
+- ``frac_le_1e-5``: the fraction of those samples whose images agree within 1e-5 in every pixel;
+- ``max_l2_rel`` / ``max_linf_rel``: the largest relative difference of the per-sample norms;
+- ``median_l2_ratio``: median own L2 ÷ median reference L2;
+- ``success``: own DeepFool's success rate on the clean-correct digits (rows of library "own").
+
+The own options that reproduce a library's convention (``overshoot_mode``, ``source``, ``min_step``)
+are not part of :class:`~bridge.spec.AttackSpec`, so those rows call :mod:`own_attacks` directly, once
+in own's default channels-last layout and once in the default layout the references run in
+(``own_layout``): the second shows what is left when both do the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from bridge.provenance import git_revision
+from bridge.runner import AttackResult, predict, run_attack
+from bridge.spec import AttackSpec
+from experiments.report import print_and_save
+from experiments.workload import load_workload
+from own_attacks import ddn, deepfool
+
+DDN = AttackSpec(attack="ddn", norm="L2", steps=100)
+#: own's working layout (``channels_last`` argument): the default, and the references' arithmetic
+LAYOUTS = {"channels-last": True, "default": False}
+
+
+def smooth_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with ReLU → Softplus(β=5) and max → average pooling: differentiable
+    everywhere, so that ulp-level differences cannot switch a ReLU or a pooling winner."""
+    smooth = copy.deepcopy(model).eval()
+    for module in list(smooth.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, name, nn.Softplus(beta=5.0))
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride))
+    return smooth
+
+
+def _norms(x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    delta = (x_adv - x).flatten(1).double()
+    return delta.norm(dim=1), delta.abs().amax(dim=1)
+
+
+def compare_images(x: Tensor, own: Tensor, ref: Tensor, mask: Tensor) -> dict[str, float]:
+    """The agreement columns for the samples in ``mask`` (see the module docstring)."""
+    own_l2, own_linf = _norms(own[mask], x[mask])
+    ref_l2, ref_linf = _norms(ref[mask], x[mask])
+    diff = (own[mask] - ref[mask]).flatten(1).abs().amax(dim=1)
+    return {
+        "compared": int(mask.sum()),
+        "max_abs_diff": float(diff.max()),
+        "frac_le_1e-5": float((diff <= 1e-5).double().mean()),
+        "max_l2_rel": float((own_l2 / ref_l2 - 1).abs().max()),
+        "max_linf_rel": float((own_linf / ref_linf - 1).abs().max()),
+        "median_l2_ratio": float(own_l2.median() / ref_l2.median()),
+    }
+
+
+def _reference(library: str, model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec) -> AttackResult:
+    result = run_attack(library, model, x, labels, spec, num_classes=10)
+    if result.status != "ok":
+        raise RuntimeError(f"{library} {spec.attack}: {result.status} {result.reason}")
+    return result
+
+
+def agreement_table(n: int = 64) -> pd.DataFrame:
+    """Every DeepFool/DDN comparison of the README on the first ``n`` mnist-5k test digits."""
+    work = load_workload("mnist-5k", n=n, seed=0, device="cpu", progress=False)
+    model, x, y = work.model, work.x, work.y
+    correct = predict(model, x) == y
+    rows: list[dict] = []
+
+    def add(comparison: str, library: str, own: Tensor, ref: AttackResult, base: Tensor, layout: str = "channels-last"):
+        mask = base & (predict(model, own) != y) & ref.success
+        rows.append(
+            {
+                "comparison": comparison,
+                "library": library,
+                "own_layout": layout,
+                **compare_images(x, own, ref.x_adv, mask),
+            }
+        )
+
+    for norm in ("L2", "Linf"):
+        spec = AttackSpec(attack="deepfool", norm=norm)
+        own_total = deepfool(model, x, y, norm=norm)  # the default: overshoot on the accumulated total
+        success = float((predict(model, own_total) != y)[correct].double().mean())
+        rows.append(
+            {"comparison": f"own DeepFool {norm} success (overshoot 0.02)", "library": "own", "success": success}
+        )
+        references = {library: _reference(library, model, x, y, spec) for library in ("foolbox", "advlib")}
+        add(f"DeepFool {norm}, own default", "advlib", own_total, references["advlib"], correct)
+        for layout, channels_last in LAYOUTS.items():  # own in the convention of each library
+            same = {
+                "foolbox": deepfool(model, x, y, norm=norm, channels_last=channels_last),
+                "advlib": deepfool(model, x, y, norm=norm, overshoot_mode="step", channels_last=channels_last),
+            }
+            for library, own in same.items():
+                add(
+                    f"DeepFool {norm}, own in the library's convention",
+                    library,
+                    own,
+                    references[library],
+                    correct,
+                    layout,
+                )
+
+    x16, y16, correct16 = x[:16], y[:16], correct[:16]
+    spec0 = AttackSpec(attack="deepfool", norm="L2", overshoot=0.0)
+    conventions: dict[str, Callable[[], Tensor]] = {
+        "torchattacks": lambda: deepfool(model, x16, y16, overshoot=0.0, min_step=0.0, overshoot_mode="step"),
+        "art": lambda: deepfool(
+            model, x16, y16, overshoot=0.0, min_step=0.0, overshoot_mode="end", source="prediction"
+        ),
+    }
+    for library, own_run in conventions.items():
+        ref = _reference(library, model, x16, y16, spec0)
+        own = own_run()
+        diff = (own - ref.x_adv).flatten(1).abs().amax(dim=1)[correct16]  # on the boundary: no success mask
+        rows.append(
+            {
+                "comparison": "DeepFool L2 overshoot 0, own in the library's convention (16 digits)",
+                "library": library,
+                "compared": int(correct16.sum()),
+                "max_abs_diff": float(diff.max()),
+                "frac_le_1e-5": float((diff <= 1e-5).double().mean()),
+            }
+        )
+
+    own_ddn = {layout: ddn(model, x, y, channels_last=channels_last) for layout, channels_last in LAYOUTS.items()}
+    smooth = smooth_copy(model)
+    smooth_y = predict(smooth, x16)
+    own_smooth = _reference("own", smooth, x16, smooth_y, DDN)
+    for library in ("foolbox", "advlib"):
+        ref = _reference(library, model, x, y, DDN)
+        for layout, own in own_ddn.items():
+            add("DDN 100 steps", library, own, ref, correct, layout)
+        ref = _reference(library, smooth, x16, smooth_y, DDN)
+        rows.append(
+            {
+                "comparison": "DDN 100 steps, smooth copy of the CNN (16 digits)",
+                "library": library,
+                "own_layout": "channels-last",
+                **compare_images(x16, own_smooth.x_adv, ref.x_adv, own_smooth.success & ref.success),
+            }
+        )
+    ref = _reference("advlib", model, x, y, DDN.with_(levels=256))
+    for layout, channels_last in LAYOUTS.items():
+        own = ddn(model, x, y, levels=256, channels_last=channels_last)
+        add("DDN levels=256", "advlib", own, ref, correct, layout)
+
+    table = pd.DataFrame(rows)
+    table.insert(0, "n", n)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--out", default="results/agreement")
+    args = parser.parse_args(argv)
+    torch.use_deterministic_algorithms(True)
+    table = agreement_table(args.n)
+    header = f"mnist-5k, advbridge_mnist_cnn, {args.n} test digits, CPU, git {git_revision()}"
+    print_and_save(table, header, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
