@@ -41,7 +41,7 @@ from bridge.runner import run_attack
 from bridge.spec import AttackSpec
 from experiments.report import print_and_save
 from experiments.workload import load_workload
-from own_attacks._common import working_copy
+from own_attacks._common import working_layout
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def pass_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repea
     """Best times of one forward (with graph) and of one input-backward on the whole batch, each the
     faster of the default and the channels-last layout (the layout own's minimal-norm attacks use)."""
     forward, backward = math.inf, math.inf
-    layouts = (x.detach().clone(), working_copy(x.detach())) if x.dim() == 4 else (x.detach().clone(),)
+    layouts = (x.detach().clone(), working_layout(x.detach())) if x.dim() == 4 else (x.detach().clone(),)
     for _ in range(repeats + 1):  # the first round also warms up
         for batch in layouts:
             xg = batch.requires_grad_(True)

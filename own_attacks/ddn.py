@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from bridge.validation import check_images, check_labels
-from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, in_layout_of, working_copy
+from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, in_layout_of, working_layout
 
 
 def ddn(
@@ -58,7 +58,7 @@ def ddn(
         targeted: reach ``labels`` instead of leaving them.
         generator: random generator for the noise that replaces zero gradients.
         channels_last: run the model on a channels-last copy (faster on CPU; rounding differs from
-            the default layout, see ``own_attacks._common.working_copy``).
+            the default layout, see ``own_attacks._common.working_layout``).
 
     Shape:
         inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
@@ -87,7 +87,7 @@ def ddn(
 
     for k in range(steps):
         alpha = 0.01 + (1 - 0.01) * (1 + math.cos(math.pi * k / steps)) / 2
-        x_adv = working_copy(x0 + delta, channels_last).requires_grad_(True)
+        x_adv = working_layout(x0 + delta, channels_last).requires_grad_(True)
         logits = model(x_adv)
         loss = sign * F.cross_entropy(logits, labels, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x_adv)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from bridge.validation import check_images, check_labels
-from own_attacks._common import batch_view, check_steps, in_layout_of, working_copy
+from own_attacks._common import batch_view, check_steps, in_layout_of, working_layout
 
 OVERSHOOT_MODES = ("total", "step", "end")
 SOURCES = ("label", "prediction")
@@ -116,7 +116,7 @@ def deepfool(
         overshoot_mode: ``"total"``, ``"step"`` or ``"end"`` (see module docstring).
         targeted: must be False; targeted DeepFool is refused.
         channels_last: run the model on a channels-last copy (faster on CPU; rounding differs from
-            the default layout, see ``own_attacks._common.working_copy``).
+            the default layout, see ``own_attacks._common.working_layout``).
 
     Shape:
         inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
@@ -140,7 +140,7 @@ def deepfool(
     if overshoot < 0 or min_step < 0:
         raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
 
-    x0 = working_copy(inputs.detach(), channels_last)
+    x0 = working_layout(inputs.detach(), channels_last)
     step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
     x_adv = x0.clone()
     total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
