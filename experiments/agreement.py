@@ -101,16 +101,17 @@ def agreement_table(n: int = 64) -> pd.DataFrame:
 
     for norm in ("L2", "Linf"):
         spec = AttackSpec(attack="deepfool", norm=norm)
-        own_total = deepfool(model, x, y, norm=norm)  # the default: overshoot on the accumulated total
-        success = float((predict(model, own_total) != y)[correct].double().mean())
+        # own's default convention (overshoot on the accumulated total, = foolbox's), in both layouts
+        own_total = {layout: deepfool(model, x, y, norm=norm, channels_last=cl) for layout, cl in LAYOUTS.items()}
+        success = float((predict(model, own_total["channels-last"]) != y)[correct].double().mean())
         rows.append(
             {"comparison": f"own DeepFool {norm} success (overshoot 0.02)", "library": "own", "success": success}
         )
         references = {library: _reference(library, model, x, y, spec) for library in ("foolbox", "advlib")}
-        add(f"DeepFool {norm}, own default", "advlib", own_total, references["advlib"], correct)
+        add(f"DeepFool {norm}, own default", "advlib", own_total["channels-last"], references["advlib"], correct)
         for layout, channels_last in LAYOUTS.items():  # own in the convention of each library
             same = {
-                "foolbox": deepfool(model, x, y, norm=norm, channels_last=channels_last),
+                "foolbox": own_total[layout],
                 "advlib": deepfool(model, x, y, norm=norm, overshoot_mode="step", channels_last=channels_last),
             }
             for library, own in same.items():
