@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-portable lint format bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,18 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Other CPUs round differently: PyTorch picks its kernels per instruction set. The agreement and property
+# tests run once per capability this CPU has (ATEN_CPU_CAPABILITY; one torch does not honour is skipped,
+# saying so) and once with one thread.
+PORTABLE_TESTS := tests/agreement tests/properties
+test-portable: install
+	@set -e; for cap in default avx2 avx512; do \
+	  got=$$(ATEN_CPU_CAPABILITY=$$cap $(PY) -c 'import torch; print(torch.backends.cpu.get_cpu_capability().lower())'); \
+	  if [ "$$got" != "$$cap" ]; then echo "== ATEN_CPU_CAPABILITY=$$cap: not on this CPU (torch uses $$got), skipped"; continue; fi; \
+	  echo "== ATEN_CPU_CAPABILITY=$$cap"; ATEN_CPU_CAPABILITY=$$cap $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS); \
+	done; \
+	echo "== OMP_NUM_THREADS=1"; OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .

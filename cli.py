@@ -59,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=100, help="number of test images")
     p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/compare", help="output prefix: writes .csv, .md, .json, .png")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output prefix (a .csv/.md/.json/.png extension is dropped; a folder gets 'compare'): writes "
+        "<out>.csv, .md, .json, .png... (default: results/compare-<dataset>-<attack>-<norm>)",
+    )
     p.add_argument("--attack-batch-size", type=int, default=None, help="images per attack batch (default: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
     _add_model_options(p)
@@ -88,8 +93,9 @@ def _train_options(args: argparse.Namespace) -> dict:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bridge.errors import InvalidParameterError, check_name
+    from bridge.io import OutputPrefix
     from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
-    from experiments.compare import format_table, parse_libraries, run_compare
+    from experiments.compare import default_out, format_table, parse_libraries, run_compare
     from experiments.minimal import DEFAULT_GRID_FACTORS
     from experiments.workload import load_workload
     from zoo.datasets import dataset_info
@@ -124,6 +130,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         eps_grid = [f * standard_eps(info.family, norm) for f in DEFAULT_GRID_FACTORS]
     if any(e <= 0 for e in eps_grid):
         raise InvalidParameterError(f"expected every --eps-grid value > 0, got {args.eps_grid}")
+    if args.attack_batch_size is not None and args.attack_batch_size < 1:
+        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec), default_name="compare")
+    out.check_writable()  # before a model is trained or an image attacked
     workload = load_workload(
         args.dataset,
         args.model,
@@ -133,13 +143,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **_train_options(args),
     )
-    if args.attack_batch_size is not None and args.attack_batch_size < 1:
-        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
-    table, grid = run_compare(
+    table, grid, paths = run_compare(
         spec,
         libraries,
         workload,
-        out=args.out,
+        out=out,
         eps_grid=eps_grid if spec.minimal else None,
         batch_size=args.attack_batch_size,
         resume=args.resume,
@@ -154,7 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if grid is not None:
         print(f"\nrobust accuracy at eps ({spec.norm.value}):")
         print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {args.out}.csv, {args.out}-timing.csv, {args.out}.md, {args.out}.json, {args.out}.png")
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

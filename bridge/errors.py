@@ -39,6 +39,10 @@ class CheckpointError(AdvBridgeError):
     """A checkpoint that is missing, corrupt, unsafe or does not match its card."""
 
 
+class OutputError(AdvBridgeError):
+    """An output path that cannot be written (checked before any work is done)."""
+
+
 def did_you_mean(kind: str, value: object, accepted: Iterable[str]) -> str:
     """One line: ``unknown {kind} 'value'; did you mean 'x'? accepted: a, b, c``."""
     options = sorted(accepted)

@@ -72,7 +72,8 @@ class AttackResult:
     """One library's run of one spec on one batch. Per-sample tensors are on the CPU.
 
     ``clean_correct`` marks the samples an attack has to work on: correctly classified (untargeted) or
-    not already predicted as the target (targeted). ``success`` is recomputed on the model.
+    not already predicted as the target (targeted). ``success`` is recomputed on the model, from the
+    predicted classes ``clean_pred`` and ``adv_pred``.
     """
 
     library: str
@@ -83,6 +84,8 @@ class AttackResult:
     x_adv: Tensor | None = None
     clean_correct: Tensor | None = None
     success: Tensor | None = None
+    clean_pred: Tensor | None = None
+    adv_pred: Tensor | None = None
     l2: Tensor | None = None
     linf: Tensor | None = None
     seconds: float = math.nan
@@ -209,10 +212,11 @@ def run_attack(
     result.x_adv = x_adv.cpu()
     result.l2 = delta.norm(p=2, dim=1).cpu()
     result.linf = delta.abs().amax(dim=1).cpu()
-    clean_pred = predict(model, x)
+    result.clean_pred, result.adv_pred = predict(model, x).cpu(), predict(model, x_adv).cpu()
+    y = y.cpu()
     # untargeted: correctly classified; targeted: not already predicted as the target
-    result.clean_correct = (clean_pred != y if spec.targeted else clean_pred == y).cpu()
-    result.success = is_success(predict(model, x_adv), y, spec.targeted).cpu()
+    result.clean_correct = result.clean_pred != y if spec.targeted else result.clean_pred == y
+    result.success = is_success(result.adv_pred, y, spec.targeted)
 
     problems = output_problems(x, x_adv, spec, result.l2, result.linf)
     if not torch.equal(x, x_before):

@@ -11,18 +11,29 @@ from torch import Tensor
 from bridge.errors import InvalidInputError
 
 
+def check_inputs(x: object) -> Tensor:
+    """Check a batch an attack accepts: a float tensor of shape ``(N, ...)`` (at least 2-D: feature vectors
+    ``(N, D)``, signals ``(N, C, L)``, images ``(N, C, H, W)``, volumes...), N >= 1, finite, in [0, 1]."""
+    return _check_batch(x, "inputs", "(N, ...) with at least 2 dimensions", lambda ndim: ndim >= 2)
+
+
 def check_images(x: object, *, in_chans: int | None = None) -> Tensor:
     """Check a batch of images: a float tensor of shape ``(N, C, H, W)``, N >= 1, finite, in [0, 1]."""
-    if not isinstance(x, Tensor):
-        raise InvalidInputError(f"expected images as a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise InvalidInputError(f"expected floating-point images in [0, 1], got dtype {x.dtype}")
-    if x.ndim != 4:
-        raise InvalidInputError(f"expected images of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise InvalidInputError("expected a non-empty batch of images, got 0 images")
+    x = _check_batch(x, "images", "(N, C, H, W)", lambda ndim: ndim == 4)
     if in_chans is not None and x.shape[1] != in_chans:
         raise InvalidInputError(f"expected {in_chans} channel(s) for this model, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_batch(x: object, what: str, shape: str, ndim_ok) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise InvalidInputError(f"expected {what} as a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InvalidInputError(f"expected floating-point {what} in [0, 1], got dtype {x.dtype}")
+    if not ndim_ok(x.ndim):
+        raise InvalidInputError(f"expected {what} of shape {shape}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise InvalidInputError(f"expected a non-empty batch of {what}, got 0 {what}")
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
         raise InvalidInputError(f"expected finite pixel values, got {bad} NaN/Inf value(s)")

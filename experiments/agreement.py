@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from bridge.provenance import git_revision
 from bridge.runner import AttackResult, predict, run_attack
 from bridge.spec import AttackSpec
-from experiments.report import print_and_save
+from experiments.report import output_prefix, print_and_save
 from experiments.workload import load_workload
 from own_attacks import ddn, deepfool
 
@@ -178,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--out", default="results/agreement")
     args = parser.parse_args(argv)
+    out = output_prefix(args.out, "agreement")
     torch.use_deterministic_algorithms(True)
     table = agreement_table(args.n)
     header = f"mnist-5k, advbridge_mnist_cnn, {args.n} test digits, CPU, git {git_revision()}"
-    print_and_save(table, header, args.out)
+    print_and_save(table, header, out)
     return 0
 
 

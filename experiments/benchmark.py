@@ -39,7 +39,7 @@ from bridge.adapters import LIBRARIES, get_adapter
 from bridge.errors import check_name
 from bridge.runner import run_attack
 from bridge.spec import AttackSpec
-from experiments.report import print_and_save
+from experiments.report import output_prefix, print_and_save
 from experiments.workload import load_workload
 from own_attacks._common import working_layout
 
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="results/benchmark")
     args = parser.parse_args(argv)
+    out = output_prefix(args.out, "benchmark")
     logging.basicConfig(level=logging.WARNING)
     attacks = [check_name("benchmark attack", a, BENCH_SPECS) for a in args.attacks.split(",") if a]
     libraries = [check_name("library", name, LIBRARIES) for name in args.libraries.split(",") if name]
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     device = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"
     machine = f"{device}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     header = f"benchmark on mnist-5k, advbridge_mnist_cnn, {args.n} images, {machine}; best of {args.repeats}"
-    print_and_save(table, header, args.out)
+    print_and_save(table, header, out)
     return 0
 
 

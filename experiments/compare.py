@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,11 +21,11 @@ from tqdm.auto import tqdm
 
 from bridge.adapters import LIBRARIES
 from bridge.errors import check_name
-from bridge.io import atomic_write, atomic_write_text
+from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.provenance import provenance
 from bridge.runner import AttackResult, run_attack, warm_up
 from bridge.spec import AttackSpec
-from experiments.minimal import WORST_CASE, eps_grid_table, save_minimal_figures, worst_case
+from experiments.minimal import MINIMAL_FIGURE_TAILS, WORST_CASE, eps_grid_table, save_minimal_figures, worst_case
 from experiments.progress import ProgressStore, batch_seed, merge_results
 
 log = logging.getLogger(__name__)
@@ -191,26 +192,32 @@ def summary_table(results: Sequence[AttackResult], context: dict | None = None) 
 TIMING_COLUMNS = ["seconds", "images_per_s"]
 
 
-def write_table(table: pd.DataFrame, out: str | Path, metadata: dict | None = None) -> list[Path]:
+#: Every file a ``compare`` run writes, as tails of its output prefix (distinct, so none overwrites another).
+TABLE_TAILS = {"results": ".csv", "timing": "-timing.csv", "markdown": ".md", "metadata": ".json"}
+FIGURE_TAIL = ".png"
+EPS_TAILS = {"eps_csv": "-eps.csv", "eps_markdown": "-eps.md"}
+OUTPUT_TAILS = (*TABLE_TAILS.values(), FIGURE_TAIL, *EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS)
+PROGRESS_TAIL = ".progress"
+
+
+def write_table(table: pd.DataFrame, out: str | Path | OutputPrefix, metadata: dict | None = None) -> list[Path]:
     """Write the results atomically; returns the paths.
 
     ``<out>.csv``: every column but the timing ones, plus ``git_revision`` (identical for the same
     seed on CPU); ``<out>-timing.csv``: library and timing; ``<out>.md``: the whole table under a
     header with the provenance; ``<out>.json``: ``metadata`` and the provenance.
     """
-    out = Path(out)
+    prefix = out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
     info = {**(metadata or {}), **provenance()}
     results = table.drop(columns=TIMING_COLUMNS).assign(git_revision=info["git_revision"])
     timing = table[["library", *TIMING_COLUMNS]]
-    paths = {
-        out.with_suffix(".csv"): results.to_csv(index=False),
-        out.with_name(out.name + "-timing.csv"): timing.to_csv(index=False),
-        out.with_suffix(".md"): _markdown_header(info) + format_table(table, markdown=True) + "\n",
-        out.with_suffix(".json"): json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
+    texts = {
+        "results": results.to_csv(index=False),
+        "timing": timing.to_csv(index=False),
+        "markdown": _markdown_header(info) + format_table(table, markdown=True) + "\n",
+        "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
     }
-    for path, text in paths.items():
-        atomic_write_text(path, text)
-    return list(paths)
+    return [atomic_write_text(prefix.file(TABLE_TAILS[key]), text) for key, text in texts.items()]
 
 
 def _markdown_header(info: dict) -> str:
@@ -229,33 +236,46 @@ def format_table(table: pd.DataFrame, *, markdown: bool = False) -> str:
         return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path, n_images: int = 4) -> Path:
-    """PNG: clean images, then each library's adversarial image and amplified perturbation."""
+def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path | OutputPrefix, n_images: int = 4) -> Path:
+    """PNG: clean images, then each library's adversarial image and amplified perturbation.
+
+    Under each clean image its label and predicted class; under each adversarial image the predicted
+    class, clean → adversarial (``3→5``, ✓ where the attack succeeded), and the perturbation's L2 and L∞
+    norms; the perturbation row says how much it was amplified.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    prefix = out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
     ok = [r for r in results if r.x_adv is not None]
     k = min(n_images, len(x))
-    fig, axes = plt.subplots(1 + 2 * len(ok), k, figsize=(1.6 * k, 1.6 * (1 + 2 * len(ok))), squeeze=False)
+    fig, axes = plt.subplots(1 + 2 * len(ok), k, figsize=(1.9 * k, 1.9 * (1 + 2 * len(ok))), squeeze=False)
 
-    def show(ax, img: Tensor, title: str) -> None:
+    def show(ax, img: Tensor, title: str, label: str = "") -> None:
         img = img.detach().cpu()
         ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title, fontsize=7)
+        ax.set_xlabel(label, fontsize=7)
 
     for j in range(k):
-        show(axes[0, j], x[j], "clean")
+        first = ok[0] if ok else None
+        clean = f"pred {int(first.clean_pred[j])}" if first is not None and first.clean_pred is not None else ""
+        show(axes[0, j], x[j], "clean", clean)
         for i, r in enumerate(ok):
             delta = r.x_adv[j] - x[j]
             scale = float(delta.abs().max()) or 1.0
-            show(axes[1 + 2 * i, j], r.x_adv[j], f"{r.library} adv")
+            label = f"L2 {float(delta.norm()):.3g}  L∞ {float(delta.abs().max()):.3g}"
+            if r.adv_pred is not None:
+                mark = " ✓" if bool(r.success[j] & r.clean_correct[j]) else ""
+                label = f"{int(r.clean_pred[j])}→{int(r.adv_pred[j])}{mark}\n{label}"
+            show(axes[1 + 2 * i, j], r.x_adv[j], f"{r.library} adv", label)
             show(axes[2 + 2 * i, j], 0.5 + delta / (2 * scale), f"{r.library} δ (×{0.5 / scale:.0f})")
     fig.tight_layout()
-    path = Path(out).with_suffix(".png")
+    path = prefix.file(FIGURE_TAIL)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return path
@@ -266,32 +286,43 @@ def targets_for(y: Tensor, num_classes: int) -> Tensor:
     return (y + 1) % num_classes
 
 
+def default_out(dataset: str, spec: AttackSpec) -> str:
+    """The output prefix when none is given: one per dataset, attack and threat model, so that runs of
+    other attacks do not replace each other's results (``results/compare-mnist-5k-pgd-Linf``)."""
+    name = f"compare-{dataset}-{spec.attack}-{spec.norm.value}{'-targeted' if spec.targeted else ''}"
+    return str(Path("results") / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
+
+
 def run_compare(
     spec: AttackSpec,
     libraries: Sequence[str],
     workload,
     *,
-    out: str | Path | None = None,
+    out: str | Path | OutputPrefix | None = None,
     eps_grid: Sequence[float] | None = None,
     batch_size: int | None = None,
     resume: bool = False,
     show_progress: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[Path]]:
     """Run :func:`compare_libraries` on a :class:`~experiments.workload.Workload` and write the outputs.
 
-    Returns the summary table and, for minimal-norm attacks, robust accuracy at each eps of
-    ``eps_grid`` (one row per library and the worst case). Files (see :func:`write_table`):
+    Returns the summary table, for minimal-norm attacks robust accuracy at each eps of ``eps_grid`` (one
+    row per library and the worst case, else ``None``), and the paths written. Files (``out`` is a
+    prefix, see :class:`~bridge.io.OutputPrefix`; see :func:`write_table`):
     ``<out>.csv/-timing.csv/.md/.json/.png``, and for minimal-norm attacks ``<out>-eps.csv/.md``,
-    ``<out>-robust.png``, ``<out>-norms.png``. With ``out``, progress is saved per batch in
-    ``<out>.progress/`` and ``resume=True`` continues a killed run from there.
+    ``<out>-robust.png``, ``<out>-norms.png``; an earlier run's files under the same prefix that this
+    run does not write are removed, so the files of one prefix always come from one run. With ``out``,
+    progress is saved per batch in ``<out>.progress/`` and ``resume=True`` continues a killed run.
     """
     num_classes = workload.info.num_classes
     y = targets_for(workload.y, num_classes) if spec.targeted else workload.y
     metadata = {"spec": spec.to_dict(), **workload.context, "n": len(workload.x), "libraries": list(libraries)}
+    prefix = None if out is None else out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
     store = None
-    if out is not None:
+    if prefix is not None:
+        prefix.check_writable()
         key = {**metadata, "batch_size": batch_size, "weights_sha256": workload.card.get("sha256")}
-        store = ProgressStore(Path(out).with_name(Path(out).name + ".progress"), key, resume=resume)
+        store = ProgressStore(prefix.file(PROGRESS_TAIL), key, resume=resume)
     results = compare_libraries(
         workload.model,
         workload.x,
@@ -305,13 +336,19 @@ def run_compare(
     )
     table = summary_table(results, context=workload.context)
     grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
-    if out is not None:
-        paths = write_table(table, out, metadata) + [save_figure(results, workload.x.cpu(), out)]
+    paths: list[Path] = []
+    if prefix is not None:
+        paths = write_table(table, prefix, metadata) + [save_figure(results, workload.x.cpu(), prefix)]
         if grid is not None and not grid.empty:
-            stem = Path(out).with_name(Path(out).name + "-eps")
-            atomic_write_text(stem.with_suffix(".csv"), grid.to_csv())
-            atomic_write_text(stem.with_suffix(".md"), grid.to_markdown(floatfmt=".4g") + "\n")
-            paths += [stem.with_suffix(".csv"), *save_minimal_figures(results, eps_grid, out)]
+            paths.append(atomic_write_text(prefix.file(EPS_TAILS["eps_csv"]), grid.to_csv()))
+            paths.append(
+                atomic_write_text(prefix.file(EPS_TAILS["eps_markdown"]), grid.to_markdown(floatfmt=".4g") + "\n")
+            )
+            paths += save_minimal_figures(results, eps_grid, prefix)
+        for stale in set(prefix.files(OUTPUT_TAILS)) - set(paths):
+            if stale.is_file():
+                log.info("removing %s: an earlier run's output that this run does not produce", stale)
+                stale.unlink()
         store.finish()
         log.info("wrote %s", ", ".join(str(p) for p in paths))
-    return table, grid
+    return table, grid, paths

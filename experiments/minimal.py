@@ -16,13 +16,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bridge.io import atomic_write
+from bridge.io import OutputPrefix, atomic_write
 from bridge.runner import AttackResult
 
 #: Multiples of the dataset's standard budget used when no ``--eps-grid`` is given.
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 WORST_CASE = "worst-case"
+
+#: The figures of :func:`save_minimal_figures`, as tails of the run's output prefix.
+MINIMAL_FIGURE_TAILS = ("-robust.png", "-norms.png")
 
 
 def norms_of(result: AttackResult) -> Tensor:
@@ -62,7 +65,9 @@ def eps_grid_table(results: Sequence[AttackResult], eps_grid: Sequence[float]) -
     return table
 
 
-def save_minimal_figures(results: Sequence[AttackResult], eps_grid: Sequence[float], out: str | Path) -> list[Path]:
+def save_minimal_figures(
+    results: Sequence[AttackResult], eps_grid: Sequence[float], out: str | Path | OutputPrefix
+) -> list[Path]:
     """``<out>-robust.png`` (robust accuracy vs eps, every library) and ``<out>-norms.png`` (histogram)."""
     import matplotlib
 
@@ -71,7 +76,8 @@ def save_minimal_figures(results: Sequence[AttackResult], eps_grid: Sequence[flo
 
     ok = [r for r in results if r.success is not None]
     norm = ok[0].spec.norm.value
-    out = Path(out)
+    prefix = out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
+    robust_path, hist_path = prefix.files(MINIMAL_FIGURE_TAILS)
     finite_max = max(
         (float(n[torch.isfinite(n)].max()) for n in map(norms_of, ok) if torch.isfinite(n).any()), default=1.0
     )
@@ -86,7 +92,6 @@ def save_minimal_figures(results: Sequence[AttackResult], eps_grid: Sequence[flo
     ax.set_title(f"{ok[0].spec.attack}: robust accuracy vs eps ({len(ok[0].success)} images)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    robust_path = out.with_name(out.name + "-robust.png")
     atomic_write(robust_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
@@ -98,7 +103,6 @@ def save_minimal_figures(results: Sequence[AttackResult], eps_grid: Sequence[flo
     ax.set_ylabel("samples")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    hist_path = out.with_name(out.name + "-norms.png")
     atomic_write(hist_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return [robust_path, hist_path]

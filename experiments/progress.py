@@ -27,7 +27,7 @@ from bridge.spec import AttackSpec
 
 log = logging.getLogger(__name__)
 
-_TENSORS = ("x_adv", "clean_correct", "success", "l2", "linf")
+_TENSORS = ("x_adv", "clean_correct", "success", "l2", "linf", "clean_pred", "adv_pred")
 _NUMBERS = ("seconds", "forward_images", "backward_images")
 
 
@@ -110,5 +110,6 @@ def merge_results(parts: Sequence[AttackResult]) -> AttackResult:
     merged.backward_images = sum(p.backward_images for p in parts)
     if merged.status in ("ok", "invalid") and all(p.x_adv is not None for p in parts):
         for name in _TENSORS:
-            setattr(merged, name, torch.cat([getattr(p, name) for p in parts]))
+            if all(getattr(p, name) is not None for p in parts):
+                setattr(merged, name, torch.cat([getattr(p, name) for p in parts]))
     return merged

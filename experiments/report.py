@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bridge.io import atomic_write_text
+from bridge.io import OutputPrefix, atomic_write_text
 
 
-def print_and_save(table: pd.DataFrame, header: str, out: str) -> None:
+def output_prefix(out: str, default_name: str) -> OutputPrefix:
+    """``--out`` of a script as a checked prefix (see :class:`~bridge.io.OutputPrefix`): call it before the
+    work, so that an unwritable folder fails in seconds."""
+    prefix = OutputPrefix.parse(out, default_name=default_name)
+    prefix.check_writable()
+    return prefix
+
+
+def print_and_save(table: pd.DataFrame, header: str, out: OutputPrefix) -> None:
     """Print ``header`` and ``table``; write the table to ``<out>.csv`` and, under ``header``, ``<out>.md``."""
     print(header)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    atomic_write_text(f"{out}.csv", table.to_csv(index=False))
-    atomic_write_text(f"{out}.md", f"{header}\n\n" + table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    csv, markdown = out.files([".csv", ".md"])
+    atomic_write_text(csv, table.to_csv(index=False))
+    atomic_write_text(markdown, f"{header}\n\n" + table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    print(f"wrote {csv}, {markdown}")

@@ -1,7 +1,9 @@
-"""In-house attacks: pure, batched PyTorch functions on images in [0, 1].
+"""In-house attacks: pure, batched PyTorch functions on inputs in [0, 1].
 
-Contract (adv-lib's): ``attack(model, inputs, labels, *, ...) -> Tensor`` where ``model`` maps images in
-[0, 1] to logits and the result has the shape, dtype and device of ``inputs``.
+Contract (adv-lib's): ``attack(model, inputs, labels, *, ...) -> Tensor`` where ``model`` maps inputs in
+[0, 1] to logits and the result has the shape, dtype, device and memory layout of ``inputs``. Inputs are
+any floating batch ``(N, ...)``: images ``(N, C, H, W)``, feature vectors ``(N, D)``, signals
+``(N, C, L)``, volumes; channels-last applies to 4-D batches only.
 """
 
 from own_attacks.ddn import ddn

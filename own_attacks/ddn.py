@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
-from bridge.validation import check_images, check_labels
+from bridge.validation import check_inputs, check_labels
 from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, in_layout_of, working_layout
 
 
@@ -61,12 +61,13 @@ def ddn(
             the default layout, see ``own_attacks._common.working_layout``).
 
     Shape:
-        inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
+        inputs ``(N, ...)`` (any shape with a batch dimension: ``(N, D)``, ``(N, C, L)``, ``(N, C, H, W)``...),
+        labels ``(N,)``; returns the shape of ``inputs``.
 
     References:
         Rony et al. 2019, https://arxiv.org/abs/1811.09600
     """
-    check_images(inputs)
+    check_inputs(inputs)
     labels = check_labels(labels, len(inputs))
     steps = check_steps(steps)
     check_positive("init_norm", init_norm)

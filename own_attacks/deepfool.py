@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
-from bridge.validation import check_images, check_labels
+from bridge.validation import check_inputs, check_labels
 from own_attacks._common import batch_view, check_steps, in_layout_of, working_layout
 
 OVERSHOOT_MODES = ("total", "step", "end")
@@ -119,14 +119,15 @@ def deepfool(
             the default layout, see ``own_attacks._common.working_layout``).
 
     Shape:
-        inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``.
+        inputs ``(N, ...)`` (any shape with a batch dimension: ``(N, D)``, ``(N, C, L)``, ``(N, C, H, W)``...),
+        labels ``(N,)``; returns the shape of ``inputs``.
 
     References:
         Moosavi-Dezfooli et al. 2016, https://arxiv.org/abs/1511.04599
     """
     if targeted:
         raise InvalidParameterError("targeted DeepFool is not supported: it moves to the closest boundary of any class")
-    check_images(inputs)
+    check_inputs(inputs)
     labels = check_labels(labels, len(inputs))
     steps = check_steps(steps)
     if norm not in ("L2", "Linf"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bridge.validation import check_images, check_labels
+from bridge.validation import check_inputs, check_labels
 from own_attacks._common import check_positive, loss_input_gradient
 
 
@@ -27,12 +27,13 @@ def fgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: float, target
         targeted: descend the loss of ``labels`` instead of ascending it.
 
     Shape:
-        inputs ``(N, C, H, W)``, labels ``(N,)``; returns ``(N, C, H, W)``, same dtype and device.
+        inputs ``(N, ...)`` (any shape with a batch dimension: ``(N, D)``, ``(N, C, L)``, ``(N, C, H, W)``...),
+        labels ``(N,)``; returns the shape of ``inputs``, same dtype and device.
 
     References:
         Goodfellow et al. 2015, https://arxiv.org/abs/1412.6572
     """
-    check_images(inputs)
+    check_inputs(inputs)
     labels = check_labels(labels, len(inputs))
     check_positive("eps", eps)
     grad = loss_input_gradient(model, inputs, labels)

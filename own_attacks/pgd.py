@@ -3,7 +3,7 @@
 Each of the ``steps`` iterations (δ = x_adv − x):
 
     L∞:  x_adv ← x_adv + α · sign(g)
-    L2:  x_adv ← x_adv + α · g / max(‖g‖₂, 1e-12)
+    L2:  x_adv ← x_adv + α · (g / max(‖g‖₂, 1e-12))
     project:  δ ← clip(δ, −eps, eps)  (L∞)   or   δ ← δ · min(1, eps / ‖δ‖₂)  (L2)
     clip:     x_adv ← clip_[0,1](x + δ)
 
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
-from bridge.validation import check_images, check_labels
+from bridge.validation import check_inputs, check_labels
 from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, loss_input_gradient
 
 
@@ -77,12 +77,13 @@ def pgd(
         generator: torch random generator for the start; ``None`` uses the global one.
 
     Shape:
-        inputs ``(N, C, H, W)``, labels ``(N,)``; returns the last iterate ``(N, C, H, W)``.
+        inputs ``(N, ...)`` (any shape with a batch dimension: ``(N, D)``, ``(N, C, L)``, ``(N, C, H, W)``...),
+        labels ``(N,)``; returns the last iterate, in the shape of ``inputs``.
 
     References:
         Madry et al. 2018, https://arxiv.org/abs/1706.06083
     """
-    check_images(inputs)
+    check_inputs(inputs)
     labels = check_labels(labels, len(inputs))
     eps = check_positive("eps", eps)
     steps = check_steps(steps)
@@ -100,7 +101,7 @@ def pgd(
             x_adv = x_adv + (sign * alpha) * grad.sign()
         else:
             grad_norm = flat_norm(grad, 2).clamp_min(1e-12)
-            x_adv = x_adv + (sign * alpha) * grad / batch_view(grad_norm, grad)
+            x_adv = x_adv + (sign * alpha) * (grad / batch_view(grad_norm, grad))
         if clip_before_projection:
             x_adv = inputs + _project(x_adv.clamp(0, 1) - inputs, eps, norm)
         else:

@@ -1,18 +1,61 @@
-"""Shared fixtures: a trained MNIST CNN (trained once, then cached) and real MNIST digits."""
+"""Shared fixtures: the committed MNIST test classifier, in a model cache of the session's own, and real digits.
+
+The suite attacks fixed weights, never weights trained on the machine that runs it: a model trained here
+differs from one trained on another CPU (other kernels, other rounding; measured 0.978 vs 0.979 test
+accuracy), and every agreement bound would be tuned on one machine. ``tests/fixtures/mnist_cnn/`` holds
+``advbridge_mnist_cnn`` trained on mnist-5k with the default config (``python cli.py train``), as
+safetensors with its card (sha256 checked on load). The session gets an empty ``ADVBRIDGE_CACHE`` holding
+only that checkpoint, under the key of the default config, so the CLI (also in subprocesses) finds it and
+trains nothing, and the user's own cache is never read or written. The training path has its own tests
+(``tests/zoo/test_zoo_training.py``), each with a cache of its own.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
+from fixture_models import MNIST_CNN, default_mnist_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh ``ADVBRIDGE_CACHE`` for the session, holding the committed test classifier."""
+    from zoo.checkpoints import checkpoint_dir
+
+    cache = tmp_path_factory.mktemp("advbridge-cache")
+    previous = os.environ.get("ADVBRIDGE_CACHE")
+    os.environ["ADVBRIDGE_CACHE"] = str(cache)
+    cfg = default_mnist_config().resolved()
+    shutil.copytree(MNIST_CNN, checkpoint_dir(cfg.dataset, cfg.model, cfg.cache_fields()))
+    try:
+        yield cache
+    finally:
+        if previous is None:
+            os.environ.pop("ADVBRIDGE_CACHE", None)
+        else:
+            os.environ["ADVBRIDGE_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")
-def mnist_workload():
-    """``advbridge_mnist_cnn`` trained on the embedded mnist-5k, and 64 of its test digits (CPU)."""
+def mnist_workload(model_cache):
+    """The committed ``advbridge_mnist_cnn`` and 64 of its mnist-5k test digits (CPU)."""
     from experiments.workload import load_workload
+    from zoo import training
 
     torch.use_deterministic_algorithms(True)
-    return load_workload("mnist-5k", n=64, seed=0, device="cpu", progress=False)
+    real_train = training.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the suite must attack the committed test classifier, not train one")
+
+    training.train = refuse
+    try:
+        return load_workload("mnist-5k", n=64, seed=0, device="cpu", progress=False)
+    finally:
+        training.train = real_train
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,10 @@ half-spaces {z_k ≥ z_y}, so the distance from x to it, in the norm dual to q, 
 This is the true minimal perturbation only if the minimizer x + δ* stays inside [0, 1] (otherwise the
 box binds and the constrained optimum is larger). :func:`make_inputs` draws inputs around 0.5 whose
 optimal perturbations are small, and checks that the box does not bind, for both norms.
+
+Targeted, the set of inputs classified as t is the polyhedron {z_t ≥ z_k for all k}: the distance to it
+is a small quadratic program in L2 (solved exactly through its dual, a non-negative least-squares
+problem in K − 1 multipliers) and a linear program in L∞ (scipy's HiGHS); see :func:`exact_targeted`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+#: below this many float64 ulps of slack a constraint counts as met (the solvers' own rounding)
+_FEASIBLE_TOL = 1e-9
+
 
 class LinearClassifier(nn.Module):
-    """logits = W·flatten(x) + b for inputs ``(N, C, H, W)`` in [0, 1], built from ``seed``.
+    """logits = W·flatten(x) + b for inputs of any shape ``(N, *shape)`` in [0, 1], built from ``seed``.
 
     The rows of W are Gaussian with norm ≈ ``logit_scale``, and b = −W·(0.5, …, 0.5) + ``logit_scale``·b0
     with small random offsets b0 (std ``bias_std``), so the decision boundaries pass close to inputs
@@ -37,7 +44,7 @@ class LinearClassifier(nn.Module):
 
     def __init__(
         self,
-        shape: tuple[int, int, int],
+        shape: tuple[int, ...],
         num_classes: int = 10,
         *,
         seed: int = 0,
@@ -144,3 +151,58 @@ def make_inputs(
     with torch.no_grad():
         y = model(x).argmax(1)
     return x, y
+
+
+def _targeted_constraints(model: LinearClassifier, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """A ``(N, K, D)`` and b ``(N, K)`` with x + δ classified as t ⟺ A·δ ≥ b (row k = t is 0 ≥ 0)."""
+    w = model.linear.weight.detach().double()
+    b = model.linear.bias.detach().double()
+    z = x.detach().double().flatten(1) @ w.T + b
+    return w[t][:, None, :] - w[None, :, :], z - z.gather(1, t[:, None])
+
+
+def exact_targeted(model: LinearClassifier, x: Tensor, t: Tensor, norm: str) -> tuple[Tensor, Tensor]:
+    """Per-sample distance (float64) from x to the region classified as ``t``, and the minimizer δ*.
+
+    L2: min ½‖δ‖² s.t. A·δ ≥ b. Its dual is max_{λ ≥ 0} bᵀλ − ½‖Aᵀλ‖²; with A·Aᵀ = L·Lᵀ (Cholesky) that is
+    the non-negative least-squares problem min_{λ ≥ 0} ‖Lᵀλ − L⁻¹b‖², solved exactly (active set) by
+    ``scipy.optimize.nnls``; then δ* = Aᵀλ. L∞: min s s.t. A·δ ≥ b, −s ≤ δ_i ≤ s, by ``linprog``.
+    Both are checked feasible. Without box constraints, like :func:`exact_minimal_l2`.
+    """
+    import numpy as np
+    from scipy.optimize import linprog, nnls
+
+    constraints, bounds = _targeted_constraints(model, x, t)
+    dists, deltas = [], []
+    for i in range(len(x)):
+        keep = torch.arange(constraints.shape[1]) != int(t[i])
+        a, b = constraints[i][keep].numpy(), bounds[i][keep].numpy()
+        if norm == "L2":
+            chol = np.linalg.cholesky(a @ a.T)
+            lam, _ = nnls(chol.T, np.linalg.solve(chol, b))
+            delta = a.T @ lam
+            dist = float(np.linalg.norm(delta))
+        elif norm == "Linf":
+            d = a.shape[1]
+            cost = np.zeros(d + 1)
+            cost[-1] = 1
+            eye = np.eye(d)
+            a_ub = np.block([[-a, np.zeros((len(a), 1))], [eye, -np.ones((d, 1))], [-eye, -np.ones((d, 1))]])
+            b_ub = np.concatenate([-b, np.zeros(2 * d)])
+            res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=[(None, None)] * d + [(0, None)], method="highs")
+            if res.status != 0:
+                raise RuntimeError(f"linprog failed on sample {i}: {res.message}")
+            delta, dist = res.x[:d], float(np.abs(res.x[:d]).max())
+        else:
+            raise ValueError(f"expected norm 'L2' or 'Linf', got {norm!r}")
+        if float((a @ delta - b).min()) < -_FEASIBLE_TOL * max(1.0, float(np.abs(b).max())):
+            raise RuntimeError(f"the {norm} solution of sample {i} violates a constraint")
+        dists.append(dist)
+        deltas.append(torch.from_numpy(delta))
+    return torch.tensor(dists, dtype=torch.float64), torch.stack(deltas).view(x.shape)
+
+
+def box_margin(x: Tensor, delta: Tensor, factor: float = 2.0) -> Tensor:
+    """Per sample, how far x + factor·δ stays from the box [0, 1] (negative: outside)."""
+    far = (x.double() + factor * delta.double()).flatten(1)
+    return torch.minimum(far.amin(1), 1 - far.amax(1))

@@ -181,7 +181,19 @@ API_CASES = [
         "images list",
         lambda: fgsm(_model(), X.tolist(), Y, eps=0.1),
         InvalidInputError,
-        "expected images as a torch.Tensor, got list",
+        "expected inputs as a torch.Tensor, got list",
+    ),
+    (
+        "own attack on a 1-D tensor",
+        lambda: pgd(_model(), torch.full((4,), 0.5), Y, eps=0.1),
+        InvalidInputError,
+        "expected inputs of shape (N, ...) with at least 2 dimensions, got shape (4,)",
+    ),
+    (
+        "own attack on an empty batch",
+        lambda: deepfool(_model(), X[:0], Y[:0]),
+        InvalidInputError,
+        "expected a non-empty batch of inputs, got 0 inputs",
     ),
     (
         "empty batch",
