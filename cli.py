@@ -92,8 +92,12 @@ def _train_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bridge.errors import InvalidParameterError, check_name
     from bridge.io import OutputPrefix
+
+    if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
+        OutputPrefix.parse(args.out, default_name="compare").check_writable()
+
+    from bridge.errors import InvalidParameterError, check_name
     from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
     from experiments.compare import default_out, format_table, parse_libraries, run_compare
     from experiments.minimal import DEFAULT_GRID_FACTORS
@@ -133,7 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.attack_batch_size is not None and args.attack_batch_size < 1:
         raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
     out = OutputPrefix.parse(args.out or default_out(args.dataset, spec), default_name="compare")
-    out.check_writable()  # before a model is trained or an image attacked
+    out.check_writable()  # the default folder too, before a model is trained or an image attacked
     workload = load_workload(
         args.dataset,
         args.model,

@@ -1,17 +1,20 @@
-"""Measured agreement of own DeepFool and DDN with the reference libraries, on real MNIST digits.
+"""Measured agreement of own PGD-L2, DeepFool and DDN with the reference libraries, on real MNIST digits.
 
-    python -m experiments.agreement [--n 64] [--out results/agreement]
+    python -m experiments.agreement [--n 64] [--checkpoint tests/fixtures/mnist_cnn] [--out results/agreement]
 
 Prints and writes (``<out>.csv`` / ``<out>.md``) the numbers that the README's agreement table quotes
-for the trained ``advbridge_mnist_cnn``; ``tests/agreement/test_deepfool_ddn.py`` asserts bounds on
-the same comparisons. Each row compares own with one library on the samples both attacked
-successfully (clean-correct for untargeted attacks) and reports:
+for ``advbridge_mnist_cnn`` (with ``--checkpoint tests/fixtures/mnist_cnn``: the weights the test suite
+attacks, the same on every machine); ``tests/agreement/`` asserts bounds on the same comparisons. The
+header names the CPU capability and thread count: run it under ``ATEN_CPU_CAPABILITY=default|avx2|avx512``
+and ``OMP_NUM_THREADS=1`` to see what other machines see. Each row compares own with one library on the
+samples both attacked successfully (clean-correct for untargeted attacks; every sample for PGD) and reports:
 
 - ``max_abs_diff``: the largest pixel difference between the two adversarial images;
 - ``frac_le_1e-5``: the fraction of those samples whose images agree within 1e-5 in every pixel;
 - ``max_l2_rel`` / ``max_linf_rel``: the largest relative difference of the per-sample norms;
 - ``median_l2_ratio``: median own L2 ÷ median reference L2;
-- ``success``: own DeepFool's success rate on the clean-correct digits (rows of library "own").
+- ``success``: own DeepFool's success rate on the clean-correct digits (rows of library "own");
+- ``success_flags_equal``: the share of samples both call fooled or both not (PGD rows).
 
 The own options that reproduce a library's convention (``overshoot_mode``, ``source``, ``min_step``)
 are not part of :class:`~bridge.spec.AttackSpec`, so those rows call :mod:`own_attacks` directly, once
@@ -32,9 +35,9 @@ from torch import Tensor, nn
 from bridge.provenance import git_revision
 from bridge.runner import AttackResult, predict, run_attack
 from bridge.spec import AttackSpec
-from experiments.report import output_prefix, print_and_save
+from experiments.report import output_prefix, print_and_save, user_errors_exit_2
 from experiments.workload import load_workload
-from own_attacks import ddn, deepfool
+from own_attacks import ddn, deepfool, pgd
 
 DDN = AttackSpec(attack="ddn", norm="L2", steps=100)
 #: own's working layout (``channels_last`` argument): the default, and the references' arithmetic
@@ -81,12 +84,41 @@ def _reference(library: str, model: nn.Module, x: Tensor, labels: Tensor, spec: 
     return result
 
 
-def agreement_table(n: int = 64) -> pd.DataFrame:
-    """Every DeepFool/DDN comparison of the README on the first ``n`` mnist-5k test digits."""
-    work = load_workload("mnist-5k", n=n, seed=0, device="cpu", progress=False)
+def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
+    """Every PGD-L2/DeepFool/DDN comparison of the README on the first ``n`` mnist-5k test digits, with
+    the default ``advbridge_mnist_cnn`` (trained and cached if needed) or the one in ``checkpoint``."""
+    work = load_workload("mnist-5k", n=n, seed=0, device="cpu", progress=False, checkpoint=checkpoint)
     model, x, y = work.model, work.x, work.y
     correct = predict(model, x) == y
+    smooth = smooth_copy(model)
     rows: list[dict] = []
+
+    pgd_l2 = AttackSpec(attack="pgd", norm="L2", eps=1.5, steps=10, step_size=0.4)
+    for name, net in (("ReLU CNN", model), ("smooth copy", smooth)):
+        own = _reference("own", net, x, y, pgd_l2)
+        ref = _reference("foolbox", net, x, y, pgd_l2)
+        rows.append(
+            {
+                "comparison": f"PGD L2 eps 1.5, 10 steps, {name}",
+                "library": "foolbox",
+                **compare_images(x, own.x_adv, ref.x_adv, torch.ones(len(x), dtype=torch.bool)),
+                "success_flags_equal": float((own.success == ref.success).double().mean()),
+            }
+        )
+    import torchattacks
+
+    own = pgd(model, x, y, eps=1.5, norm="L2", steps=10, step_size=0.4)
+    unguarded = torchattacks.PGDL2(model, eps=1.5, alpha=0.4, steps=10, random_start=False, eps_for_division=1e-30)
+    diff = (own - unguarded(x, y)).flatten(1).abs().amax(dim=1)
+    rows.append(
+        {
+            "comparison": "PGD L2 eps 1.5, 10 steps, torchattacks with eps_for_division=1e-30",
+            "library": "torchattacks",
+            "compared": len(x),
+            "max_abs_diff": float(diff.max()),
+            "frac_le_1e-5": float((diff <= 1e-5).double().mean()),
+        }
+    )
 
     def add(comparison: str, library: str, own: Tensor, ref: AttackResult, base: Tensor, layout: str = "channels-last"):
         mask = base & (predict(model, own) != y) & ref.success
@@ -147,7 +179,6 @@ def agreement_table(n: int = 64) -> pd.DataFrame:
         )
 
     own_ddn = {layout: ddn(model, x, y, channels_last=channels_last) for layout, channels_last in LAYOUTS.items()}
-    smooth = smooth_copy(model)
     smooth_y = predict(smooth, x16)
     own_smooth = _reference("own", smooth, x16, smooth_y, DDN)
     for library in ("foolbox", "advlib"):
@@ -173,15 +204,24 @@ def agreement_table(n: int = 64) -> pd.DataFrame:
     return table
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--out", default="results/agreement")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint folder of an mnist-5k classifier (e.g. tests/fixtures/mnist_cnn, the suite's); "
+        "default: the default advbridge_mnist_cnn, trained here if not cached",
+    )
     args = parser.parse_args(argv)
     out = output_prefix(args.out, "agreement")
     torch.use_deterministic_algorithms(True)
-    table = agreement_table(args.n)
-    header = f"mnist-5k, advbridge_mnist_cnn, {args.n} test digits, CPU, git {git_revision()}"
+    table = agreement_table(args.n, args.checkpoint)
+    machine = f"CPU ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    model = args.checkpoint or "advbridge_mnist_cnn (default config)"
+    header = f"mnist-5k, {model}, {args.n} test digits, {machine}, torch {torch.__version__}, git {git_revision()}"
     print_and_save(table, header, out)
     return 0
 

@@ -39,7 +39,7 @@ from bridge.adapters import LIBRARIES, get_adapter
 from bridge.errors import check_name
 from bridge.runner import run_attack
 from bridge.spec import AttackSpec
-from experiments.report import output_prefix, print_and_save
+from experiments.report import output_prefix, print_and_save, user_errors_exit_2
 from experiments.workload import load_workload
 from own_attacks._common import working_layout
 
@@ -163,6 +163,7 @@ def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) ->
     )
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=500)

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+
 import pandas as pd
 
+from bridge.errors import AdvBridgeError
 from bridge.io import OutputPrefix, atomic_write_text
+
+
+def user_errors_exit_2(main: Callable[..., int]) -> Callable[..., int]:
+    """For a script's ``main``: a user error (:class:`~bridge.errors.AdvBridgeError`) prints one line on
+    stderr and returns 2, as ``cli.py`` does."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except AdvBridgeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def output_prefix(out: str, default_name: str) -> OutputPrefix:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from bridge.errors import InvalidParameterError
 from zoo.datasets import DatasetInfo, dataset_info, load_tensors
-from zoo.training import TrainConfig, get_or_train
+from zoo.training import TrainConfig, get_or_train, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +47,28 @@ def load_workload(
     data_root: str | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
     **train_options: Any,
 ) -> Workload:
     """Load (or train and cache) ``model`` for ``dataset`` and ``n`` seeded test images.
 
     ``train_options`` go to :class:`zoo.training.TrainConfig` (``epochs``, ``lr``, ``batch_size``,
     ``pretrained``, ``weights``, ``finetune``...); ``None`` values are dropped so that the config's
-    defaults apply (and the cache key stays the same).
+    defaults apply (and the cache key stays the same). With ``checkpoint`` (a checkpoint folder, e.g. the
+    one ``cli.py train`` prints), that model is used as it is, never trained; it must be for ``dataset``.
     """
     info = dataset_info(dataset, data_root=data_root)
-    model_name = model or DEFAULT_MODELS[info.family]
-    options = {k: v for k, v in train_options.items() if v is not None}
-    config = TrainConfig(dataset=dataset, model=model_name, data_root=data_root, **options)
-    net, card = get_or_train(config, progress=progress)
+    if checkpoint is not None:
+        net, card = load_trained(checkpoint)
+        if card.get("dataset") != dataset:
+            raise InvalidParameterError(
+                f"expected a checkpoint trained on {dataset}, got one trained on {card.get('dataset')!r}: {checkpoint}"
+            )
+    else:
+        model_name = model or DEFAULT_MODELS[info.family]
+        options = {k: v for k, v in train_options.items() if v is not None}
+        config = TrainConfig(dataset=dataset, model=model_name, data_root=data_root, **options)
+        net, card = get_or_train(config, progress=progress)
     x, y = load_tensors(dataset, split="test", n=n, data_root=data_root, seed=seed)
     dev = torch.device(device) if device is not None else default_device()
     return Workload(model=net.to(dev).eval(), x=x.to(dev), y=y.to(dev), info=info, card=card)

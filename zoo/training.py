@@ -271,6 +271,26 @@ def train(
     return model.eval(), card
 
 
+def load_trained(folder: str | os.PathLike) -> tuple[NormalizedClassifier, dict[str, Any]]:
+    """The classifier saved in a checkpoint folder (weights verified against its card), in eval mode.
+
+    Raises:
+        CheckpointError: see :func:`zoo.checkpoints.load_checkpoint`; ``KeyError``/``RuntimeError`` for a
+        card without the architecture fields or weights of another shape.
+    """
+    state, card = load_checkpoint(folder)
+    model = create_classifier(
+        card["model"],
+        num_classes=card["num_classes"],
+        in_chans=card["in_chans"],
+        mean=card["mean"],
+        std=card["std"],
+        image_size=card["image_size"],
+    )
+    model.load_state_dict(state)
+    return model.eval(), card
+
+
 def get_or_train(
     config: TrainConfig, *, progress: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[NormalizedClassifier, dict[str, Any]]:
@@ -286,16 +306,7 @@ def get_or_train(
     folder = checkpoint_dir(cfg.dataset, cfg.model, cfg.cache_fields())
     if (folder / CARD_FILE).is_file():
         try:
-            state, card = load_checkpoint(folder)
-            model = create_classifier(
-                cfg.model,
-                num_classes=card["num_classes"],
-                in_chans=card["in_chans"],
-                mean=card["mean"],
-                std=card["std"],
-                image_size=card["image_size"],
-            )
-            model.load_state_dict(state)
+            model, card = load_trained(folder)
         except (CheckpointError, KeyError, RuntimeError) as exc:
             logger.warning("cached model %s is unusable (%s: %s); training it again", folder, type(exc).__name__, exc)
         else:

@@ -4,9 +4,12 @@
   DeepFool must reach it up to its overshoot, DDN up to 1.25× (adv-lib's test idea).
 - DeepFool vs foolbox / adv-lib (overshoot 0.02), vs torchattacks / ART (overshoot 0, with the own
   options that reproduce their conventions), on the affine model and on real MNIST digits.
-- DDN vs foolbox / adv-lib: 1e-5 where the dynamics are smooth (affine model, a smooth CNN), statistics
-  on the ReLU CNN, where ulp differences can flip DDN's discrete ε decision or a ReLU and trajectories
-  part (see ``test_ddn_on_relu_model_agrees_statistically``).
+- DDN vs foolbox / adv-lib: 1e-5 where the dynamics are smooth (affine model, a smooth CNN), per-sample
+  norms on the ReLU CNN, where ulp differences can flip DDN's discrete ε decision or a ReLU and
+  trajectories part (see ``test_ddn_on_relu_model_agrees_statistically``); bitwise adv-lib in its layout.
+
+Every bound here was measured under ATEN_CPU_CAPABILITY default, avx2 and avx512 and with one thread
+(``make test-portable``), on the committed test classifier (``tests/fixtures/mnist_cnn``).
 - Targeted DeepFool is refused; targeted DDN is run or reported unsupported.
 """
 
@@ -324,11 +327,16 @@ def test_targeted_ddn_matches_foolbox_and_advlib_on_smooth_model(smooth_model, s
 
 def test_ddn_on_relu_model_agrees_statistically(mnist_model, mnist_batch):
     """DDN's ε update is a discrete decision (adversarial or not), and the ReLU CNN is only piecewise
-    linear: ulp differences (foolbox multiplies by 1/‖g‖, we divide; adv-lib's in-place
-    ``add_(g, alpha=α)`` rounds once where we round twice) can flip a decision or a unit and the
-    trajectories part; so do channels-last convolutions (own's default) vs the default layout. Measured
-    on the 63 correct digits: 55 within 1e-5 of either reference (max 0.021); success 100 % for all
-    three; median L2 ratio 1.0000. In the same layout adv-lib is bitwise equal (next test)."""
+    linear: ulp differences (foolbox multiplies by 1/‖g‖, we divide; channels-last convolutions, own's
+    default, sum in another order than the default layout) can flip a decision or a unit, and the two
+    trajectories part. Where they part, they still end at perturbations of the same size: what a
+    minimal-norm attack is judged by. Measured on the 63 correct digits under ATEN_CPU_CAPABILITY
+    default / avx2 / avx512 (2 threads) and avx512 with 1 thread: 70-78 % of the digits within 1e-5 of
+    foolbox and adv-lib, pixel differences up to 0.02 on the rest (which share therefore is no bound:
+    it is chaos, not math), but every digit's L2 norm within 0.19 % of the reference's, success 100 %
+    for all three, median L2 ratio 1.00000. Bounds: success within 2 points, every norm within 1 %
+    (5× the largest measured), median within 0.5 %. In the same layout adv-lib is bitwise equal (next
+    test), which is the test of the arithmetic."""
     x, y = mnist_batch
     own = _run("own", mnist_model, x, y, DDN)
     for library in ("foolbox", "advlib"):
@@ -336,11 +344,11 @@ def test_ddn_on_relu_model_agrees_statistically(mnist_model, mnist_batch):
         rate_own, rate_ref = float(own.success.double().mean()), float(ref.success.double().mean())
         assert abs(rate_own - rate_ref) <= 0.02, (library, rate_own, rate_ref)
         assert rate_own >= 0.95
-        both = own.success & ref.success
-        ratio = float(own.l2[both].median() / ref.l2[both].median())
-        assert abs(ratio - 1) <= 0.01, (library, ratio)
-        close = float((_max_diff(own.x_adv, ref.x_adv) <= 1e-5).double().mean())
-        assert close >= 0.8, (library, close)
+        both = own.success & ref.success & own.clean_correct
+        ratio = own.l2[both].double() / ref.l2[both].double()
+        assert float((ratio - 1).abs().max()) <= 0.01, (library, float((ratio - 1).abs().max()))
+        median = float(own.l2[both].median() / ref.l2[both].median())
+        assert abs(median - 1) <= 0.005, (library, median)
 
 
 @pytest.mark.parametrize("levels", [None, 256])

@@ -53,3 +53,23 @@ def test_agreement_in_the_references_layout_is_float_noise(agreement):
 def test_agreement_reports_own_success(agreement):
     success = agreement[agreement["library"] == "own"].set_index("comparison")["success"]
     assert len(success) == 2 and (success >= 0.99).all()
+
+
+def test_agreement_pgd_rows(agreement):
+    pgd_rows = agreement[agreement["comparison"].str.startswith("PGD L2")].set_index("library")
+    assert sorted(pgd_rows.index) == ["foolbox", "foolbox", "torchattacks"]
+    assert pgd_rows.loc["torchattacks", "max_abs_diff"] == 0, "own PGD L2 does torchattacks' arithmetic"
+    smooth = pgd_rows[pgd_rows["comparison"].str.contains("smooth copy")]
+    assert smooth["max_abs_diff"].item() <= 1e-5 and smooth["success_flags_equal"].item() == 1
+
+
+@pytest.mark.parametrize("script", ["agreement", "benchmark"])
+def test_scripts_refuse_an_unwritable_out_before_running(script, capsys, monkeypatch):
+    import experiments.agreement
+    import experiments.benchmark
+
+    module = {"agreement": experiments.agreement, "benchmark": experiments.benchmark}[script]
+    monkeypatch.setattr(module, "load_workload", lambda *a, **k: pytest.fail("ran although --out is unwritable"))
+    assert module.main(["--out", "/proc/advbridge/x.csv"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write outputs to /proc/advbridge/x") and err.count("\n") == 1
