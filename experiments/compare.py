@@ -310,9 +310,9 @@ def run_compare(
     row per library and the worst case, else ``None``), and the paths written. Files (``out`` is a
     prefix, see :class:`~bridge.io.OutputPrefix`; see :func:`write_table`):
     ``<out>.csv/-timing.csv/.md/.json/.png``, and for minimal-norm attacks ``<out>-eps.csv/.md``,
-    ``<out>-robust.png``, ``<out>-norms.png``; an earlier run's files under the same prefix that this
-    run does not write are removed, so the files of one prefix always come from one run. With ``out``,
-    progress is saved per batch in ``<out>.progress/`` and ``resume=True`` continues a killed run.
+    ``<out>-robust.png``, ``<out>-norms.png``; ``<out>.json`` lists them. Files of that name that this run
+    does not write (an earlier minimal-norm run's eps table, say) are left alone, with a warning. With
+    ``out``, progress is saved per batch in ``<out>.progress/`` and ``resume=True`` continues a killed run.
     """
     num_classes = workload.info.num_classes
     y = targets_for(workload.y, num_classes) if spec.targeted else workload.y
@@ -338,17 +338,19 @@ def run_compare(
     grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
     paths: list[Path] = []
     if prefix is not None:
+        minimal = grid is not None and not grid.empty
+        tails = [*TABLE_TAILS.values(), FIGURE_TAIL, *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]
+        metadata["files"] = [p.name for p in prefix.files(tails)]  # what belongs to this run, in its .json
         paths = write_table(table, prefix, metadata) + [save_figure(results, workload.x.cpu(), prefix)]
-        if grid is not None and not grid.empty:
+        if minimal:
             paths.append(atomic_write_text(prefix.file(EPS_TAILS["eps_csv"]), grid.to_csv()))
             paths.append(
                 atomic_write_text(prefix.file(EPS_TAILS["eps_markdown"]), grid.to_markdown(floatfmt=".4g") + "\n")
             )
             paths += save_minimal_figures(results, eps_grid, prefix)
-        for stale in set(prefix.files(OUTPUT_TAILS)) - set(paths):
-            if stale.is_file():
-                log.info("removing %s: an earlier run's output that this run does not produce", stale)
-                stale.unlink()
+        others = [p for p in prefix.files(OUTPUT_TAILS) if p not in paths and p.is_file()]
+        if others:  # never deleted: another run's prefix may name them (the table of --out x-eps is x-eps.csv)
+            log.warning("not from this run, left as they were: %s", ", ".join(str(p) for p in others))
         store.finish()
         log.info("wrote %s", ", ".join(str(p) for p in paths))
     return table, grid, paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -66,19 +67,22 @@ def test_compare_writes_every_file_once_and_prints_what_it_wrote(tmp_path, capsy
     assert list(grid["library"]) == ["own", "advlib", "worst-case"] and len(grid.columns) == 7
 
 
-def test_a_later_run_on_the_same_prefix_leaves_no_file_of_the_earlier_run(tmp_path, capsys, mnist_workload):
+def test_a_later_run_on_the_same_prefix_says_which_files_are_its_own(tmp_path, capsys, mnist_workload, caplog):
     out = tmp_path / "run"
     assert main([*DEEPFOOL, "--out", str(out)]) == 0
     capsys.readouterr()
-    assert (tmp_path / "run-eps.csv").exists()
+    eps_table = (tmp_path / "run-eps.csv").read_bytes()
     assert main(["compare", "--attack", "fgsm", "--n", "8", "--libraries", "own", "--quiet", "--out", str(out)]) == 0
     paths = _written(capsys.readouterr().out)
-    assert (
-        {p.name for p in tmp_path.iterdir()}
-        == {p.name for p in paths}
-        == {f"run{t}" for t in (".csv", "-timing.csv", ".md", ".json", ".png")}
+    own_files = {f"run{t}" for t in (".csv", "-timing.csv", ".md", ".json", ".png")}
+    assert {p.name for p in paths} == own_files
+    assert json.loads((tmp_path / "run.json").read_text())["files"] == sorted(
+        own_files, key=[p.name for p in paths].index
     )
     assert set(pd.read_csv(out.with_suffix(".csv"))["attack"]) == {"fgsm"}
+    # the earlier run's eps table is never deleted (another prefix, "run-eps", would own that name)
+    assert (tmp_path / "run-eps.csv").read_bytes() == eps_table
+    assert "not from this run, left as they were" in caplog.text and "run-eps.csv" in caplog.text
 
 
 def test_default_out_depends_on_the_attack(tmp_path, capsys, mnist_workload, monkeypatch):
