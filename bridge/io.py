@@ -95,6 +95,11 @@ class OutputPrefix:
             raise OutputError(f"expected an output prefix like results/compare, got {text!r}")
         return cls(path)
 
+    @classmethod
+    def of(cls, out: str | os.PathLike | OutputPrefix) -> OutputPrefix:
+        """``out`` itself if it is an :class:`OutputPrefix`, else :meth:`parse` of it."""
+        return out if isinstance(out, OutputPrefix) else cls.parse(out)
+
     def file(self, tail: str) -> Path:
         """``<prefix><tail>``, e.g. ``tail='-eps.csv'``; never ``Path.with_suffix`` (it eats dots of the name)."""
         return self.prefix.with_name(self.prefix.name + tail)

@@ -207,7 +207,7 @@ def write_table(table: pd.DataFrame, out: str | Path | OutputPrefix, metadata: d
     seed on CPU); ``<out>-timing.csv``: library and timing; ``<out>.md``: the whole table under a
     header with the provenance; ``<out>.json``: ``metadata`` and the provenance.
     """
-    prefix = out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
+    prefix = OutputPrefix.of(out)
     info = {**(metadata or {}), **provenance()}
     results = table.drop(columns=TIMING_COLUMNS).assign(git_revision=info["git_revision"])
     timing = table[["library", *TIMING_COLUMNS]]
@@ -239,7 +239,7 @@ def format_table(table: pd.DataFrame, *, markdown: bool = False) -> str:
 def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path | OutputPrefix, n_images: int = 4) -> Path:
     """PNG: clean images, then each library's adversarial image and amplified perturbation.
 
-    Under each clean image its label and predicted class; under each adversarial image the predicted
+    Under each clean image its predicted class; under each adversarial image the predicted
     class, clean → adversarial (``3→5``, ✓ where the attack succeeded), and the perturbation's L2 and L∞
     norms; the perturbation row says how much it was amplified.
     """
@@ -248,7 +248,7 @@ def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path | Ou
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    prefix = out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
+    prefix = OutputPrefix.of(out)
     ok = [r for r in results if r.x_adv is not None]
     k = min(n_images, len(x))
     fig, axes = plt.subplots(1 + 2 * len(ok), k, figsize=(1.9 * k, 1.9 * (1 + 2 * len(ok))), squeeze=False)
@@ -261,10 +261,9 @@ def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path | Ou
         ax.set_title(title, fontsize=7)
         ax.set_xlabel(label, fontsize=7)
 
+    clean_pred = ok[0].clean_pred if ok else None
     for j in range(k):
-        first = ok[0] if ok else None
-        clean = f"pred {int(first.clean_pred[j])}" if first is not None and first.clean_pred is not None else ""
-        show(axes[0, j], x[j], "clean", clean)
+        show(axes[0, j], x[j], "clean", f"pred {int(clean_pred[j])}" if clean_pred is not None else "")
         for i, r in enumerate(ok):
             delta = r.x_adv[j] - x[j]
             scale = float(delta.abs().max()) or 1.0
@@ -317,7 +316,7 @@ def run_compare(
     num_classes = workload.info.num_classes
     y = targets_for(workload.y, num_classes) if spec.targeted else workload.y
     metadata = {"spec": spec.to_dict(), **workload.context, "n": len(workload.x), "libraries": list(libraries)}
-    prefix = None if out is None else out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
+    prefix = None if out is None else OutputPrefix.of(out)
     store = None
     if prefix is not None:
         prefix.check_writable()

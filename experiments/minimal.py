@@ -76,7 +76,7 @@ def save_minimal_figures(
 
     ok = [r for r in results if r.success is not None]
     norm = ok[0].spec.norm.value
-    prefix = out if isinstance(out, OutputPrefix) else OutputPrefix.parse(out)
+    prefix = OutputPrefix.of(out)
     robust_path, hist_path = prefix.files(MINIMAL_FIGURE_TAILS)
     finite_max = max(
         (float(n[torch.isfinite(n)].max()) for n in map(norms_of, ok) if torch.isfinite(n).any()), default=1.0

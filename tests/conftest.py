@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,3 +67,19 @@ def mnist_model(mnist_workload):
 @pytest.fixture(scope="session")
 def mnist_batch(mnist_workload):
     return mnist_workload.x, mnist_workload.y
+
+
+def find_shared_data() -> Path | None:
+    """The offline data folder: ``$ADVBRIDGE_SHARED_DATA`` if set, else ``../shared/data`` beside the repo."""
+    env = os.environ.get("ADVBRIDGE_SHARED_DATA")
+    candidate = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The offline data folder, or skip the test saying where it was looked for."""
+    folder = find_shared_data()
+    if folder is None:
+        pytest.skip("offline data not found: set ADVBRIDGE_SHARED_DATA or put it in ../shared/data beside the repo")
+    return folder

@@ -1,29 +1,12 @@
-"""Fixtures for the zoo tests: the offline data folder beside the repository and small image trees."""
+"""Fixtures for the zoo tests: small image trees (the offline data folder is in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from PIL import Image
-
-
-def find_shared_data() -> Path | None:
-    """The offline data folder: ``$ADVBRIDGE_SHARED_DATA`` if set, else ``../shared/data`` beside the repo."""
-    env = os.environ.get("ADVBRIDGE_SHARED_DATA")
-    candidate = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The offline data folder, or skip the test saying where it was looked for."""
-    folder = find_shared_data()
-    if folder is None:
-        pytest.skip("offline data not found: set ADVBRIDGE_SHARED_DATA or put it in ../shared/data beside the repo")
-    return folder
 
 
 def _write_images(folder: Path, classes: Iterable[str], per_class: int) -> None:

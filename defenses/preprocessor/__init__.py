@@ -1,0 +1,5 @@
+"""Preprocessors: transformations of the input in front of a classifier, as ``nn.Module`` on [0, 1]."""
+
+from defenses.preprocessor.squeezing import BACKWARDS, BitDepth, MedianFilter, Resample, Squeezer
+
+__all__ = ["BACKWARDS", "BitDepth", "MedianFilter", "Resample", "Squeezer"]
