@@ -1,5 +1,6 @@
 """Preprocessors: transformations of the input in front of a classifier, as ``nn.Module`` on [0, 1]."""
 
+from defenses.preprocessor.defended import PreprocessedClassifier
 from defenses.preprocessor.squeezing import BACKWARDS, BitDepth, MedianFilter, Resample, Squeezer
 
-__all__ = ["BACKWARDS", "BitDepth", "MedianFilter", "Resample", "Squeezer"]
+__all__ = ["BACKWARDS", "BitDepth", "MedianFilter", "PreprocessedClassifier", "Resample", "Squeezer"]
