@@ -1,6 +1,7 @@
 """advbridge command line: parsing and printing only.
 
     python cli.py compare --attack pgd [--norm Linf --eps 8/255 --steps 40 ...]
+    python cli.py defend --defense median --attack deepfool [--size 2 --libraries own,art ...]
     python cli.py train --dataset mnist-5k --model advbridge_mnist_cnn
     python cli.py list
 
@@ -38,17 +39,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="advbridge", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("compare", help="run one attack with every library on the same model and images")
+def _add_attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", required=True, help="fgsm, pgd, deepfool, ddn")
     p.add_argument("--norm", default=None, help="Linf or L2 (default: Linf for fgsm/pgd, L2 for deepfool/ddn)")
     p.add_argument("--eps", default=None, help="budget, e.g. 0.3 or 8/255 (default: the dataset's standard)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--step-size", default=None, help="absolute step (default 2.5*eps/steps for pgd)")
     p.add_argument("--random-start", action="store_true")
+    p.add_argument("--n", type=int, default=100, help="number of test images")
+    p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advbridge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compare", help="run one attack with every library on the same model and images")
+    _add_attack_options(p)
     p.add_argument("--targeted", action="store_true", help="target the next class, (y+1) mod K")
     p.add_argument("--overshoot", type=float, default=0.02)
     p.add_argument("--candidates", type=int, default=None, help="DeepFool: top-k classes (default: all)")
@@ -56,9 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-norm", type=float, default=1.0, help="DDN initial norm")
     p.add_argument("--levels", type=int, default=None, help="DDN quantization levels (e.g. 256)")
     p.add_argument("--eps-grid", default=None, help="minimal-norm attacks: comma-separated eps for robust accuracy")
-    p.add_argument("--n", type=int, default=100, help="number of test images")
-    p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out",
         default=None,
@@ -67,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attack-batch-size", type=int, default=None, help="images per attack batch (default: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
+    _add_model_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("defend", help="evaluate a defense: every implementation, transfer / white-box / adaptive")
+    p.add_argument("--defense", required=True, help="bit-depth, median, resample, squeeze-detect")
+    _add_attack_options(p)
+    p.add_argument("--bits", type=int, default=None, help="bit depth 1-8 (default: Xu et al.'s, 1 MNIST, 5 CIFAR)")
+    p.add_argument("--size", type=int, default=None, help="median window k (k×k), 2-5 (default 2)")
+    p.add_argument("--factor", type=float, default=None, help="resampling factor > 1 (default 2)")
+    p.add_argument("--mode", default="bilinear", help="resampling interpolation: nearest, bilinear, bicubic, area...")
+    p.add_argument("--threshold", type=float, default=None, help="detector threshold (default: calibrated at --fpr)")
+    p.add_argument("--fpr", type=float, default=0.05, help="detector: target false-positive rate of the calibration")
+    p.add_argument("--calibration-n", type=int, default=500, help="held-out clean test images for the calibration")
+    p.add_argument(
+        "--defense-libraries",
+        default=None,
+        help="whose implementations of the defense to evaluate, comma-separated (default: every library that has it)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output prefix (default: results/defend-<dataset>-<defense>-<attack>-<norm>)"
+    )
     _add_model_options(p)
     _add_common(p)
 
@@ -91,43 +117,56 @@ def _train_options(args: argparse.Namespace) -> dict:
     }
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from bridge.io import OutputPrefix
-
-    if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
-        OutputPrefix.parse(args.out, default_name="compare").check_writable()
-
+def _attack_spec(args: argparse.Namespace, family: str, **extra):
+    """The attack of ``compare`` and ``defend``: ``--eps`` defaults to the dataset's standard budget."""
     from bridge.errors import InvalidParameterError, check_name
     from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
-    from experiments.compare import default_out, format_table, parse_libraries, run_compare
-    from experiments.minimal import DEFAULT_GRID_FACTORS
-    from experiments.workload import load_workload
-    from zoo.datasets import dataset_info
 
     if args.n < 1:
         raise InvalidParameterError(f"expected --n >= 1, got {args.n}")
-    libraries = parse_libraries(args.libraries)
     check_name("attack", args.attack, ATTACKS)
     norm = Norm.parse(args.norm) if args.norm else DEFAULT_NORMS[args.attack]
-    info = dataset_info(args.dataset, data_root=args.data_root)
     eps = parse_eps(args.eps) if args.eps is not None else None
     if eps is None and args.attack in ("fgsm", "pgd"):
-        eps = standard_eps(info.family, norm)
-    spec = AttackSpec(
+        eps = standard_eps(family, norm)
+    return AttackSpec(
         attack=args.attack,
         norm=norm,
         eps=eps,
         steps=args.steps,
         step_size=parse_eps(args.step_size) if args.step_size else None,
         random_start=args.random_start,
+        seed=args.seed,
+        **extra,
+    )
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bridge.io import OutputPrefix
+
+    if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
+        OutputPrefix.parse(args.out, default_name="compare").check_writable()
+
+    from bridge.errors import InvalidParameterError
+    from bridge.spec import parse_eps, standard_eps
+    from experiments.compare import default_out, format_table, parse_libraries, run_compare
+    from experiments.minimal import DEFAULT_GRID_FACTORS
+    from experiments.workload import load_workload
+    from zoo.datasets import dataset_info
+
+    libraries = parse_libraries(args.libraries)
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = _attack_spec(
+        args,
+        info.family,
         targeted=args.targeted,
         overshoot=args.overshoot,
         candidates=args.candidates,
         gamma=args.gamma,
         init_norm=args.init_norm,
         levels=args.levels,
-        seed=args.seed,
     )
+    norm = spec.norm
     if args.eps_grid:
         eps_grid = [parse_eps(e) for e in args.eps_grid.split(",") if e.strip()]
     else:
@@ -170,6 +209,81 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_defend(args: argparse.Namespace) -> int:
+    from bridge.io import OutputPrefix
+
+    if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
+        OutputPrefix.parse(args.out, default_name="defend").check_writable()
+
+    from bridge.defense_spec import DefenseSpec
+    from bridge.errors import InvalidParameterError
+    from experiments.compare import parse_libraries
+    from experiments.defend import (
+        AGREEMENT_COLUMNS,
+        COLUMNS,
+        check_defense_libraries,
+        default_out,
+        format_table,
+        run_defend,
+    )
+    from experiments.workload import load_workload
+    from zoo.datasets import dataset_info, load_tensors
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = DefenseSpec(
+        defense=args.defense,
+        bits=args.bits,
+        size=args.size,
+        factor=args.factor,
+        mode=args.mode,
+        threshold=args.threshold,
+        fpr=args.fpr,
+    ).resolved(info.family)
+    attack = _attack_spec(args, info.family)
+    libraries = parse_libraries(args.libraries)
+    defense_libraries = check_defense_libraries(spec, args.defense_libraries)
+    calibrate = spec.detector and spec.threshold is None
+    if calibrate and args.calibration_n < 1:
+        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
+    out.check_writable()
+    workload = load_workload(
+        args.dataset,
+        args.model,
+        n=args.n,
+        seed=args.seed,
+        data_root=args.data_root,
+        progress=not args.quiet,
+        **_train_options(args),
+    )
+    calibration = None
+    if calibrate:  # test images after the evaluated ones in the same seeded order: disjoint from them
+        x, _ = load_tensors(
+            args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed
+        )
+        calibration = x[args.n :].to(workload.x.device)
+    table, agreement, paths = run_defend(
+        spec,
+        attack,
+        workload,
+        attack_libraries=libraries,
+        defense_libraries=defense_libraries,
+        calibration=calibration,
+        out=out,
+        show_progress=not args.quiet,
+    )
+    print(
+        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
+        f"{len(workload.x)} images of {workload.info.name}, model {workload.context['model']}"
+        + (f", threshold calibrated on {len(calibration)} other clean images at fpr {spec.fpr}" if calibrate else "")
+    )
+    print(format_table(table, COLUMNS))
+    print("\nimplementations of the defense (squeezed images vs own):")
+    print(format_table(agreement, AGREEMENT_COLUMNS))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from experiments.workload import DEFAULT_MODELS
     from zoo.checkpoints import checkpoint_dir
@@ -201,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("art", "matplotlib", "PIL", "timm"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    commands = {"compare": cmd_compare, "train": cmd_train, "list": cmd_list}
+    commands = {"compare": cmd_compare, "defend": cmd_defend, "train": cmd_train, "list": cmd_list}
     try:
         return commands[args.command](args)
     except AdvBridgeError as exc:

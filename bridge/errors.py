@@ -31,6 +31,10 @@ class UnsupportedAttackError(AdvBridgeError):
     """A library that lacks the requested attack, norm or mode."""
 
 
+class UnsupportedDefenseError(AdvBridgeError):
+    """A library that lacks the requested defense, or the requested backward pass of it."""
+
+
 class DataNotFoundError(AdvBridgeError):
     """Dataset files that are missing or have the wrong layout."""
 

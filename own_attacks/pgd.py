@@ -23,6 +23,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -60,6 +62,8 @@ def pgd(
     targeted: bool = False,
     clip_before_projection: bool = False,
     generator: torch.Generator | None = None,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    success: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Projected gradient descent in the L∞ or L2 ball of radius ``eps`` around ``inputs``.
 
@@ -75,10 +79,16 @@ def pgd(
         targeted: minimize the loss of ``labels``.
         clip_before_projection: ART's order (clip to [0, 1], then project); default is project, then clip.
         generator: torch random generator for the start; ``None`` uses the global one.
+        loss: the objective to ascend instead of the cross-entropy, ``loss(x_adv, labels) -> (N,)`` per
+            sample (an adaptive attack's: a margin loss, a detector-aware loss...); ``model`` is then unused.
+        success: ``success(x_adv, labels) -> (N,)`` bool, checked after every step; when given, each sample
+            returns its last successful iterate (its last iterate if none was): the objective of an adaptive
+            attack need not be monotone in what success means (fooling a classifier *and* a detector).
 
     Shape:
         inputs ``(N, ...)`` (any shape with a batch dimension: ``(N, D)``, ``(N, C, L)``, ``(N, C, H, W)``...),
-        labels ``(N,)``; returns the last iterate, in the shape of ``inputs``.
+        labels ``(N,)``; returns the last iterate (or the last successful one, see ``success``), in the
+        shape of ``inputs``.
 
     References:
         Madry et al. 2018, https://arxiv.org/abs/1706.06083
@@ -95,8 +105,9 @@ def pgd(
     x_adv = inputs.detach().clone()
     if random_start:
         x_adv = (x_adv + _random_start(inputs, eps, norm, generator)).clamp(0, 1)
+    best, found = None, None
     for _ in range(steps):
-        grad = loss_input_gradient(model, x_adv, labels)
+        grad = loss_input_gradient(model, x_adv, labels) if loss is None else _objective_gradient(loss, x_adv, labels)
         if norm == "Linf":
             x_adv = x_adv + (sign * alpha) * grad.sign()
         else:
@@ -106,4 +117,18 @@ def pgd(
             x_adv = inputs + _project(x_adv.clamp(0, 1) - inputs, eps, norm)
         else:
             x_adv = (inputs + _project(x_adv - inputs, eps, norm)).clamp(0, 1)
-    return x_adv.detach()
+        if success is not None:
+            with torch.no_grad():
+                now = success(x_adv, labels)
+            best = x_adv.detach().clone() if best is None else torch.where(batch_view(now, x_adv), x_adv, best)
+            found = now if found is None else found | now
+    if success is None:
+        return x_adv.detach()
+    return torch.where(batch_view(found, x_adv), best, x_adv).detach()
+
+
+def _objective_gradient(loss: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, labels: Tensor) -> Tensor:
+    """∇_x of the summed per-sample objective ``loss(x, labels)`` (each sample's gradient is its own)."""
+    x = inputs.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(x, labels).sum(), x)
+    return grad

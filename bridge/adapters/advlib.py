@@ -32,6 +32,7 @@ from bridge.spec import AttackSpec, Norm
 class AdvlibAdapter(Adapter):
     name = "advlib"
     distribution = "adv-lib"
+    no_defenses = "adv-lib 0.2.8 has no input-transformation or detection defenses (attacks and utilities only)"
 
     def unsupported_reason(self, spec: AttackSpec) -> str | None:
         if spec.attack == "fgsm":

@@ -24,6 +24,29 @@ Semantic differences:
   term; applies the overshoot once at the end (x0 + (1+ε)(x_T − x0), then clip), scaled by
   (clip_max − clip_min);
 - no DDN.
+
+Defences (``art.defences.preprocessor``, ``art.preprocessing.image``):
+
+| advbridge                     | ART                                                                     |
+|-------------------------------|-------------------------------------------------------------------------|
+| ``bit-depth``, ``bits``       | ``FeatureSqueezing(clip_values=(0, 1), bit_depth=bits)``                |
+| ``median``, ``size``          | ``SpatialSmoothing(window_size=size, channels_first=True)``             |
+| ``resample``, ``factor``, ``mode`` | two ``ImageResizePyTorch(height, width, interpolation=mode)``: down to ⌊H/factor⌋×⌊W/factor⌋, back up to H×W; ``clip_values=(0, 1)`` for bicubic only |
+| ``squeeze-detect``            | none (ART's detectors are ``BinaryInputDetector``, ``BinaryActivationDetector``, ``SubsetScanningDetector``, ``BeyondDetectorPyTorch``) |
+
+Semantic differences and traps, all handled here:
+- ``FeatureSqueezing`` returns float64 under numpy ≥ 2 (``np.rint(2**b - 1)`` promotes the batch, NEP 50),
+  which ``PyTorchClassifier`` then refuses; the output is cast back to the input's dtype;
+- ``SpatialSmoothing`` defaults to ``channels_first=False``, which filters across the channel axis of an
+  NCHW batch: it is always built with ``channels_first=True``;
+- both are numpy: their only gradient is ``estimate_gradient``, the identity (BPDA), so they offer the
+  ``"bpda"`` backward and not the ``"exact"`` one;
+- ``ImageResizePyTorch`` resizes one image at a time and ``.squeeze()``s it, which drops the channel axis of
+  one-channel images (and any side of length 1): the batch is reshaped back to ``(N, C, h, w)``. It is torch,
+  so its gradient is autograd's (``"exact"``); it has no BPDA backward. Its ``clip_values`` clamp passes no
+  gradient to outputs exactly at 0 or 1 (measured: all-zero gradients on a black MNIST image), so it is set
+  only for bicubic, the one mode that overshoots [0, 1] (ours clamps there too, the same way). Importing
+  ``art.preprocessing.image`` needs OpenCV (``opencv-python-headless``).
 """
 
 from __future__ import annotations
@@ -33,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from bridge.adapters.base import Adapter
+from bridge.defense_spec import DefenseSpec
 from bridge.spec import AttackSpec, Norm
 
 
@@ -93,3 +117,78 @@ class ArtAdapter(Adapter):
             )
         x_adv = attack.generate(x.detach().cpu().numpy(), y=y.detach().cpu().numpy())
         return torch.from_numpy(x_adv)
+
+    def defense_unsupported_reason(self, spec: DefenseSpec, backward: str = "exact") -> str | None:
+        if spec.detector:
+            return (
+                "ART has no feature-squeezing detector (its detectors: BinaryInputDetector, "
+                "BinaryActivationDetector, SubsetScanningDetector, BeyondDetectorPyTorch)"
+            )
+        if spec.defense in ("bit-depth", "median") and backward != "bpda":
+            return f"ART's {_ART_NAMES[spec.defense]} is numpy: its only gradient is the identity (BPDA)"
+        if spec.defense == "resample" and backward != "exact":
+            return "ART's ImageResizePyTorch is torch: its gradient is autograd's, it has no BPDA backward"
+        return None
+
+    def _build_defense(self, spec: DefenseSpec, backward: str) -> nn.Module:
+        if spec.defense == "resample":
+            return _ArtResample(spec.factor, spec.mode)
+        from art.defences.preprocessor import FeatureSqueezing, SpatialSmoothing
+
+        if spec.defense == "bit-depth":
+            return _ArtNumpyPreprocessor(FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=spec.bits))
+        return _ArtNumpyPreprocessor(SpatialSmoothing(window_size=spec.size, channels_first=True))
+
+
+_ART_NAMES = {"bit-depth": "FeatureSqueezing", "median": "SpatialSmoothing"}
+
+
+class _NumpyWithIdentityGradient(torch.autograd.Function):
+    """Forward: an ART numpy preprocessor, output cast back to the input's dtype (its float64 under numpy 2).
+    Backward: the preprocessor's ``estimate_gradient`` (the identity for these two)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, preprocessor) -> Tensor:
+        x_np = x.detach().cpu().numpy()
+        out, _ = preprocessor(x_np)
+        ctx.preprocessor, ctx.x_np = preprocessor, x_np
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=x_np.dtype)).to(x.device)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        estimate = ctx.preprocessor.estimate_gradient(ctx.x_np, grad.detach().cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(estimate, dtype=ctx.x_np.dtype)).to(grad.device), None
+
+
+class _ArtNumpyPreprocessor(nn.Module):
+    """An ART numpy preprocessor as a module on [0, 1] tensors, with ART's gradient estimate."""
+
+    def __init__(self, preprocessor) -> None:
+        super().__init__()
+        self.preprocessor = preprocessor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _NumpyWithIdentityGradient.apply(x, self.preprocessor)
+
+    def extra_repr(self) -> str:
+        return repr(self.preprocessor)
+
+
+class _ArtResample(nn.Module):
+    """Down by ``factor`` and back up with two ART ``ImageResizePyTorch``; the channel axis their
+    ``.squeeze()`` drops is put back."""
+
+    def __init__(self, factor: float, mode: str) -> None:
+        super().__init__()
+        self.factor, self.mode = factor, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        from art.preprocessing.image import ImageResizePyTorch
+
+        n, c, h, w = x.shape
+        small = (max(1, int(h / self.factor)), max(1, int(w / self.factor)))
+        clip = (0.0, 1.0) if self.mode == "bicubic" else None  # elsewhere a no-op whose gradient is 0 at 0 and 1
+        down, _ = ImageResizePyTorch(*small, interpolation=self.mode, clip_values=clip).forward(x)
+        down = down.reshape(n, c, *small)
+        up, _ = ImageResizePyTorch(h, w, interpolation=self.mode, clip_values=clip).forward(down)
+        return up.reshape(n, c, h, w)

@@ -8,7 +8,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from bridge.errors import UnsupportedAttackError
+from bridge.defense_spec import DefenseSpec
+from bridge.errors import UnsupportedAttackError, UnsupportedDefenseError
 from bridge.spec import AttackSpec
 
 
@@ -17,6 +18,7 @@ class Adapter(ABC):
 
     Subclasses set ``name`` (advbridge's name of the library) and ``distribution`` (its PyPI name, for
     the version), list what they cannot do in :meth:`unsupported_reason`, and implement :meth:`_run`.
+    A library with defenses also overrides :meth:`defense_unsupported_reason` and :meth:`_build_defense`.
     Everything that must be identical across libraries (eval mode, seeding, timing, pass counting,
     success, norms, range checks) belongs to :mod:`bridge.runner`, not here.
     """
@@ -45,6 +47,26 @@ class Adapter(ABC):
             raise UnsupportedAttackError(f"{self.name} cannot run {describe(spec)}: {reason}")
         x_adv = self._run(model, x, y, spec, num_classes)
         return x_adv.to(device=x.device, dtype=x.dtype)
+
+    #: Why the library has no defenses at all (``None``: it has some; see :meth:`defense_unsupported_reason`).
+    no_defenses: ClassVar[str | None] = None
+
+    def defense_unsupported_reason(self, spec: DefenseSpec, backward: str = "exact") -> str | None:
+        """Why this library cannot build ``spec`` with that backward pass (``"exact"``: the gradient of the
+        library's own forward; ``"bpda"``: the identity), or ``None`` if it can."""
+        return self.no_defenses or f"{self.name} has no {spec.defense}"
+
+    def _build_defense(self, spec: DefenseSpec, backward: str) -> nn.Module:
+        raise NotImplementedError
+
+    def build_defense(self, spec: DefenseSpec, backward: str = "exact") -> nn.Module:
+        """The library's implementation of a resolved ``spec`` as an ``nn.Module`` on [0, 1]: the purifier
+        itself (images in, images out), or for a detector the ``nn.ModuleList`` of its squeezers.
+        Raises :class:`UnsupportedDefenseError` with the reason when the library lacks it."""
+        reason = self.defense_unsupported_reason(spec, backward)
+        if reason is not None:
+            raise UnsupportedDefenseError(f"{self.name} cannot build {spec.describe()} ({backward} backward): {reason}")
+        return self._build_defense(spec, backward)
 
 
 def describe(spec: AttackSpec) -> str:

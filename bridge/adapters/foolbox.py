@@ -36,6 +36,7 @@ from bridge.spec import AttackSpec, Norm
 class FoolboxAdapter(Adapter):
     name = "foolbox"
     distribution = "foolbox"
+    no_defenses = "foolbox 3 has no defenses (attacks, criteria and model wrappers only)"
 
     def unsupported_reason(self, spec: AttackSpec) -> str | None:
         if spec.attack == "fgsm" and spec.targeted:

@@ -3,6 +3,9 @@
 DeepFool runs with its documented defaults (source = true label, overshoot on the accumulated
 perturbation, the reference 1e-4 step term); the options that reproduce each library's convention
 are arguments of :func:`own_attacks.deepfool`, used by the agreement tests.
+
+Defenses: every squeezer of :mod:`defenses.preprocessor` with either backward pass, and the
+feature-squeezing detector (its squeezers; :class:`defenses.detector.SqueezeDetector` puts them together).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from bridge.adapters.base import Adapter
+from bridge.defense_spec import DefenseSpec
 from bridge.spec import AttackSpec
 from own_attacks import ddn, deepfool, fgsm, pgd
 
@@ -56,3 +60,13 @@ class OwnAdapter(Adapter):
             random_start=spec.random_start,
             targeted=spec.targeted,
         )
+
+    def defense_unsupported_reason(self, spec: DefenseSpec, backward: str = "exact") -> str | None:
+        return None
+
+    def _build_defense(self, spec: DefenseSpec, backward: str) -> nn.Module:
+        from defenses.preprocessor import build_squeezer
+
+        if spec.detector:
+            return nn.ModuleList([build_squeezer(s, backward) for s in spec.squeezer_specs()])
+        return build_squeezer(spec, backward)

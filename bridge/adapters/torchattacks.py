@@ -33,6 +33,7 @@ from bridge.spec import AttackSpec, Norm
 class TorchattacksAdapter(Adapter):
     name = "torchattacks"
     distribution = "torchattacks"
+    no_defenses = "torchattacks has no defenses (attacks only)"
 
     def unsupported_reason(self, spec: AttackSpec) -> str | None:
         if spec.attack in ("fgsm", "pgd"):

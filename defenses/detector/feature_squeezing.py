@@ -22,14 +22,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from bridge.defense_spec import check_fpr
 from bridge.errors import InvalidParameterError
 from defenses.preprocessor.squeezing import Squeezer
 
 
 def calibrate_threshold(clean_scores: Tensor, fpr: float = 0.05) -> float:
     """The ⌈N·(1 − fpr)⌉-th smallest clean score: at most a share ``fpr`` of these clean inputs score above it."""
-    if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:
-        raise InvalidParameterError(f"expected fpr strictly between 0 and 1, got {fpr!r}")
+    fpr = check_fpr(fpr)
     n = len(clean_scores)
     if n == 0:
         raise InvalidParameterError("expected clean scores to calibrate on, got none")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bridge.defense_spec import RESAMPLE_MODES, DefenseSpec, check_bits, check_factor, check_size
 from bridge.errors import InvalidParameterError, check_name
 
 BACKWARDS = ("exact", "bpda")
@@ -40,6 +41,18 @@ class _IdentityBackward(torch.autograd.Function):
         return grad, None
 
 
+class _ZeroBackward(torch.autograd.Function):
+    """Forward: the squeezed value, given. Backward: zero, the exact derivative of a piecewise-constant map."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, squeezed: Tensor) -> Tensor:  # noqa: ARG004 - x only carries the graph
+        return squeezed
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return torch.zeros_like(grad), None
+
+
 class Squeezer(nn.Module):
     """Base class: ``forward`` applies :meth:`squeeze` with the chosen backward pass.
 
@@ -48,6 +61,9 @@ class Squeezer(nn.Module):
     """
 
     name: str = "squeezer"
+    #: The squeezer is piecewise constant (rounding): its exact gradient is zero almost everywhere, and
+    #: :meth:`squeeze` may compute outside autograd; ``"exact"`` then returns that zero gradient.
+    piecewise_constant: bool = False
 
     def __init__(self, backward: Backward = "exact") -> None:
         super().__init__()
@@ -57,11 +73,13 @@ class Squeezer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.backward == "exact":
+        if self.backward == "exact" and not self.piecewise_constant:
             return self.squeeze(x)
         with torch.no_grad():
             squeezed = self.squeeze(x)
-        return _IdentityBackward.apply(x, squeezed) if x.requires_grad else squeezed
+        if not x.requires_grad:
+            return squeezed
+        return (_IdentityBackward if self.backward == "bpda" else _ZeroBackward).apply(x, squeezed)
 
     def extra_repr(self) -> str:
         return f"backward={self.backward!r}"
@@ -73,6 +91,9 @@ class BitDepth(Squeezer):
     The product and the division are done in float64 and the result cast back: that is ART's
     ``FeatureSqueezing`` arithmetic under numpy 2 (its float64 scale promotes the batch), so the two
     agree bitwise; in float32 the product x·(2^b − 1) could round onto a half-integer and change the level.
+    The float64 work runs in chunks through one reused buffer (in cache, no batch-sized float64 copies);
+    1 bit is the comparison x > 1/2 (round half to even sends 1/2 to 0), the same bits.
+    The exact gradient is zero (``_ZeroBackward``), as autograd's gradient of ``torch.round`` is.
 
     Args:
         bits: 1 to 8 (1 bit: binarization at 0.5).
@@ -86,17 +107,29 @@ class BitDepth(Squeezer):
     """
 
     name = "bit-depth"
+    piecewise_constant = True
+    #: Elements per float64 chunk (256 KiB: stays in a core's L2 cache).
+    chunk = 32768
 
     def __init__(self, bits: int, backward: Backward = "exact") -> None:
         super().__init__(backward)
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise InvalidParameterError(f"expected bits as an integer from 1 to 8, got {bits!r}")
-        self.bits = bits
+        self.bits = check_bits(bits)
 
     def squeeze(self, x: Tensor) -> Tensor:
+        if self.bits == 1:
+            return (x > 0.5).to(x.dtype)
         levels = float(2**self.bits - 1)
-        wide = x.double() if x.dtype != torch.float64 else x
-        return (torch.round(wide * levels) / levels).to(x.dtype)
+        if x.dtype == torch.float64:
+            return torch.round(x * levels) / levels
+        flat = x.detach().reshape(-1)
+        out = torch.empty_like(flat)
+        buffer = torch.empty(min(self.chunk, flat.numel()), dtype=torch.float64, device=x.device)
+        for start in range(0, flat.numel(), self.chunk):
+            part = flat[start : start + self.chunk]
+            wide = buffer[: part.numel()]
+            wide.copy_(part).mul_(levels).round_().div_(levels)
+            out[start : start + self.chunk].copy_(wide)
+        return out.view_as(x)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, backward={self.backward!r}"
@@ -146,15 +179,13 @@ class MedianFilter(Squeezer):
 
     def __init__(self, size: int, backward: Backward = "exact") -> None:
         super().__init__(backward)
-        if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= 5:
-            raise InvalidParameterError(
-                f"expected size (the k of a k×k window) as an integer from 2 to 5, got {size!r}"
-            )
-        self.size = size
+        self.size = check_size(size)
 
     def _padded(self, x: Tensor) -> Tensor:
         k = self.size
         before, after = k // 2, k - 1 - k // 2
+        if after <= 1 and before <= 1:  # a one-pixel symmetric border is the edge pixel repeated
+            return F.pad(x, (before, after, before, after), mode="replicate")
         _, _, h, w = x.shape
         rows = _symmetric_indices(h, before, after, x.device)
         cols = _symmetric_indices(w, before, after, x.device)
@@ -189,14 +220,12 @@ class MedianFilter(Squeezer):
         return f"size={self.size}, backward={self.backward!r}"
 
 
-RESAMPLE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
-
-
 class Resample(Squeezer):
     """Down-sample by ``factor`` and back up to the input size: s(x) = up(down(x)).
 
     ``torch.nn.functional.interpolate`` both ways, ``align_corners=False``; bicubic can overshoot, so
-    the result is clipped to [0, 1]. Its exact gradient exists (interpolation is linear), so ``"exact"``
+    both the small image and the result are clipped to [0, 1] (an image at each stage, as ART's
+    ``ImageResizePyTorch`` with ``clip_values=(0, 1)``). Its exact gradient exists (interpolation is linear), so ``"exact"``
     is already the adaptive attacker's gradient for every mode but nearest.
 
     Args:
@@ -212,9 +241,7 @@ class Resample(Squeezer):
 
     def __init__(self, factor: float, mode: str = "bilinear", backward: Backward = "exact") -> None:
         super().__init__(backward)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
-            raise InvalidParameterError(f"expected factor > 1 (down-sampling by that factor), got {factor!r}")
-        self.factor = float(factor)
+        self.factor = check_factor(factor)
         self.mode = check_name("interpolation mode", mode, RESAMPLE_MODES)
 
     def squeeze(self, x: Tensor) -> Tensor:
@@ -224,8 +251,21 @@ class Resample(Squeezer):
         small = (max(1, int(h / self.factor)), max(1, int(w / self.factor)))
         corners = {} if self.mode in ("nearest", "nearest-exact", "area") else {"align_corners": False}
         down = F.interpolate(x, size=small, mode=self.mode, **corners)
+        if self.mode == "bicubic":
+            down = down.clamp(0, 1)
         up = F.interpolate(down, size=(h, w), mode=self.mode, **corners)
         return up.clamp(0, 1) if self.mode == "bicubic" else up
 
     def extra_repr(self) -> str:
         return f"factor={self.factor:g}, mode={self.mode!r}, backward={self.backward!r}"
+
+
+def build_squeezer(spec: DefenseSpec, backward: Backward = "exact") -> Squeezer:
+    """The squeezer of a (resolved) purifier spec: ``bit-depth``, ``median`` or ``resample``."""
+    if spec.defense == "bit-depth":
+        return BitDepth(spec.bits, backward)
+    if spec.defense == "median":
+        return MedianFilter(spec.size, backward)
+    if spec.defense == "resample":
+        return Resample(spec.factor, spec.mode, backward)
+    raise InvalidParameterError(f"expected a squeezer spec (bit-depth, median, resample), got {spec.defense!r}")

@@ -1,0 +1,162 @@
+"""The defense specification: one vocabulary for every library's defenses, next to :class:`~bridge.spec.AttackSpec`.
+
+``DefenseSpec`` names a defense and its parameters in advbridge's words (``bits``, ``size``, ``factor``,
+``mode``, ``threshold``, ``fpr``); each library's adapter says whether it has that defense and translates
+the spec (ART's ``bit_depth``, ``window_size``, ``channels_first``...). The range checks live here, once:
+the squeezers of :mod:`defenses.preprocessor` call the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bridge.errors import InvalidParameterError, check_name
+
+#: Input purifiers (feature squeezers), applied in front of the classifier.
+SQUEEZERS = ("bit-depth", "median", "resample")
+#: Detectors, next to the classifier.
+DETECTORS = ("squeeze-detect",)
+DEFENSES = SQUEEZERS + DETECTORS
+
+#: ``torch.nn.functional.interpolate`` modes a resampler accepts.
+RESAMPLE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+
+#: Xu et al. 2018's squeezers per dataset family (Table IV: MNIST 1-bit + 2×2 median; CIFAR-10 and
+#: ImageNet 5-bit + 2×2 median, without their non-local means), used for parameters not given.
+XU_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"bits": 1, "size": 2, "factor": 2.0},
+    "cifar10": {"bits": 5, "size": 2, "factor": 2.0},
+    "imagenet": {"bits": 5, "size": 2, "factor": 2.0},
+}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_bits(bits: object) -> int:
+    """Bit depth: an integer from 1 to 8."""
+    if not _is_int(bits) or not 1 <= bits <= 8:
+        raise InvalidParameterError(f"expected bits as an integer from 1 to 8, got {bits!r}")
+    return bits
+
+
+def check_size(size: object) -> int:
+    """Median window: the k of a k×k window, an integer from 2 to 5 (even k: scipy's convention)."""
+    if not _is_int(size) or not 2 <= size <= 5:
+        raise InvalidParameterError(f"expected size (the k of a k×k window) as an integer from 2 to 5, got {size!r}")
+    return size
+
+
+def check_factor(factor: object) -> float:
+    """Resampling factor: a finite number > 1."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
+        raise InvalidParameterError(f"expected factor > 1 (down-sampling by that factor), got {factor!r}")
+    return float(factor)
+
+
+def check_fpr(fpr: object) -> float:
+    """Target false-positive rate: strictly between 0 and 1."""
+    if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:
+        raise InvalidParameterError(f"expected fpr strictly between 0 and 1, got {fpr!r}")
+    return float(fpr)
+
+
+def check_threshold(threshold: object) -> float:
+    """Detector threshold on an L1 distance of two probability vectors: in [0, 2]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 2:
+        raise InvalidParameterError(
+            f"expected threshold in [0, 2] (an L1 distance between two softmax outputs), got {threshold!r}"
+        )
+    return float(threshold)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefenseSpec:
+    """What defense to build, in advbridge's vocabulary.
+
+    Args:
+        defense: ``"bit-depth"``, ``"median"``, ``"resample"`` (purifiers) or ``"squeeze-detect"`` (the
+            feature-squeezing detector of Xu et al. 2018, with bit depth ``bits`` and a ``size`` median,
+            plus resampling when ``factor`` is given).
+        bits: bit depth, 1–8.
+        size: median window k (k×k), 2–5.
+        factor: resampling factor, > 1.
+        mode: interpolation of the resampler (:data:`RESAMPLE_MODES`).
+        threshold: the detector's fixed threshold (the Animals-10 study: 1.0); ``None`` = calibrated at ``fpr``.
+        fpr: target false-positive rate of the calibration, on held-out clean images.
+
+    Parameters a defense needs and not given are filled by :meth:`resolved` from :data:`XU_DEFAULTS`.
+    """
+
+    defense: str
+    bits: int | None = None
+    size: int | None = None
+    factor: float | None = None
+    mode: str = "bilinear"
+    threshold: float | None = None
+    fpr: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_name("defense", self.defense, DEFENSES)
+        if self.bits is not None:
+            check_bits(self.bits)
+        if self.size is not None:
+            check_size(self.size)
+        if self.factor is not None:
+            object.__setattr__(self, "factor", check_factor(self.factor))
+        check_name("interpolation mode", self.mode, RESAMPLE_MODES)
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        object.__setattr__(self, "fpr", check_fpr(self.fpr))
+
+    @property
+    def detector(self) -> bool:
+        return self.defense in DETECTORS
+
+    def resolved(self, family: str) -> DefenseSpec:
+        """A copy with the parameters this defense uses filled in for a dataset family (Xu et al.'s choice),
+        and those it does not use cleared (so two specs of the same defense compare equal)."""
+        defaults = XU_DEFAULTS.get(family, XU_DEFAULTS["imagenet"])
+        uses = {
+            "bit-depth": ("bits",),
+            "median": ("size",),
+            "resample": ("factor",),
+            "squeeze-detect": ("bits", "size"),
+        }[self.defense]
+        changes: dict[str, Any] = {}
+        for name in ("bits", "size", "factor"):
+            value = getattr(self, name)
+            if name in uses:
+                changes[name] = defaults[name] if value is None else value
+            elif not (self.detector and name == "factor"):  # the detector may add a resampler
+                changes[name] = None
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        """A short human name, e.g. ``'median 2×2'`` or ``'squeeze-detect (1-bit, 2×2 median)'``."""
+        parts = {
+            "bit-depth": lambda: f"{self.bits}-bit depth",
+            "median": lambda: f"median {self.size}×{self.size}",
+            "resample": lambda: f"resample ÷{self.factor:g} {self.mode}",
+        }
+        if self.detector:
+            inner = [f"{self.bits}-bit", f"{self.size}×{self.size} median"]
+            if self.factor is not None:
+                inner.append(f"÷{self.factor:g} {self.mode} resample")
+            return f"squeeze-detect ({', '.join(inner)})"
+        return parts[self.defense]()
+
+    def squeezer_specs(self) -> list[DefenseSpec]:
+        """The purifiers a spec is made of: itself, or the detector's squeezers (resolved specs only)."""
+        if not self.detector:
+            return [self]
+        specs = [DefenseSpec(defense="bit-depth", bits=self.bits), DefenseSpec(defense="median", size=self.size)]
+        if self.factor is not None:
+            specs.append(DefenseSpec(defense="resample", factor=self.factor, mode=self.mode))
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
