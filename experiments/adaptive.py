@@ -31,7 +31,7 @@ from own_attacks import pgd
 #: Confidence cap κ of the margin term (logits), weight c of the detection hinge, and the share ρ by which
 #: the attack aims below the threshold. Chosen on MNIST and CIFAR-10 (see the README's defense tables).
 KAPPA = 5.0
-DETECTION_WEIGHT = 10.0
+DETECTION_WEIGHT = 1.0
 THRESHOLD_MARGIN = 0.2
 
 

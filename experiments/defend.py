@@ -262,21 +262,23 @@ class Evaluation:
         for mode in ("transfer", "white-box", "adaptive"):
             backward = {"white-box": "exact", "adaptive": adaptive_backward(self.spec)}.get(mode)
             defended = forward_only if mode == "transfer" else self.purifier(library, backward)
+            attacked = self.classifier if mode == "transfer" else defended
+            zero = (
+                math.nan if isinstance(attacked, str) else zero_gradient_share(_cross_entropy(attacked), self.x, self.y)
+            )
             for attack_library in self.attack_libraries:
                 bar.update()
-                cell = Cell(library, mode, attack_library)
+                cell = Cell(library, mode, attack_library, zero_grad_share=zero)
                 self.cells.append(cell)
-                if isinstance(defended, str):
-                    cell.status, cell.reason = "unsupported", defended
+                if isinstance(attacked, str):
+                    cell.status, cell.reason = "unsupported", attacked
                     continue
                 if mode == "transfer":
                     result = self.transfer_result(attack_library)
-                    attacked = self.classifier
                 else:
                     result = run_attack(
-                        attack_library, defended, self.x, self.y, self.attack, num_classes=self.num_classes
+                        attack_library, attacked, self.x, self.y, self.attack, num_classes=self.num_classes
                     )
-                    attacked = defended
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
                     continue
@@ -284,9 +286,9 @@ class Evaluation:
                 cell.clean_ok, cell.robust = clean_ok, clean_ok & adv_ok
                 cell.fooled = clean_ok & ~adv_ok
                 cell.x_adv, cell.norms = result.x_adv, _norms(result.x_adv, self.x.cpu())
-                cell.zero_grad_share = zero_gradient_share(_cross_entropy(attacked), self.x, self.y)
                 if mode == "transfer":
-                    cell.reason = f"attack on the undefended model ({result.success[result.clean_correct].float().mean():.3f} success there)"
+                    success = float(result.success[result.clean_correct].float().mean())
+                    cell.reason = f"attack on the undefended model ({success:.3f} success there)"
 
     # ------------------------------------------------------------------ the detector
     def detector(self, backward: str) -> SqueezeDetector:
@@ -315,9 +317,14 @@ class Evaluation:
         none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
         self.cells.append(none)
         for mode in ("transfer", "white-box", "adaptive"):
+            if mode == "transfer":
+                attacked, zero = None, zero_gradient_share(_cross_entropy(self.classifier), self.x, self.y)
+            else:
+                attacked = self.detector("exact" if mode == "white-box" else "bpda")
+                zero = zero_gradient_share(lambda x, t, d=attacked: d.score(x), self.x, self.y)
             for attack_library in self.attack_libraries:
                 bar.update()
-                cell = Cell("own", mode, attack_library)
+                cell = Cell("own", mode, attack_library, zero_grad_share=zero)
                 self.cells.append(cell)
                 if mode == "transfer":
                     result = self.transfer_result(attack_library)
@@ -325,21 +332,15 @@ class Evaluation:
                         cell.status, cell.reason = result.status, result.reason
                         continue
                     x_adv = result.x_adv
-                    cell.zero_grad_share = zero_gradient_share(_cross_entropy(self.classifier), self.x, self.y)
                     cell.reason = "attack on the classifier alone, unaware of the detector"
                 else:
                     reason = self.detector_aware_reason(attack_library)
                     if reason is not None:
                         cell.status, cell.reason = "unsupported", reason
                         continue
-                    attacked = self.detector("exact" if mode == "white-box" else "bpda")
                     x_adv = self.detector_aware(attacked).cpu()
-                    cell.zero_grad_share = zero_gradient_share(lambda x, t, d=attacked: d.score(x), self.x, self.y)
-                    cell.reason = (
-                        "detector-aware PGD, exact gradients of the squeezers"
-                        if mode == "white-box"
-                        else "detector-aware PGD, BPDA through the squeezers"
-                    )
+                    gradients = "exact gradients of" if mode == "white-box" else "BPDA through"
+                    cell.reason = f"detector-aware PGD, {gradients} the squeezers"
                 adv_scores = detector.scores(x_adv.to(self.x.device)).cpu()
                 fooled_classifier = clean_ok & (_predict(self.classifier, x_adv.to(self.x.device)).cpu() != y)
                 detected = adv_scores > tau
@@ -420,7 +421,7 @@ def cell_row(cell: Cell) -> dict:
         attack_library=cell.attack_library,
         status=cell.status,
         reason=cell.reason,
-        zero_grad_share=cell.zero_grad_share,
+        zero_grad_share=cell.zero_grad_share if cell.status == "ok" else math.nan,
     )
     if cell.robust is None:
         return row
