@@ -1,0 +1,108 @@
+"""Figures of a ``defend`` run: the images (clean, adversarial, squeezed) and the detector's ROC curves and scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from bridge.adapters import get_adapter
+from bridge.io import atomic_write
+from bridge.runner import predict
+from experiments.evaluation import Evaluation
+
+
+def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
+    """Clean, squeezed clean, and for the own transfer and adaptive examples the adversarial image and
+    its squeezed version, with the predicted classes (detector: the score against the threshold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = evaluation.spec
+    squeeze = get_adapter("own").build_defense(spec.squeezer_specs()[0], "exact")
+    name = spec.squeezer_specs()[0].describe()
+    x = evaluation.x.cpu()
+    k = min(n_images, len(x))
+    shown = [("clean", x, None)]
+    for mode in ("transfer", "adaptive"):
+        cell = next(
+            (c for c in evaluation.cells if c.mode == mode and c.attack_library == "own" and c.x_adv is not None), None
+        )
+        if cell is not None and cell.defense_library == "own":
+            shown.append((f"{mode} adv", cell.x_adv, cell))
+    detector = evaluation.detector("exact") if spec.detector else None
+    classifier = evaluation.classifier
+    fig, axes = plt.subplots(2 * len(shown), k, figsize=(1.9 * k, 2.0 * 2 * len(shown)), squeeze=False)
+
+    def show(ax, img: Tensor, title: str, label: str) -> None:
+        ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=7)
+        ax.set_xlabel(label, fontsize=7)
+
+    device = evaluation.x.device
+    for i, (title, images, _cell) in enumerate(shown):
+        with torch.no_grad():
+            squeezed = squeeze(images[:k].to(device)).cpu()
+            pred = predict(classifier, images[:k].to(device)).cpu()
+            pred_squeezed = predict(classifier, squeezed.to(device)).cpu()
+            scores = detector.scores(images[:k].to(device)).cpu() if detector is not None else None
+        for j in range(k):
+            truth = int(evaluation.y[j])
+            label = f"true {truth}, pred {int(pred[j])}"
+            if scores is not None:
+                flag = "flagged" if float(scores[j]) > detector.threshold else "passes"
+                label += f"\nscore {float(scores[j]):.2f} ({flag})"
+            elif title != "clean":
+                label += f"\nL∞ {float((images[j] - x[j]).abs().max()):.3g}"
+            show(axes[2 * i, j], images[j], title, label)
+            show(axes[2 * i + 1, j], squeezed[j], f"{name} of {title}", f"pred {int(pred_squeezed[j])}")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: Path) -> list[Path]:
+    """ROC curves (scikit-learn) of clean vs successful adversarial scores per mode, and score histograms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    clean = evaluation.clean_scores["own"].numpy()
+    tau = evaluation.threshold()
+    cells = [c for c in evaluation.cells if c.adv_scores is not None]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig2, ax2 = plt.subplots(figsize=(5.5, 3.5))
+    ax2.hist(clean, bins=30, range=(0, 2), alpha=0.6, label=f"clean (n={len(clean)})")
+    for cell in cells:
+        positives = cell.adv_scores[cell.fooled_classifier].numpy()  # the successful examples, as in the AUC
+        label = f"{cell.mode} {cell.attack_library}"
+        if len(positives) and len(clean):
+            fpr, tpr, _ = roc_curve([0] * len(clean) + [1] * len(positives), list(clean) + list(positives))
+            auc = cell.detection.get("roc_auc", math.nan)
+            ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+        ax2.hist(cell.adv_scores.numpy(), bins=30, range=(0, 2), histtype="step", lw=1.2, label=label)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false-positive rate (clean)")
+    ax.set_ylabel("detection rate (successful adversarial)")
+    ax.set_title(evaluation.spec.describe(), fontsize=8)
+    ax.legend(fontsize=6)
+    ax2.axvline(tau, color="k", ls="--", lw=0.8, label=f"threshold {tau:.3g}")
+    ax2.set_xlabel("detection score: max L1 change of the softmax")
+    ax2.set_ylabel("images")
+    ax2.legend(fontsize=6)
+    paths = []
+    for figure, path in ((fig, roc_path), (fig2, scores_path)):
+        figure.tight_layout()
+        atomic_write(path, lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=110))
+        plt.close(figure)
+        paths.append(path)
+    return paths
