@@ -117,6 +117,21 @@ def _train_options(args: argparse.Namespace) -> dict:
     }
 
 
+def _load_workload(args: argparse.Namespace):
+    """The model (trained or from the cache) and ``--n`` seeded test images of ``compare`` and ``defend``."""
+    from experiments.workload import load_workload
+
+    return load_workload(
+        args.dataset,
+        args.model,
+        n=args.n,
+        seed=args.seed,
+        data_root=args.data_root,
+        progress=not args.quiet,
+        **_train_options(args),
+    )
+
+
 def _attack_spec(args: argparse.Namespace, family: str, **extra):
     """The attack of ``compare`` and ``defend``: ``--eps`` defaults to the dataset's standard budget."""
     from bridge.errors import InvalidParameterError, check_name
@@ -151,7 +166,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bridge.spec import parse_eps, standard_eps
     from experiments.compare import default_out, format_table, parse_libraries, run_compare
     from experiments.minimal import DEFAULT_GRID_FACTORS
-    from experiments.workload import load_workload
     from zoo.datasets import dataset_info
 
     libraries = parse_libraries(args.libraries)
@@ -177,15 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
     out = OutputPrefix.parse(args.out or default_out(args.dataset, spec), default_name="compare")
     out.check_writable()  # the default folder too, before a model is trained or an image attacked
-    workload = load_workload(
-        args.dataset,
-        args.model,
-        n=args.n,
-        seed=args.seed,
-        data_root=args.data_root,
-        progress=not args.quiet,
-        **_train_options(args),
-    )
+    workload = _load_workload(args)
     table, grid, paths = run_compare(
         spec,
         libraries,
@@ -226,7 +232,6 @@ def cmd_defend(args: argparse.Namespace) -> int:
         format_table,
         run_defend,
     )
-    from experiments.workload import load_workload
     from zoo.datasets import dataset_info, load_tensors
 
     info = dataset_info(args.dataset, data_root=args.data_root)
@@ -247,15 +252,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
     out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
     out.check_writable()
-    workload = load_workload(
-        args.dataset,
-        args.model,
-        n=args.n,
-        seed=args.seed,
-        data_root=args.data_root,
-        progress=not args.quiet,
-        **_train_options(args),
-    )
+    workload = _load_workload(args)
     calibration = None
     if calibrate:  # test images after the evaluated ones in the same seeded order: disjoint from them
         x, _ = load_tensors(

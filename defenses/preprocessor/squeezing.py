@@ -29,28 +29,18 @@ BACKWARDS = ("exact", "bpda")
 Backward = Literal["exact", "bpda"]
 
 
-class _IdentityBackward(torch.autograd.Function):
-    """Forward: the squeezed value, given. Backward: the incoming gradient, unchanged (BPDA-identity)."""
+class _SqueezedWithGivenBackward(torch.autograd.Function):
+    """Forward: the squeezed value, given. Backward: the incoming gradient unchanged (BPDA-identity), or
+    zero (``zero=True``: the exact derivative of a piecewise-constant map)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, squeezed: Tensor) -> Tensor:  # noqa: ARG004 - x only carries the graph
+    def forward(ctx, x: Tensor, squeezed: Tensor, zero: bool) -> Tensor:  # noqa: ARG004 - x only carries the graph
+        ctx.zero = zero
         return squeezed
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
-
-
-class _ZeroBackward(torch.autograd.Function):
-    """Forward: the squeezed value, given. Backward: zero, the exact derivative of a piecewise-constant map."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, squeezed: Tensor) -> Tensor:  # noqa: ARG004 - x only carries the graph
-        return squeezed
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        return torch.zeros_like(grad), None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        return (torch.zeros_like(grad) if ctx.zero else grad), None, None
 
 
 class Squeezer(nn.Module):
@@ -79,7 +69,7 @@ class Squeezer(nn.Module):
             squeezed = self.squeeze(x)
         if not x.requires_grad:
             return squeezed
-        return (_IdentityBackward if self.backward == "bpda" else _ZeroBackward).apply(x, squeezed)
+        return _SqueezedWithGivenBackward.apply(x, squeezed, self.backward == "exact")
 
     def extra_repr(self) -> str:
         return f"backward={self.backward!r}"
@@ -93,7 +83,7 @@ class BitDepth(Squeezer):
     agree bitwise; in float32 the product x·(2^b − 1) could round onto a half-integer and change the level.
     The float64 work runs in chunks through one reused buffer (in cache, no batch-sized float64 copies);
     1 bit is the comparison x > 1/2 (round half to even sends 1/2 to 0), the same bits.
-    The exact gradient is zero (``_ZeroBackward``), as autograd's gradient of ``torch.round`` is.
+    The exact gradient is zero (``_SqueezedWithGivenBackward`` with ``zero``), as autograd's gradient of ``torch.round`` is.
 
     Args:
         bits: 1 to 8 (1 bit: binarization at 0.5).
