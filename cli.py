@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")
     _add_model_options(p)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--defense", default=None, help="training-time defense: adv-fgsm, adv-fgsm-rs, adv-pgd, distill")
+    p.add_argument("--eps", default=None, help="adversarial training budget (default: the dataset's standard L∞)")
+    p.add_argument("--norm", default="Linf", help="adv-pgd: Linf or L2")
+    p.add_argument("--steps", type=int, default=None, help="adv-pgd steps (default: 40 MNIST, 7 CIFAR-10)")
+    p.add_argument("--step-size", default=None, help="adv-pgd step (default 2.5*eps/steps; adv-fgsm-rs 1.25*eps)")
+    p.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
+    p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
     _add_common(p)
 
     p = sub.add_parser("list", help="print the attack x library matrix")
@@ -287,15 +294,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zoo.datasets import dataset_info
     from zoo.training import TrainConfig, get_or_train
 
+    spec = None
+    if args.defense is not None:
+        from bridge.defense_spec import TrainingDefenseSpec
+        from bridge.spec import parse_eps
+
+        spec = TrainingDefenseSpec(
+            defense=args.defense,
+            eps=parse_eps(args.eps) if args.eps is not None else None,
+            norm=args.norm,
+            steps=args.steps,
+            step_size=parse_eps(args.step_size) if args.step_size is not None else None,
+            ratio=args.ratio,
+            temperature=args.temperature,
+        )
     info = dataset_info(args.dataset, data_root=args.data_root)
     options = {k: v for k, v in {**_train_options(args), "seed": args.seed}.items() if v is not None}
     config = TrainConfig(
         dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options
     )
-    _, card = get_or_train(config, progress=not args.quiet)
-    print(f"{card.get('model')} on {card.get('dataset')}: test accuracy {card.get('accuracy', float('nan')):.4f}")
+    if spec is None:
+        _, card = get_or_train(config, progress=not args.quiet)
+    else:
+        from defenses.trainer import train_defended
+
+        _, card = train_defended(config, spec, progress=not args.quiet)
+    defense = f" with {card['defense']['defense']}" if "defense" in card else ""
+    print(
+        f"{card.get('model')} on {card.get('dataset')}{defense}: test accuracy {card.get('accuracy', float('nan')):.4f}"
+    )
     resolved = config.resolved()
-    print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, resolved.cache_fields())}")
+    key = resolved.cache_fields() if "defense" not in card else {**resolved.cache_fields(), "defense": card["defense"]}
+    print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, key)}")
     return 0
 
 

@@ -160,3 +160,82 @@ class DefenseSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Defenses applied while training the classifier (``defenses.trainer``).
+TRAINING_DEFENSES = ("adv-fgsm", "adv-fgsm-rs", "adv-pgd", "distill")
+#: Standard training budgets per dataset family (L∞): Madry et al. 2018 (MNIST 0.3; CIFAR-10 8/255).
+TRAINING_EPS = {"mnist": 0.3, "cifar10": 8 / 255, "imagenet": 4 / 255}
+#: PGD training steps per family when not given (Madry et al.: MNIST 40 × 0.01, CIFAR-10 7 × 2/255).
+TRAINING_STEPS = {"mnist": 40, "cifar10": 7, "imagenet": 5}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingDefenseSpec:
+    """A training-time defense, in advbridge's vocabulary.
+
+    Args:
+        defense: ``"adv-fgsm"`` (a share ``ratio`` of each batch replaced by FGSM examples: the CIFAR-10
+            study's recipe, ART's ``AdversarialTrainer``), ``"adv-fgsm-rs"`` (FGSM from a random start in
+            the ball with step 1.25·eps, every example: Wong et al. 2020), ``"adv-pgd"`` (every example
+            replaced by a PGD example from a random start: Madry et al. 2018) or ``"distill"`` (defensive
+            distillation at ``temperature``: Papernot et al. 2016).
+        eps: the training budget (``None``: :data:`TRAINING_EPS` of the dataset family).
+        norm: ``"Linf"`` or ``"L2"`` (``adv-pgd``; FGSM is L∞).
+        steps: PGD steps (``None``: :data:`TRAINING_STEPS`).
+        step_size: PGD step (``None``: 2.5·eps/steps; ``adv-fgsm-rs``: 1.25·eps).
+        ratio: share of each batch made adversarial, in (0, 1] (``None``: 0.5 for ``adv-fgsm``, else 1).
+        temperature: distillation temperature T > 0 (``None``: 100, Papernot et al.'s MNIST choice).
+    """
+
+    defense: str
+    eps: float | None = None
+    norm: str = "Linf"
+    steps: int | None = None
+    step_size: float | None = None
+    ratio: float | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        check_name("training defense", self.defense, TRAINING_DEFENSES)
+        check_name("norm", self.norm, ("Linf", "L2"))
+        if self.norm == "L2" and self.defense != "adv-pgd":
+            raise InvalidParameterError(f"expected norm Linf for {self.defense} (FGSM is an L∞ attack), got L2")
+        for name in ("eps", "step_size", "temperature"):
+            value = getattr(self, name)
+            bad = (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+            )
+            if value is not None and bad:
+                raise InvalidParameterError(f"expected {name} > 0, got {value!r}")
+        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+            raise InvalidParameterError(f"expected steps >= 1 (an integer), got {self.steps!r}")
+        if self.ratio is not None and (
+            isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 < self.ratio <= 1
+        ):
+            raise InvalidParameterError(
+                f"expected ratio in (0, 1] (the share of each batch made adversarial), got {self.ratio!r}"
+            )
+
+    @property
+    def adversarial(self) -> bool:
+        return self.defense != "distill"
+
+    def resolved(self, family: str) -> TrainingDefenseSpec:
+        """The parameters this defense uses filled in for a dataset family, the others cleared (so that two
+        specs of one defense, and so their cache keys, compare equal)."""
+        if not self.adversarial:
+            return TrainingDefenseSpec(defense=self.defense, temperature=float(self.temperature or 100.0))
+        eps = float(self.eps if self.eps is not None else TRAINING_EPS.get(family, TRAINING_EPS["imagenet"]))
+        if self.defense == "adv-pgd":
+            steps = self.steps or TRAINING_STEPS.get(family, TRAINING_STEPS["imagenet"])
+            step_size = float(self.step_size or 2.5 * eps / steps)
+            return replace(
+                self, eps=eps, steps=steps, step_size=step_size, ratio=float(self.ratio or 1.0), temperature=None
+            )
+        step_size = float(self.step_size or (1.25 * eps if self.defense == "adv-fgsm-rs" else eps))
+        ratio = float(self.ratio or (0.5 if self.defense == "adv-fgsm" else 1.0))
+        return replace(self, eps=eps, steps=1, step_size=step_size, ratio=ratio, temperature=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -162,8 +162,24 @@ def _set_train_mode(model: NormalizedClassifier, finetune: str) -> None:
         model.backbone.get_classifier().train()
 
 
+#: A training objective: ``objective(model, x, y) -> (loss, counts)``, ``counts`` mapping a name to
+#: ``(correct, out of)`` for the batch (``{"clean": (120, 128), "adv": (64, 64)}``), shown per epoch as shares.
+Objective = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, tuple[int, int]]]]
+
+
+def cross_entropy_objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[int, int]]]:
+    """Plain training: the mean cross-entropy of the batch."""
+    logits = model(x)
+    return F.cross_entropy(logits, y), {"clean": (int((logits.argmax(1) == y).sum()), len(y))}
+
+
 def train(
-    config: TrainConfig, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    objective: Objective = cross_entropy_objective,
+    validate: Callable[[nn.Module, Tensor, Tensor], float] | None = None,
 ) -> tuple[NormalizedClassifier, dict[str, Any]]:
     """Train a classifier as ``config`` says; the global torch RNG state is left as it was.
 
@@ -171,6 +187,9 @@ def train(
         config: what to train.
         progress: show a tqdm progress bar per epoch.
         device: where to train.
+        objective: the loss of a batch (default: cross-entropy); a training-time defense passes its own.
+        validate: ``validate(model, x_val, y_val) -> accuracy`` for early stopping and the best weights
+            (default: clean accuracy); adversarial training validates on adversarial accuracy.
 
     Returns:
         ``(model, card)``: the model with the best validation weights, in eval mode, and a card with the
@@ -208,29 +227,38 @@ def train(
             "training %s on %s: %d train / %d val samples, %d trainable parameters, up to %d epochs",
             cfg.model, cfg.dataset, len(train_idx), len(val_idx), n_params, cfg.epochs,
         )  # fmt: skip
-        best_acc, best_epoch, best_state, epoch = -1.0, 0, None, 0
+        best_acc, best_epoch, best_state, epoch, history = -1.0, 0, None, 0, []
+        val_x = val_y = None
+        if validate is not None and n_val:
+            val_x, val_y = (t.to(device) for t in _stack(train_ds, val_idx))
         for epoch in range(1, cfg.epochs + 1):
             _set_train_mode(model, cfg.finetune)
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            total_loss, seen = 0.0, 0
+            total_loss, seen, counts = 0.0, 0, {}
             bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress)
             for x, y in _batches(train_ds, order, cfg.batch_size):
                 x, y = x.to(device), y.to(device)
                 if cfg.augment:
                     x = augment_batch(x)
-                loss = F.cross_entropy(model(x), y)
+                loss, batch_counts = objective(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 total_loss, seen = total_loss + loss.item() * len(y), seen + len(y)
+                for key, (correct, total) in batch_counts.items():
+                    before = counts.get(key, (0, 0))
+                    counts[key] = (before[0] + correct, before[1] + total)
+                shares = {f"{k}_acc": c / max(t, 1) for k, (c, t) in counts.items()}
                 bar.update(len(y))
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", **{k: f"{v:.3f}" for k, v in shares.items()})
             bar.close()
+            history.append({"epoch": epoch, "loss": total_loss / seen, **shares})
             if n_val == 0:
                 logger.info("epoch %d/%d: train loss %.4f", epoch, cfg.epochs, total_loss / seen)
                 continue
-            acc = evaluate(model, train_ds, val_idx)
+            acc = evaluate(model, train_ds, val_idx) if validate is None else _validated(validate, model, val_x, val_y)
+            history[-1]["val_acc"] = acc
             # Ties go to the later epoch: further down the cosine schedule, usually better on the test set.
             improved = acc >= best_acc
             if improved:
@@ -266,9 +294,21 @@ def train(
         "val_samples": n_val,
         "test_samples": len(test_ds),
         "train_seconds": round(seconds, 2),
+        "validation": "clean accuracy" if validate is None else getattr(validate, "__doc__", None) or "custom",
+        "history": history,
         "config": asdict(cfg),
     }
     return model.eval(), card
+
+
+def _stack(ds: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+    parts = list(_batches(ds, indices, 500))
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def _validated(validate: Callable[[nn.Module, Tensor, Tensor], float], model: nn.Module, x: Tensor, y: Tensor) -> float:
+    model.eval()
+    return float(validate(model, x, y))
 
 
 def load_trained(folder: str | os.PathLike) -> tuple[NormalizedClassifier, dict[str, Any]]:
@@ -292,18 +332,26 @@ def load_trained(folder: str | os.PathLike) -> tuple[NormalizedClassifier, dict[
 
 
 def get_or_train(
-    config: TrainConfig, *, progress: bool = True, device: str | torch.device = "cpu"
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    objective: Objective = cross_entropy_objective,
+    validate: Callable[[nn.Module, Tensor, Tensor], float] | None = None,
+    defense: dict[str, Any] | None = None,
 ) -> tuple[NormalizedClassifier, dict[str, Any]]:
     """The cached model for ``config`` if there is a valid one, else train it and cache it.
 
-    The cache folder is :func:`zoo.checkpoints.checkpoint_dir` of the config; a checkpoint that fails its
-    sha256 check is reported and retrained.
+    The cache folder is :func:`zoo.checkpoints.checkpoint_dir` of the config (and of ``defense``, the
+    resolved spec of a training-time defense whose ``objective``/``validate`` are given: part of the key
+    and of the card); a checkpoint that fails its sha256 check is reported and retrained.
 
     Returns:
         ``(model, card)``, the model in eval mode.
     """
     cfg = config.resolved()
-    folder = checkpoint_dir(cfg.dataset, cfg.model, cfg.cache_fields())
+    key = cfg.cache_fields() if defense is None else {**cfg.cache_fields(), "defense": defense}
+    folder = checkpoint_dir(cfg.dataset, cfg.model, key)
     if (folder / CARD_FILE).is_file():
         try:
             model, card = load_trained(folder)
@@ -313,7 +361,9 @@ def get_or_train(
             logger.info("using cached model %s (test accuracy %.2f%%)", folder, 100 * card["accuracy"])
             return model.to(device).eval(), card
     logger.info("no cached model for %s on %s in %s; training ...", cfg.model, cfg.dataset, folder)
-    model, card = train(cfg, progress=progress, device=device)
+    model, card = train(cfg, progress=progress, device=device, objective=objective, validate=validate)
+    if defense is not None:
+        card["defense"] = defense
     card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
     logger.info("saved %s", folder)
     return model, card

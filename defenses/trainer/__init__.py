@@ -1,0 +1,18 @@
+"""Trainers: defenses applied while the classifier is trained (adversarial training, defensive distillation).
+
+:func:`train_defended` trains (or takes from the model cache) a classifier with a
+:class:`~bridge.defense_spec.TrainingDefenseSpec`; the resolved spec is part of the cache key and of the card.
+"""
+
+from defenses.trainer.adversarial import adversarial_examples, adversarial_objective, adversarial_validation
+from defenses.trainer.distillation import distillation_objective, temperature_objective
+from defenses.trainer.train import train_defended
+
+__all__ = [
+    "adversarial_examples",
+    "adversarial_objective",
+    "adversarial_validation",
+    "distillation_objective",
+    "temperature_objective",
+    "train_defended",
+]
