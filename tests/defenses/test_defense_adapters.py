@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,21 +13,6 @@ from bridge.adapters import LIBRARIES, get_adapter
 from bridge.defense_spec import RESAMPLE_MODES, DefenseSpec
 from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError, UnsupportedDefenseError
 from defenses.preprocessor import BitDepth
-
-
-@pytest.fixture(scope="module")
-def cifar_exact(shared_data):
-    path = shared_data / "cifar10_exact_partial" / "cifar10_exact_partial.npz"
-    if not path.is_file():
-        pytest.skip(f"exact CIFAR-10 images not found at {path}")
-    images = np.load(path)["test_images"][:32]
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
-
-
-@pytest.fixture(params=["mnist", "cifar10"])
-def real_images(request, mnist_batch):
-    return mnist_batch[0][:32] if request.param == "mnist" else request.getfixturevalue("cifar_exact")
-
 
 SQUEEZER_SPECS = (
     [DefenseSpec(defense="bit-depth", bits=b) for b in (1, 3, 5, 8)]

@@ -13,21 +13,6 @@ from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameErro
 from defenses.preprocessor import BitDepth, MedianFilter, Resample
 
 
-@pytest.fixture(scope="module")
-def cifar_exact(shared_data) -> Tensor:
-    """The first 64 exact CIFAR-10 test images (uint8 pixels from the official pickle), as (N, 3, 32, 32)."""
-    path = shared_data / "cifar10_exact_partial" / "cifar10_exact_partial.npz"
-    if not path.is_file():
-        pytest.skip(f"exact CIFAR-10 images not found at {path}")
-    images = np.load(path)["test_images"][:64]
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
-
-
-@pytest.fixture(params=["mnist", "cifar10"])
-def real_images(request, mnist_batch) -> Tensor:
-    return mnist_batch[0] if request.param == "mnist" else request.getfixturevalue("cifar_exact")
-
-
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_bit_depth_is_bitwise_art_feature_squeezing(real_images, bits):
     from art.defences.preprocessor import FeatureSqueezing
