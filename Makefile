@@ -25,16 +25,11 @@ test: install
 	$(PY) -m pytest -q
 
 # Other CPUs round differently: PyTorch picks its kernels per instruction set. The agreement and property
-# tests run once per capability this CPU has (ATEN_CPU_CAPABILITY; one torch does not honour is skipped,
-# saying so) and once with one thread.
+# tests run once per capability this CPU has (ATEN_CPU_CAPABILITY; those above it, and any torch does not
+# honour, are skipped, saying so) and once with one thread: tests/portable.py.
 PORTABLE_TESTS := tests/agreement tests/properties
 test-portable: install
-	@set -e; for cap in default avx2 avx512; do \
-	  got=$$(ATEN_CPU_CAPABILITY=$$cap $(PY) -c 'import torch; print(torch.backends.cpu.get_cpu_capability().lower())'); \
-	  if [ "$$got" != "$$cap" ]; then echo "== ATEN_CPU_CAPABILITY=$$cap: not on this CPU (torch uses $$got), skipped"; continue; fi; \
-	  echo "== ATEN_CPU_CAPABILITY=$$cap"; ATEN_CPU_CAPABILITY=$$cap $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS); \
-	done; \
-	echo "== OMP_NUM_THREADS=1"; OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS)
+	$(PY) tests/portable.py $(PORTABLE_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .
