@@ -16,7 +16,9 @@ from experiments.evaluation import Evaluation
 
 def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
     """Clean, squeezed clean, and for the own transfer and adaptive examples the adversarial image and
-    its squeezed version, with the predicted classes (detector: the score against the threshold)."""
+    its squeezed version: under each image the true class and the undefended classifier's, under each
+    squeezed one the defended system's (purifier) or the classifier's (detector, whose score and
+    verdict are under the unsqueezed image)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,14 +56,19 @@ def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
             scores = detector.scores(images[:k].to(device)).cpu() if detector is not None else None
         for j in range(k):
             truth = int(evaluation.y[j])
-            label = f"true {truth}, pred {int(pred[j])}"
+            label = f"true {truth}, classifier {int(pred[j])}"
             if scores is not None:
                 flag = "flagged" if float(scores[j]) > detector.threshold else "passes"
                 label += f"\nscore {float(scores[j]):.2f} ({flag})"
             elif title != "clean":
                 label += f"\nL∞ {float((images[j] - x[j]).abs().max()):.3g}"
             show(axes[2 * i, j], images[j], title, label)
-            show(axes[2 * i + 1, j], squeezed[j], f"{name} of {title}", f"pred {int(pred_squeezed[j])}")
+            squeezed_label = (
+                f"classifier on it {int(pred_squeezed[j])}"
+                if scores is not None
+                else f"defended {int(pred_squeezed[j])}"
+            )
+            show(axes[2 * i + 1, j], squeezed[j], f"{name} of {title}", squeezed_label)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
