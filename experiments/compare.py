@@ -226,13 +226,24 @@ def _markdown_header(info: dict) -> str:
     return f"advbridge {info['git_revision']}; {extra}\n\n{versions}\n\n"
 
 
-def format_table(table: pd.DataFrame, *, markdown: bool = False) -> str:
-    """Human-readable table: the per-library columns only, numbers rounded."""
-    shown = table[[c for c in COLUMNS if c in table.columns]].copy()
-    shown["reason"] = shown["reason"].fillna("").astype(str).str.slice(0, 70)
+def format_table(
+    table: pd.DataFrame,
+    columns: Sequence[str] = COLUMNS,
+    *,
+    markdown: bool = False,
+    drop_empty: bool = False,
+    reason_width: int = 70,
+) -> str:
+    """Human-readable table: ``columns`` only (default: the per-library ones), numbers rounded, reasons cut
+    to ``reason_width`` characters; ``drop_empty`` leaves out columns with no value in any row."""
+    shown = table[[c for c in columns if c in table.columns]].copy()
+    if drop_empty:
+        shown = shown.dropna(axis=1, how="all")
+    if "reason" in shown:
+        shown["reason"] = shown["reason"].fillna("").astype(str).str.slice(0, reason_width)
     if markdown:
         return shown.to_markdown(index=False, floatfmt=".4g")
-    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 70):
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", reason_width):
         return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
@@ -288,7 +299,11 @@ def targets_for(y: Tensor, num_classes: int) -> Tensor:
 def default_out(dataset: str, spec: AttackSpec) -> str:
     """The output prefix when none is given: one per dataset, attack and threat model, so that runs of
     other attacks do not replace each other's results (``results/compare-mnist-5k-pgd-Linf``)."""
-    name = f"compare-{dataset}-{spec.attack}-{spec.norm.value}{'-targeted' if spec.targeted else ''}"
+    return results_prefix(f"compare-{dataset}-{spec.attack}-{spec.norm.value}{'-targeted' if spec.targeted else ''}")
+
+
+def results_prefix(name: str) -> str:
+    """``results/<name>`` with every character a file name should not hold replaced by ``_``."""
     return str(Path("results") / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
 
 

@@ -41,6 +41,8 @@ from bridge.errors import UnsupportedDefenseError
 from bridge.io import OutputPrefix, atomic_write_text
 from bridge.provenance import provenance
 from bridge.spec import AttackSpec
+from experiments.compare import format_table as compare_format_table
+from experiments.compare import results_prefix
 from experiments.defend_figures import save_detector_figures, save_images
 from experiments.evaluation import (
     AGREEMENT_COLUMNS,
@@ -52,7 +54,6 @@ from experiments.evaluation import (
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "transfer", "white-box", "adaptive", "worst-case")
 COLUMNS = [
     "defense_library",
     "mode",
@@ -129,24 +130,14 @@ def results_table(cells: Sequence[Cell], spec: DefenseSpec, attack: AttackSpec, 
     return table
 
 
-# ---------------------------------------------------------------------- files
 def format_table(table: pd.DataFrame, columns: Sequence[str], *, markdown: bool = False) -> str:
-    shown = table[[c for c in columns if c in table.columns]].copy()
-    shown = shown.dropna(axis=1, how="all")
-    if "reason" in shown:
-        shown["reason"] = shown["reason"].fillna("").astype(str).str.slice(0, 80)
-    if markdown:
-        return shown.to_markdown(index=False, floatfmt=".4g")
-    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 80):
-        return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    """:func:`experiments.compare.format_table` for defend's tables: columns without a value are left out."""
+    return compare_format_table(table, columns, markdown=markdown, drop_empty=True, reason_width=80)
 
 
 def default_out(dataset: str, spec: DefenseSpec, attack: AttackSpec) -> str:
     """``results/defend-<dataset>-<defense>-<attack>-<norm>``: runs of other defenses and attacks keep their files."""
-    import re
-
-    name = f"defend-{dataset}-{spec.defense}-{attack.attack}-{attack.norm.value}"
-    return str(Path("results") / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
+    return results_prefix(f"defend-{dataset}-{spec.defense}-{attack.attack}-{attack.norm.value}")
 
 
 def run_defend(

@@ -83,7 +83,7 @@ def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: P
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    clean = evaluation.clean_scores["own"].numpy()
+    clean = evaluation.clean_scores.numpy()
     tau = evaluation.threshold()
     cells = [c for c in evaluation.cells if c.adv_scores is not None]
     fig, ax = plt.subplots(figsize=(4.5, 4))

@@ -173,8 +173,8 @@ class Evaluation:
         self.calibration, self.show_progress = calibration, show_progress
         self.cells: list[Cell] = []
         self.transfer: dict = {}  # attack library -> its result on the undefended classifier
-        self.clean_scores: dict[str, Tensor] = {}
-        self.thresholds: dict[str, float] = {}
+        self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
+        self._threshold: float | None = None
 
     # ------------------------------------------------------------------ transfer examples (computed once)
     def transfer_result(self, library: str):
@@ -225,7 +225,7 @@ class Evaluation:
                 adv_ok = predict(forward_only, result.x_adv.to(self.x.device)).cpu() == y
                 cell.clean_ok, cell.robust = clean_ok, clean_ok & adv_ok
                 cell.fooled = clean_ok & ~adv_ok
-                cell.x_adv, cell.norms = result.x_adv, _norms(result.x_adv, self.x.cpu())
+                cell.x_adv, cell.norms = result.x_adv, (result.l2, result.linf)  # measured by the runner
                 if mode == "transfer":
                     success = float(result.success[result.clean_correct].float().mean())
                     cell.reason = f"attack on the undefended model ({success:.3f} success there)"
@@ -238,20 +238,20 @@ class Evaluation:
         return detector
 
     def threshold(self) -> float:
-        if "own" not in self.thresholds:
+        """The spec's fixed threshold, or the one calibrated (once) on the held-out clean images."""
+        if self._threshold is None:
             if self.spec.threshold is not None:
-                self.thresholds["own"] = self.spec.threshold
+                self._threshold = self.spec.threshold
             else:
                 scores = SqueezeDetector(self.classifier, list(get_adapter("own").build_defense(self.spec, "exact")))
-                self.thresholds["own"] = calibrate_threshold(scores.scores(self.calibration), self.spec.fpr)
-        return self.thresholds["own"]
+                self._threshold = calibrate_threshold(scores.scores(self.calibration), self.spec.fpr)
+        return self._threshold
 
     def run_detector(self, bar) -> None:
         y = self.y.cpu()
         detector = self.detector("exact")
         tau = detector.threshold
-        clean_scores = detector.scores(self.x).cpu()
-        self.clean_scores["own"] = clean_scores
+        clean_scores = self.clean_scores = detector.scores(self.x).cpu()
         clean_ok = predict(self.classifier, self.x).cpu() == y
         none = Cell("own", "none", "", clean_ok=clean_ok, robust=clean_ok)
         none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
@@ -271,7 +271,7 @@ class Evaluation:
                     if result.status != "ok":
                         cell.status, cell.reason = result.status, result.reason
                         continue
-                    x_adv = result.x_adv
+                    x_adv, cell.norms = result.x_adv, (result.l2, result.linf)
                     cell.reason = "attack on the classifier alone, unaware of the detector"
                 else:
                     reason = self.detector_aware_reason(attack_library)
@@ -279,6 +279,7 @@ class Evaluation:
                         cell.status, cell.reason = "unsupported", reason
                         continue
                     x_adv = self.detector_aware(attacked).cpu()
+                    cell.norms = _norms(x_adv, self.x.cpu())
                     gradients = "exact gradients of" if mode == "white-box" else "BPDA through"
                     cell.reason = f"detector-aware PGD, {gradients} the squeezers"
                 adv_scores = detector.scores(x_adv.to(self.x.device)).cpu()
@@ -286,7 +287,7 @@ class Evaluation:
                 detected = adv_scores > tau
                 cell.clean_ok, cell.fooled = clean_ok, fooled_classifier & ~detected
                 cell.robust = clean_ok & ~cell.fooled
-                cell.x_adv, cell.norms, cell.adv_scores = x_adv, _norms(x_adv, self.x.cpu()), adv_scores
+                cell.x_adv, cell.adv_scores = x_adv, adv_scores
                 cell.fooled_classifier = fooled_classifier
                 cell.detection = detection_metrics(clean_scores, adv_scores, fooled_classifier, tau)
 
