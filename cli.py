@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("defend", help="evaluate a defense: every implementation, transfer / white-box / adaptive")
-    p.add_argument("--defense", required=True, help="bit-depth, median, resample, squeeze-detect")
+    p.add_argument(
+        "--defense",
+        required=True,
+        help="bit-depth, median, resample, squeeze-detect; trained: adv-fgsm, adv-fgsm-rs, adv-pgd, distill",
+    )
     _add_attack_options(p)
     p.add_argument("--bits", type=int, default=None, help="bit depth 1-8 (default: Xu et al.'s, 1 MNIST, 5 CIFAR)")
     p.add_argument("--size", type=int, default=None, help="median window k (k×k), 2-5 (default 2)")
@@ -90,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="whose implementations of the defense to evaluate, comma-separated (default: every library that has it)",
     )
+    g = p.add_argument_group("training-time defenses (--eps/--steps are the attack's; the training budget has its own)")
+    g.add_argument("--train-eps", default=None, help="training budget (default: the dataset's standard L∞)")
+    g.add_argument("--train-norm", default="Linf", help="adv-pgd training norm: Linf or L2")
+    g.add_argument("--train-steps", type=int, default=None, help="adv-pgd training steps (default: 40 MNIST, 7 CIFAR)")
+    g.add_argument("--train-step-size", default=None, help="adv-pgd training step (default 2.5*eps/steps)")
+    g.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
+    g.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
+    g.add_argument("--train-epochs", type=int, default=None, help="epochs of the defended models (default: --epochs)")
+    g.add_argument("--train-max", type=int, default=None, help="train the defended models on at most this many samples")
+    g.add_argument("--from-undefended", action="store_true", help="start the defended models from the twin's weights")
+    g.add_argument("--restarts", type=int, default=10, help="random restarts of the adaptive PGD (margin loss)")
+    g.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack against adversarial training")
     p.add_argument(
         "--out", default=None, help="output prefix (default: results/defend-<dataset>-<defense>-<attack>-<norm>)"
     )
@@ -106,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", default=None, help="adv-pgd step (default 2.5*eps/steps; adv-fgsm-rs 1.25*eps)")
     p.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
     p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
+    p.add_argument("--library", default="own", help="whose trainer runs the defense: own, art")
+    p.add_argument("--max-train", type=int, default=None, help="train on at most this many samples")
     _add_common(p)
 
     p = sub.add_parser("list", help="print the attack x library matrix")
@@ -228,9 +246,12 @@ def cmd_defend(args: argparse.Namespace) -> int:
     if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
         OutputPrefix.parse(args.out, default_name="defend").check_writable()
 
-    from bridge.defense_spec import DefenseSpec
+    from bridge.defense_spec import TRAINING_DEFENSES, DefenseSpec
     from bridge.errors import InvalidParameterError
     from experiments.compare import parse_libraries
+
+    if args.defense in TRAINING_DEFENSES:
+        return _defend_trained(args)
     from experiments.defend import (
         AGREEMENT_COLUMNS,
         COLUMNS,
@@ -288,6 +309,74 @@ def cmd_defend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_spec(args: argparse.Namespace, eps, norm, steps, step_size):
+    from bridge.defense_spec import TrainingDefenseSpec
+    from bridge.spec import parse_eps
+
+    return TrainingDefenseSpec(
+        defense=args.defense,
+        eps=parse_eps(eps) if eps is not None else None,
+        norm=norm,
+        steps=steps,
+        step_size=parse_eps(step_size) if step_size is not None else None,
+        ratio=args.ratio,
+        temperature=args.temperature,
+    )
+
+
+def _defend_trained(args: argparse.Namespace) -> int:
+    from bridge.errors import InvalidParameterError
+    from bridge.io import OutputPrefix
+    from experiments.compare import parse_libraries, results_prefix
+    from experiments.defend import COLUMNS, format_table
+    from experiments.defend_trained import check_training_libraries, defended_config, run_defend_trained
+    from zoo.datasets import dataset_info
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = _training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
+    spec = spec.resolved(info.family)
+    attack = _attack_spec(args, info.family)
+    if args.restarts < 1:
+        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
+    libraries = parse_libraries(args.libraries)
+    out = OutputPrefix.parse(
+        args.out or results_prefix(f"defend-{args.dataset}-{args.defense}-{attack.attack}-{attack.norm.value}"),
+        default_name="defend",
+    )
+    out.check_writable()
+    workload = _load_workload(args)
+    config = defended_config(
+        workload.card,
+        from_undefended=args.from_undefended,
+        data_root=args.data_root,
+        epochs=args.train_epochs,
+        max_train=args.train_max,
+    )
+    check_training_libraries(spec, config, args.defense_libraries)  # before anything is trained
+    table, checks, paths = run_defend_trained(
+        spec,
+        attack,
+        workload,
+        config,
+        attack_libraries=libraries,
+        defense_libraries=args.defense_libraries,
+        restarts=args.restarts,
+        autoattack=not args.no_autoattack,
+        out=out,
+        show_progress=not args.quiet,
+    )
+    print(
+        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
+        f"{len(workload.x)} images of {workload.info.name}, undefended model {workload.context['model']}"
+    )
+    print(format_table(table, ["attack", *COLUMNS]))
+    for library, check in checks.items():
+        verdict = "CATASTROPHIC OVERFITTING" if check["catastrophic_overfitting"] else "no catastrophic overfitting"
+        print(f"{library}: {verdict} (FGSM accuracy {check['fgsm_acc']:.3f}, PGD {check['pgd_acc']:.3f})")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from experiments.workload import DEFAULT_MODELS
     from zoo.checkpoints import checkpoint_dir
@@ -296,20 +385,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = None
     if args.defense is not None:
-        from bridge.defense_spec import TrainingDefenseSpec
-        from bridge.spec import parse_eps
-
-        spec = TrainingDefenseSpec(
-            defense=args.defense,
-            eps=parse_eps(args.eps) if args.eps is not None else None,
-            norm=args.norm,
-            steps=args.steps,
-            step_size=parse_eps(args.step_size) if args.step_size is not None else None,
-            ratio=args.ratio,
-            temperature=args.temperature,
-        )
+        spec = _training_spec(args, args.eps, args.norm, args.steps, args.step_size)
     info = dataset_info(args.dataset, data_root=args.data_root)
-    options = {k: v for k, v in {**_train_options(args), "seed": args.seed}.items() if v is not None}
+    options = {"seed": args.seed, "max_train": args.max_train, **_train_options(args)}
+    options = {k: v for k, v in options.items() if v is not None}
     config = TrainConfig(
         dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options
     )
@@ -318,7 +397,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         from defenses.trainer import train_defended
 
-        _, card = train_defended(config, spec, progress=not args.quiet)
+        _, card = train_defended(config, spec, library=args.library, progress=not args.quiet)
     defense = f" with {card['defense']['defense']}" if "defense" in card else ""
     print(
         f"{card.get('model')} on {card.get('dataset')}{defense}: test accuracy {card.get('accuracy', float('nan')):.4f}"
@@ -326,6 +405,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     resolved = config.resolved()
     key = resolved.cache_fields() if "defense" not in card else {**resolved.cache_fields(), "defense": card["defense"]}
     print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, key)}")
+    if card.get("train_seconds") is not None:
+        print(f"trained in {card['train_seconds']:.1f} s ({card.get('art_trainer') or 'own trainer'})")
     return 0
 
 

@@ -237,5 +237,16 @@ class TrainingDefenseSpec:
         ratio = float(self.ratio or (0.5 if self.defense == "adv-fgsm" else 1.0))
         return replace(self, eps=eps, steps=1, step_size=step_size, ratio=ratio, temperature=None)
 
+    def describe(self) -> str:
+        """A short human name, e.g. ``'adv-pgd (Linf eps 0.3, 10 × 0.075)'`` or ``'distill (T=100)'``."""
+        if not self.adversarial:
+            return f"distill (T={self.temperature:g})" if self.temperature is not None else "distill"
+        if self.eps is None:
+            return self.defense
+        budget = f"{self.norm} eps {self.eps:.4g}"
+        if self.defense == "adv-pgd":
+            return f"adv-pgd ({budget}, {self.steps} × {self.step_size:.4g})"
+        return f"{self.defense} ({budget}, ratio {self.ratio:g})" if self.ratio is not None else self.defense
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

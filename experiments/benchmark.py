@@ -80,7 +80,7 @@ def _read_hwm_kb() -> float:
         return math.nan
 
 
-def _reset_peak(device: torch.device) -> float:
+def reset_peak_memory(device: torch.device) -> float:
     """Reset the peak-memory counter; returns the current level in MB."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -98,7 +98,7 @@ def _reset_peak(device: torch.device) -> float:
         return math.nan
 
 
-def _peak(device: torch.device) -> float:
+def peak_memory(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return _read_hwm_kb() / 1024
@@ -121,9 +121,9 @@ def benchmark(attacks: list[str], n: int, repeats: int, libraries: list[str]) ->
             f, b = pass_seconds(work.model, work.x, work.y, repeats=1)
             forward, backward = min(forward, f), min(backward, b)
             for library in random.Random(round_).sample(runnable, len(runnable)):
-                before = _reset_peak(device)
+                before = reset_peak_memory(device)
                 r = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
-                peak = _peak(device) - before
+                peak = peak_memory(device) - before
                 if r.status != "ok":
                     log.warning("%s %s: %s %s", library, key, r.status, r.reason)
                     continue

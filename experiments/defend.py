@@ -115,7 +115,7 @@ def cell_row(cell: Cell) -> dict:
 
 def results_table(cells: Sequence[Cell], spec: DefenseSpec, attack: AttackSpec, context: dict) -> pd.DataFrame:
     table = pd.DataFrame([cell_row(c) for c in cells], columns=COLUMNS)
-    attack_name = [("none" if c.mode == "none" else attack.attack) for c in cells]
+    attack_name = [c.attack or ("none" if c.mode == "none" else attack.attack) for c in cells]
     tidy = {
         **context,
         "defense": spec.describe(),
@@ -138,6 +138,26 @@ def format_table(table: pd.DataFrame, columns: Sequence[str], *, markdown: bool 
 def default_out(dataset: str, spec: DefenseSpec, attack: AttackSpec) -> str:
     """``results/defend-<dataset>-<defense>-<attack>-<norm>``: runs of other defenses and attacks keep their files."""
     return results_prefix(f"defend-{dataset}-{spec.defense}-{attack.attack}-{attack.norm.value}")
+
+
+def run_info(spec, attack: AttackSpec, workload, files: Sequence[Path], **extra) -> dict:
+    """The JSON metadata of a ``defend`` run: the specs, the workload, ``extra``, provenance, the files."""
+    info = {
+        "defense": spec.to_dict(),
+        "attack": attack.to_dict(),
+        **workload.context,
+        "n": len(workload.x),
+        **extra,
+        **provenance(),
+    }
+    return {**info, "files": [p.name for p in files]}
+
+
+def markdown_header(info: dict, spec, attack: AttackSpec, workload) -> str:
+    return (
+        f"advbridge {info['git_revision']}: {spec.describe()} vs {attack.attack} {attack.norm.value} "
+        f"eps={attack.eps} steps={attack.steps}; {workload.context}; n={len(workload.x)}\n\n"
+    )
 
 
 def run_defend(
@@ -180,22 +200,17 @@ def run_defend(
     table = results_table(cells, spec, attack, workload.context)
     paths: list[Path] = []
     if prefix is not None:
-        info = {
-            "defense": spec.to_dict(),
-            "attack": attack.to_dict(),
-            **workload.context,
-            "n": len(workload.x),
-            "n_calibration": 0 if calibration is None else len(calibration),
-            "attack_libraries": list(attack_libraries),
-            "defense_libraries": list(defense_libraries),
-            **provenance(),
-        }
         tails = [t for k, t in TAILS.items() if spec.detector or k not in ("roc", "scores")]
-        info["files"] = [p.name for p in prefix.files(tails)]
-        header = (
-            f"advbridge {info['git_revision']}: {spec.describe()} vs {attack.attack} {attack.norm.value} "
-            f"eps={attack.eps} steps={attack.steps}; {workload.context}; n={len(workload.x)}\n\n"
+        info = run_info(
+            spec,
+            attack,
+            workload,
+            prefix.files(tails),
+            n_calibration=0 if calibration is None else len(calibration),
+            attack_libraries=list(attack_libraries),
+            defense_libraries=list(defense_libraries),
         )
+        header = markdown_header(info, spec, attack, workload)
         texts = {
             "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
             "agreement": agreement.to_csv(index=False),

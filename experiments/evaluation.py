@@ -55,6 +55,7 @@ class Cell:
     mode: str
     attack_library: str
     status: str = "ok"
+    attack: str = ""  # the attack's name when it is not the run's (the adaptive attacks of a trained defense)
     reason: str = ""
     clean_ok: Tensor | None = None  # the system classifies the clean image correctly
     robust: Tensor | None = None  # ... and the attacked one (not fooled, or fooled and flagged)

@@ -61,9 +61,10 @@ def library_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -129,7 +130,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     weights = folder / card.get("weights_file", WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(f"expected the weights file {weights} named by {card_path}, got no such file")
-    actual = _sha256(weights)
+    actual = file_sha256(weights)
     if actual != card["sha256"]:
         raise CheckpointError(
             f"checkpoint {weights} does not match its card: expected sha256 {card['sha256']}, got {actual} "

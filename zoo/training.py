@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bridge.errors import CheckpointError, InvalidParameterError, check_name
-from zoo.checkpoints import CARD_FILE, checkpoint_dir, load_checkpoint, save_checkpoint
+from zoo.checkpoints import CARD_FILE, checkpoint_dir, file_sha256, load_checkpoint, save_checkpoint
 from zoo.datasets import TensorImages, dataset_info, load_dataset
 from zoo.models import FINETUNE_MODES, NormalizedClassifier, create_classifier, set_trainable
 
@@ -107,9 +107,12 @@ class TrainConfig:
         return replace(self, **changes)
 
     def cache_fields(self) -> dict[str, Any]:
-        """What identifies the trained weights: every field but ``data_root``, ``augment`` resolved."""
+        """What identifies the trained weights: every field but ``data_root``, ``augment`` resolved, and the
+        starting ``weights`` by the sha256 of their file rather than its path (a moved cache keeps its keys)."""
         fields = asdict(self.resolved())
         del fields["data_root"]
+        if self.weights is not None and os.path.isfile(self.weights):
+            fields["weights"] = {"sha256": file_sha256(self.weights)}
         return {**fields, "cache_format": CACHE_FORMAT}
 
 
@@ -196,29 +199,14 @@ def train(
         test accuracy, the validation accuracy, sample counts, time and the config.
     """
     cfg = config.resolved()
-    info = dataset_info(cfg.dataset, cfg.data_root, cfg.image_size)
-    train_ds = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
-    test_ds = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
+    data = training_data(cfg)
+    info, train_ds, train_idx, val_idx = data.info, data.train_ds, data.train_idx, data.val_idx
+    n_val = len(val_idx)
     gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(train_ds), generator=gen)
-    n_val = round(len(train_ds) * cfg.val_fraction)
-    val_idx, train_idx = perm[:n_val], perm[n_val:][: cfg.max_train]
-    if len(train_idx) == 0:
-        raise InvalidParameterError(f"expected training samples left after validation, got none of {len(train_ds)}")
+    gen.set_state(data.generator_state)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = create_classifier(
-            cfg.model,
-            num_classes=info.num_classes,
-            in_chans=info.in_chans,
-            mean=info.mean,
-            std=info.std,
-            pretrained=cfg.pretrained,
-            weights=cfg.weights,
-            image_size=info.image_size,
-        ).to(device)
-        n_params = set_trainable(model, cfg.finetune)
+        model, n_params = initial_model(cfg, info, device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = cfg.epochs * -(-len(train_idx) // cfg.batch_size)
@@ -230,7 +218,7 @@ def train(
         best_acc, best_epoch, best_state, epoch, history = -1.0, 0, None, 0, []
         val_x = val_y = None
         if validate is not None and n_val:
-            val_x, val_y = (t.to(device) for t in _stack(train_ds, val_idx))
+            val_x, val_y = (t.to(device) for t in stack(train_ds, val_idx))
         for epoch in range(1, cfg.epochs + 1):
             _set_train_mode(model, cfg.finetune)
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
@@ -274,13 +262,73 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - start
-    test_acc = evaluate(model, test_ds)
-    logger.info("%s on %s: test accuracy %.2f%% (%.1f s)", cfg.model, cfg.dataset, 100 * test_acc, seconds)
+    card = trained_card(
+        cfg,
+        data,
+        model,
+        val_accuracy=best_acc if n_val else None,
+        epochs_run=epoch,
+        best_epoch=best_epoch or epoch,
+        train_seconds=round(seconds, 2),
+        validation="clean accuracy" if validate is None else getattr(validate, "__doc__", None) or "custom",
+        history=history,
+    )
+    return model.eval(), card
+
+
+@dataclass
+class TrainingData:
+    """The splits of a training run: validation carved from the train split with the config's seed."""
+
+    info: Any
+    train_ds: Dataset
+    test_ds: Dataset
+    train_idx: Tensor
+    val_idx: Tensor
+    generator_state: Tensor  # the seeded generator after the split: it goes on to shuffle the epochs
+
+
+def training_data(cfg: TrainConfig) -> TrainingData:
+    """The datasets and the seeded train/validation split of a resolved config (every trainer uses it)."""
+    info = dataset_info(cfg.dataset, cfg.data_root, cfg.image_size)
+    train_ds = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
+    test_ds = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(len(train_ds), generator=gen)
+    n_val = round(len(train_ds) * cfg.val_fraction)
+    val_idx, train_idx = perm[:n_val], perm[n_val:][: cfg.max_train]
+    if len(train_idx) == 0:
+        raise InvalidParameterError(f"expected training samples left after validation, got none of {len(train_ds)}")
+    return TrainingData(info, train_ds, test_ds, train_idx, val_idx, gen.get_state())
+
+
+def initial_model(cfg: TrainConfig, info: Any, device: str | torch.device = "cpu") -> tuple[NormalizedClassifier, int]:
+    """The untrained (or ``weights``/``pretrained``-initialized) classifier of a resolved config, seeded
+    with ``cfg.seed`` (the same weights for every trainer), and its number of trainable parameters."""
+    torch.manual_seed(cfg.seed)
+    model = create_classifier(
+        cfg.model,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        mean=info.mean,
+        std=info.std,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        image_size=info.image_size,
+    ).to(device)
+    return model, set_trainable(model, cfg.finetune)
+
+
+def trained_card(cfg: TrainConfig, data: TrainingData, model: nn.Module, **fields: Any) -> dict[str, Any]:
+    """The card of a trained model: its test accuracy (measured here), the dataset's fields, ``fields``."""
+    info = data.info
+    test_acc = evaluate(model, data.test_ds)
+    logger.info("%s on %s: test accuracy %.2f%%", cfg.model, cfg.dataset, 100 * test_acc)
     card = {
         "dataset": cfg.dataset,
         "model": cfg.model,
         "accuracy": test_acc,
-        "val_accuracy": best_acc if n_val else None,
+        "val_accuracy": None,
         "family": info.family,
         "num_classes": info.num_classes,
         "in_chans": info.in_chans,
@@ -288,20 +336,15 @@ def train(
         "mean": list(info.mean),
         "std": list(info.std),
         "class_names": list(info.class_names),
-        "epochs_run": epoch,
-        "best_epoch": best_epoch or epoch,
-        "train_samples": len(train_idx),
-        "val_samples": n_val,
-        "test_samples": len(test_ds),
-        "train_seconds": round(seconds, 2),
-        "validation": "clean accuracy" if validate is None else getattr(validate, "__doc__", None) or "custom",
-        "history": history,
-        "config": asdict(cfg),
+        "train_samples": len(data.train_idx),
+        "val_samples": len(data.val_idx),
+        "test_samples": len(data.test_ds),
     }
-    return model.eval(), card
+    return {**card, **fields, "config": asdict(cfg)}
 
 
-def _stack(ds: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+def stack(ds: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """The samples ``indices`` of ``ds`` as two tensors (images, labels)."""
     parts = list(_batches(ds, indices, 500))
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
@@ -339,8 +382,12 @@ def get_or_train(
     objective: Objective = cross_entropy_objective,
     validate: Callable[[nn.Module, Tensor, Tensor], float] | None = None,
     defense: dict[str, Any] | None = None,
+    make: Callable[[TrainConfig], tuple[nn.Module, dict[str, Any]]] | None = None,
 ) -> tuple[NormalizedClassifier, dict[str, Any]]:
     """The cached model for ``config`` if there is a valid one, else train it and cache it.
+
+    ``make(resolved_config) -> (model, card)`` trains it instead of :func:`train` (another library's
+    trainer, in its adapter); its ``defense`` then says whose training it was.
 
     The cache folder is :func:`zoo.checkpoints.checkpoint_dir` of the config (and of ``defense``, the
     resolved spec of a training-time defense whose ``objective``/``validate`` are given: part of the key
@@ -361,7 +408,10 @@ def get_or_train(
             logger.info("using cached model %s (test accuracy %.2f%%)", folder, 100 * card["accuracy"])
             return model.to(device).eval(), card
     logger.info("no cached model for %s on %s in %s; training ...", cfg.model, cfg.dataset, folder)
-    model, card = train(cfg, progress=progress, device=device, objective=objective, validate=validate)
+    if make is None:
+        model, card = train(cfg, progress=progress, device=device, objective=objective, validate=validate)
+    else:
+        model, card = make(cfg)
     if defense is not None:
         card["defense"] = defense
     card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)

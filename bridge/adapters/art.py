@@ -47,16 +47,53 @@ Semantic differences and traps, all handled here:
   gradient to outputs exactly at 0 or 1 (measured: all-zero gradients on a black MNIST image), so it is set
   only for bicubic, the one mode that overshoots [0, 1] (ours clamps there too, the same way). Importing
   ``art.preprocessing.image`` needs OpenCV (``opencv-python-headless``).
+
+Training-time defences (``art.defences.trainer``, ``art.defences.transformer.evasion``), run on the same
+training split, initial weights (the config's seed), epochs, batch size, Adam learning rate and weight
+decay as ours; the arrays go to ART as float32 numpy in [0, 1] (its clip values), labels one-hot
+(``AdversarialTrainerFBFPyTorch`` fails on integer labels):
+
+| advbridge                             | ART                                                                |
+|---------------------------------------|--------------------------------------------------------------------|
+| ``adv-pgd`` L∞ (eps, steps, step_size) | ``AdversarialTrainerMadryPGD(eps=eps, eps_step=step_size, max_iter=steps, num_random_init=1)`` — on the **0–1 scale** (its defaults, eps=8, eps_step=2, are 0–255) |
+| ``adv-pgd`` L2                         | ``AdversarialTrainer(ProjectedGradientDescent(norm=2, ...), ratio=1.0)`` (Madry's trainer is L∞ only) |
+| ``adv-fgsm`` (eps, ratio)              | ``AdversarialTrainer(FastGradientMethod(eps=eps), ratio=ratio)``   |
+| ``adv-fgsm-rs`` (eps)                  | ``AdversarialTrainerFBFPyTorch(eps=eps)`` (step 1.25·eps fixed)    |
+| ``distill`` (temperature T)            | teacher ``fit`` + ``DefensiveDistillation``, on temperature-scaled probability models |
+
+Traps, all handled here:
+- Madry's PGD is built with ART's default ``batch_size=32`` and ``verbose=True``: set to the training batch
+  size (the same gradients, fewer calls) and quiet, so the speed comparison is not ART's worst case;
+- ``AdversarialTrainerFBFPyTorch`` imposes its own learning rate on ``param_groups[0]``: a cyclic schedule
+  0 → 0.21 → 0 (Wong et al.'s CIFAR-10 SGD values), and clips gradient norms at 0.5. At 0.21 Adam
+  diverges, so FBF gets ``SGD(momentum=0.9, weight_decay)``, the optimizer that schedule is written for;
+  ``--lr`` does not reach it;
+- ``DefensiveDistillation`` has no temperature and insists (``is_probability``) that teacher and student
+  output probabilities: both are wrapped as softmax(z/T), and their loss is the cross-entropy on those
+  probabilities, −Σ y·log p (``nn.CrossEntropyLoss`` would apply a second softmax). The deployed student is
+  the bare network: logits, T = 1;
+- ART's trainers have no validation split or early stopping (all epochs run) and no augmentation (a config
+  with augmentation is refused). Our cosine learning-rate schedule reaches them through ``fit(scheduler=)``:
+  the adversarial trainers call ``classifier.fit`` once per batch, so it steps per batch as ours; the
+  distillation teacher's ``fit`` steps it per epoch; ``DefensiveDistillation`` passes no scheduler, so the
+  student trains at the constant rate;
+- ``PyTorchClassifier.fit`` puts the whole model in train mode (a frozen body's batch norm drifts in
+  head-only fine-tuning), and shuffles with torch's RNG, the adversarial trainers with numpy's: both are
+  seeded with the config's seed.
 """
 
 from __future__ import annotations
+
+import math
+import time
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from bridge.adapters.base import Adapter
-from bridge.defense_spec import DefenseSpec
+from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
 from bridge.spec import AttackSpec, Norm
 
 
@@ -117,6 +154,12 @@ class ArtAdapter(Adapter):
             )
         x_adv = attack.generate(x.detach().cpu().numpy(), y=y.detach().cpu().numpy())
         return torch.from_numpy(x_adv)
+
+    def training_unsupported_reason(self, spec: TrainingDefenseSpec, config) -> str | None:
+        return _art_training_reason(spec, config)
+
+    def _train_defense(self, config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict]:
+        return _train_with_art(config, spec, progress=progress, device=device)
 
     def defense_unsupported_reason(self, spec: DefenseSpec, backward: str = "exact") -> str | None:
         if spec.detector:
@@ -192,3 +235,149 @@ class _ArtResample(nn.Module):
         down = down.reshape(n, c, *small)
         up, _ = ImageResizePyTorch(h, w, interpolation=self.mode, clip_values=clip).forward(down)
         return up.reshape(n, c, h, w)
+
+
+class _Probabilities(nn.Module):
+    """softmax(model(x) / T): the probability model ART's ``DefensiveDistillation`` insists on."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.model(x) / self.temperature).softmax(1)
+
+
+class _ProbabilityCrossEntropy(nn.Module):
+    """−Σ_j y_j · log p_j on probability outputs, soft (distillation) or one-hot labels."""
+
+    def forward(self, probabilities: Tensor, labels: Tensor) -> Tensor:
+        return -(labels.to(probabilities.dtype) * probabilities.clamp_min(1e-30).log()).sum(1).mean()
+
+
+def _training_classifier(model: nn.Module, config, info, *, sgd: bool = False, loss: nn.Module | None = None):
+    from art.estimators.classification import PyTorchClassifier
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if sgd:
+        optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    device = next(model.parameters()).device
+    return PyTorchClassifier(
+        model=model,
+        loss=loss if loss is not None else nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        input_shape=(info.in_chans, info.image_size, info.image_size),
+        nb_classes=info.num_classes,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+
+
+def _adversarial_trainer(spec: TrainingDefenseSpec, classifier, batch_size: int):
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+    from art.defences.trainer import (
+        AdversarialTrainer,
+        AdversarialTrainerFBFPyTorch,
+        AdversarialTrainerMadryPGD,
+    )
+
+    if spec.defense == "adv-fgsm-rs":
+        return AdversarialTrainerFBFPyTorch(classifier, eps=spec.eps)
+    if spec.defense == "adv-fgsm":
+        attack = FastGradientMethod(classifier, eps=spec.eps, batch_size=batch_size)
+        return AdversarialTrainer(classifier, attack, ratio=spec.ratio)
+    if spec.norm == "Linf":
+        trainer = AdversarialTrainerMadryPGD(
+            classifier,
+            nb_epochs=None,
+            batch_size=batch_size,
+            eps=spec.eps,
+            eps_step=spec.step_size,
+            max_iter=spec.steps,
+            num_random_init=1,
+        )
+        trainer.attack.set_params(batch_size=batch_size, verbose=False)
+        return trainer
+    attack = ProjectedGradientDescent(
+        classifier,
+        norm=2,
+        eps=spec.eps,
+        eps_step=spec.step_size,
+        max_iter=spec.steps,
+        num_random_init=1,
+        batch_size=batch_size,
+        verbose=False,
+    )
+    return AdversarialTrainer(classifier, attack, ratio=1.0)
+
+
+def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
+    if config.augment:
+        return "ART's trainers take arrays: no augmentation (train without it)"
+    if spec.defense == "adv-fgsm-rs" and not math.isclose(spec.step_size, 1.25 * spec.eps):
+        return f"AdversarialTrainerFBFPyTorch's step is 1.25·eps ({1.25 * spec.eps:g}), got {spec.step_size:g}"
+    if spec.defense == "adv-fgsm-rs" and spec.ratio != 1:
+        return "AdversarialTrainerFBFPyTorch attacks every sample (ratio 1)"
+    return None
+
+
+def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict[str, Any]]:
+    from zoo.training import initial_model, stack, trained_card, training_data
+
+    data = training_data(config)
+    x, y = stack(data.train_ds, data.train_idx)
+    x_np = x.numpy().astype(np.float32)
+    y_np = np.eye(data.info.num_classes, dtype=np.float32)[y.numpy()]  # one-hot: FBF's loss_gradient needs it
+    epochs, batch_size = config.epochs, config.batch_size
+    fields: dict[str, Any] = {}
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        np_state = np.random.get_state()
+        try:
+            model, _ = initial_model(config, data.info, device)
+            np.random.seed(config.seed)
+            if spec.adversarial:
+                classifier = _training_classifier(model, config, data.info, sgd=spec.defense == "adv-fgsm-rs")
+                trainer = _adversarial_trainer(spec, classifier, batch_size)
+                fields["art_trainer"] = type(trainer).__name__
+                options = {}
+                if spec.defense != "adv-fgsm-rs":  # one classifier.fit per batch: the scheduler steps per batch
+                    steps = epochs * -(-len(x_np) // batch_size)
+                    options["scheduler"] = torch.optim.lr_scheduler.CosineAnnealingLR(classifier.optimizer, steps)
+                trainer.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs, **options)
+            else:
+                from art.defences.transformer.evasion import DefensiveDistillation
+
+                loss = _ProbabilityCrossEntropy()
+                probabilities = _Probabilities(model, spec.temperature)
+                teacher = _training_classifier(probabilities, config, data.info, loss=loss)
+                schedule = torch.optim.lr_scheduler.CosineAnnealingLR(teacher.optimizer, epochs)  # per epoch
+                teacher.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs, verbose=progress, scheduler=schedule)
+                model.eval()
+                fields["teacher_accuracy"] = trained_card(config, data, model)["accuracy"]
+                student, _ = initial_model(config, data.info, device)
+                student_classifier = _training_classifier(
+                    _Probabilities(student, spec.temperature), config, data.info, loss=loss
+                )
+                DefensiveDistillation(teacher, batch_size=batch_size, nb_epochs=epochs)(
+                    x_np, transformed_classifier=student_classifier
+                )
+                model, fields["art_trainer"] = student, "DefensiveDistillation"
+        finally:
+            np.random.set_state(np_state)
+    seconds = time.perf_counter() - start
+    model.eval()
+    card = trained_card(
+        config,
+        data,
+        model,
+        epochs_run=epochs,
+        best_epoch=epochs,
+        train_seconds=round(seconds, 2),
+        validation="none: ART's trainers neither validate nor stop early",
+        history=[],
+        **fields,
+    )
+    return model, card

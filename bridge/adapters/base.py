@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from importlib.metadata import PackageNotFoundError, version
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
-from bridge.defense_spec import DefenseSpec
+from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
 from bridge.errors import UnsupportedAttackError, UnsupportedDefenseError
 from bridge.spec import AttackSpec
+
+if TYPE_CHECKING:
+    from zoo.training import TrainConfig
 
 
 class Adapter(ABC):
@@ -67,6 +71,32 @@ class Adapter(ABC):
         if reason is not None:
             raise UnsupportedDefenseError(f"{self.name} cannot build {spec.describe()} ({backward} backward): {reason}")
         return self._build_defense(spec, backward)
+
+    def training_unsupported_reason(self, spec: TrainingDefenseSpec, config: TrainConfig) -> str | None:
+        """Why this library cannot train a resolved ``spec`` with a resolved ``config``, or ``None``."""
+        return self.no_defenses or f"{self.name} has no {spec.defense} trainer"
+
+    def _train_defense(
+        self, config: TrainConfig, spec: TrainingDefenseSpec, *, progress: bool, device: str | torch.device
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        raise NotImplementedError
+
+    def train_defense(
+        self,
+        config: TrainConfig,
+        spec: TrainingDefenseSpec,
+        *,
+        progress: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The library's training of the resolved ``config`` with the resolved training-time ``spec`` (not
+        cached: :func:`defenses.trainer.train_defended` caches). Returns ``(model, card)``, the model on
+        [0, 1] → logits (deployed at T = 1 for distillation), in eval mode; the card as
+        :func:`zoo.training.train` writes it. Raises :class:`UnsupportedDefenseError` with the reason."""
+        reason = self.training_unsupported_reason(spec, config)
+        if reason is not None:
+            raise UnsupportedDefenseError(f"{self.name} cannot train {spec.describe()}: {reason}")
+        return self._train_defense(config, spec, progress=progress, device=device)
 
 
 def describe(spec: AttackSpec) -> str:

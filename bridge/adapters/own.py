@@ -6,14 +6,18 @@ are arguments of :func:`own_attacks.deepfool`, used by the agreement tests.
 
 Defenses: every squeezer of :mod:`defenses.preprocessor` with either backward pass, and the
 feature-squeezing detector (its squeezers; :class:`defenses.detector.SqueezeDetector` puts them together).
+Training-time defenses: every :class:`~bridge.defense_spec.TrainingDefenseSpec`, by :mod:`defenses.trainer`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
 from bridge.adapters.base import Adapter
-from bridge.defense_spec import DefenseSpec
+from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
 from bridge.spec import AttackSpec
 from own_attacks import ddn, deepfool, fgsm, pgd
 
@@ -70,3 +74,13 @@ class OwnAdapter(Adapter):
         if spec.detector:
             return nn.ModuleList([build_squeezer(s, backward) for s in spec.squeezer_specs()])
         return build_squeezer(spec, backward)
+
+    def training_unsupported_reason(self, spec: TrainingDefenseSpec, config) -> str | None:
+        return None
+
+    def _train_defense(
+        self, config, spec: TrainingDefenseSpec, *, progress: bool, device: str | torch.device
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        from defenses.trainer import train_own
+
+        return train_own(config, spec, progress=progress, device=device)

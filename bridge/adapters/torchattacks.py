@@ -20,6 +20,10 @@ Semantic differences:
   per step (x ← clip(x + (1+η)·r)) with r = |f|/‖w‖²·w and no 1e-4 term, so with η = 0.02 and
   clipping it can stop exactly on the boundary; misclassified inputs come back unchanged;
 - no DDN.
+- AutoAttack (:meth:`TorchattacksAdapter.autoattack`, used by ``defend`` against adversarial training):
+  ``AutoAttack(version="standard")`` = APGD-CE, APGD-T, FAB-T (multi-targeted) and Square (5,000 queries),
+  one restart each, each attack run only on the samples the previous ones left correct (``MultiAttack``);
+  ``n_classes`` must be given (its default is 10).
 """
 
 from __future__ import annotations
@@ -61,3 +65,20 @@ class TorchattacksAdapter(Adapter):
         if spec.targeted:
             attack.set_mode_targeted_by_label(quiet=True)
         return attack(x, y)
+
+    def autoattack(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float, num_classes: int, seed: int = 0
+    ) -> Tensor:
+        """torchattacks' standard AutoAttack (Croce & Hein 2020) at ``norm`` ("Linf" or "L2") and ``eps``; the
+        model in eval mode meanwhile, its mode restored."""
+        import torchattacks
+
+        was_training = model.training
+        model.eval()
+        try:
+            attack = torchattacks.AutoAttack(
+                model, norm=norm, eps=eps, version="standard", n_classes=num_classes, seed=seed
+            )
+            return attack(x, y).detach().to(dtype=x.dtype)
+        finally:
+            model.train(was_training)

@@ -6,7 +6,7 @@
 
 from defenses.trainer.adversarial import adversarial_examples, adversarial_objective, adversarial_validation
 from defenses.trainer.distillation import distillation_objective, temperature_objective
-from defenses.trainer.train import train_defended
+from defenses.trainer.train import defense_key, teacher, train_defended, train_own
 
 __all__ = [
     "adversarial_examples",
@@ -14,5 +14,8 @@ __all__ = [
     "adversarial_validation",
     "distillation_objective",
     "temperature_objective",
+    "defense_key",
+    "teacher",
     "train_defended",
+    "train_own",
 ]

@@ -1,4 +1,4 @@
-"""Train (or take from the cache) a classifier with a training-time defense."""
+"""Train (or take from the cache) a classifier with a training-time defense, by any library's trainer."""
 
 from __future__ import annotations
 
@@ -7,48 +7,79 @@ from typing import Any
 import torch
 from torch import nn
 
+from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
+from bridge.errors import UnsupportedDefenseError
 from defenses.trainer.adversarial import adversarial_objective, adversarial_validation
 from defenses.trainer.distillation import distillation_objective, temperature_objective
 from zoo.datasets import dataset_info
-from zoo.training import TrainConfig, get_or_train
+from zoo.training import TrainConfig, get_or_train, train
+
+
+def defense_key(spec: TrainingDefenseSpec, library: str) -> dict[str, Any]:
+    """What a resolved ``spec`` adds to the cache key and the card: the spec, and whose trainer unless ours."""
+    return spec.to_dict() if library == "own" else {**spec.to_dict(), "trainer": library}
+
+
+def teacher(
+    config: TrainConfig, temperature: float, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Distillation's teacher: the classifier of ``config`` trained at ``temperature`` (cached)."""
+    return get_or_train(
+        config,
+        progress=progress,
+        device=device,
+        objective=temperature_objective(temperature),
+        defense={"defense": "distill-teacher", "temperature": temperature},
+    )
+
+
+def train_own(
+    config: TrainConfig, spec: TrainingDefenseSpec, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Our training of a resolved ``config`` with a resolved ``spec`` (not cached; the teacher is).
+
+    Adversarial training early-stops on adversarial validation accuracy. Distillation first trains (or
+    takes from the cache) the teacher at the temperature, then the student on its soft labels; the
+    student's card names the teacher's weights (``teacher_sha256``) and test accuracy.
+    """
+    if spec.adversarial:
+        return train(
+            config,
+            progress=progress,
+            device=device,
+            objective=adversarial_objective(spec),
+            validate=adversarial_validation(spec),
+        )
+    model_t, card_t = teacher(config, spec.temperature, progress=progress, device=device)
+    model, card = train(
+        config, progress=progress, device=device, objective=distillation_objective(model_t, spec.temperature)
+    )
+    return model, {**card, "teacher_sha256": card_t["sha256"], "teacher_accuracy": card_t["accuracy"]}
 
 
 def train_defended(
     config: TrainConfig,
     spec: TrainingDefenseSpec,
     *,
+    library: str = "own",
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The classifier of ``config`` trained with ``spec`` (resolved for the dataset), cached under both.
-
-    Adversarial training early-stops on adversarial validation accuracy. Distillation first trains (or
-    takes from the cache) the teacher at the temperature, then the student on its soft labels; the card
-    of the student names the teacher's weights (``teacher_sha256``).
-    """
+    """The classifier of ``config`` trained with ``spec`` (resolved for the dataset) by ``library``'s trainer,
+    from the model cache when it is there; the resolved spec and the library are part of the cache key and
+    of the card. A library without that trainer raises :class:`~bridge.errors.UnsupportedDefenseError`."""
     family = dataset_info(config.dataset, config.data_root, config.image_size).family
     spec = spec.resolved(family)
-    if spec.adversarial:
-        return get_or_train(
-            config,
-            progress=progress,
-            device=device,
-            objective=adversarial_objective(spec),
-            validate=adversarial_validation(spec),
-            defense=spec.to_dict(),
-        )
-    teacher, teacher_card = get_or_train(
-        config,
-        progress=progress,
-        device=device,
-        objective=temperature_objective(spec.temperature),
-        defense={"defense": "distill-teacher", "temperature": spec.temperature},
-    )
+    adapter = get_adapter(library)
+    resolved = config.resolved()
+    reason = adapter.training_unsupported_reason(spec, resolved)
+    if reason is not None:  # before the cache is looked at
+        raise UnsupportedDefenseError(f"{library} cannot train {spec.describe()}: {reason}")
     return get_or_train(
-        config,
+        resolved,
         progress=progress,
         device=device,
-        objective=distillation_objective(teacher, spec.temperature),
-        defense={**spec.to_dict(), "teacher_sha256": teacher_card["sha256"]},
+        defense=defense_key(spec, library),
+        make=lambda cfg: adapter.train_defense(cfg, spec, progress=progress, device=device),
     )

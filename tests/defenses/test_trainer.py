@@ -89,7 +89,7 @@ def test_distilled_student_differs_from_its_teacher_and_saturates(test_digits, t
     student, card = train_defended(config, spec, progress=False)
     teacher_key = {"defense": "distill-teacher", "temperature": 100.0}  # cached by train_defended: not retrained
     teacher, teacher_card = get_or_train(config, progress=False, objective=_refuse, defense=teacher_key)
-    assert card["defense"]["teacher_sha256"] == teacher_card["sha256"]
+    assert card["teacher_sha256"] == teacher_card["sha256"]
     plain, _ = get_or_train(config, progress=False)
     with torch.no_grad():
         s, t, p = student(x), teacher(x), plain(x)

@@ -1,0 +1,167 @@
+"""Benchmark: one epoch of own adversarial training vs ART's trainer, and vs the floor of the passes it needs.
+
+    python -m experiments.benchmark_training [--dataset mnist-5k] [--n 2048] [--defense adv-pgd] [--steps 10]
+        [--batch-size 128] [--repeats 2] [--threads T] [--out results/benchmark-training]
+
+Both libraries train the same model (``advbridge_mnist_cnn``, the same seeded initial weights) for one
+epoch on the same ``--n`` training samples with the same batch size, attack steps, eps (the dataset's
+standard, 0.3 on MNIST), Adam learning rate and cosine schedule, without validation (``val_fraction=0``:
+ART's trainers do not validate), through :meth:`bridge.adapters.base.Adapter.train_defense`. The time is
+the trainer's own ``train_seconds`` (the training loop; the card's test evaluation is outside it).
+
+- ``floor_seconds``: the passes adversarial training needs, done as bare batched torch on the same batches:
+  per batch, ``steps`` forward + input-backward passes (the attack) and one forward + backward + Adam step;
+  ``vs_floor`` = seconds ÷ floor (1.0 = no overhead beyond those passes);
+- ``own_speedup`` = the library's seconds ÷ own seconds (ART row > 1: own is faster; 1.0 on the own row);
+  target ≥ 2 for ``adv-pgd``;
+- ``peak_mb``: peak resident memory above the level before the run (as :mod:`experiments.benchmark`).
+
+Each of ``--repeats`` rounds runs the floor and both trainers once, in a new random order; the best time
+of each is kept. Results go to ``<out>.csv`` / ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import random
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from bridge.adapters import get_adapter
+from bridge.defense_spec import TRAINING_DEFENSES, TrainingDefenseSpec
+from bridge.errors import InvalidParameterError, check_name
+from experiments.benchmark import peak_memory, reset_peak_memory
+from experiments.report import output_prefix, print_and_save, user_errors_exit_2
+from zoo.training import TrainConfig, initial_model, stack, training_data
+
+TARGET_SPEEDUP = 2.0
+LIBRARIES = ("own", "art")
+
+
+def floor_seconds(config: TrainConfig, spec: TrainingDefenseSpec) -> float:
+    """One epoch of the passes adversarial training needs, as bare torch on the same batches."""
+    data = training_data(config)
+    x_all, y_all = stack(data.train_ds, data.train_idx)
+    with torch.random.fork_rng(devices=[]):
+        model, _ = initial_model(config, data.info)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        start = time.perf_counter()
+        for i in range(0, len(x_all), config.batch_size):
+            x, y = x_all[i : i + config.batch_size], y_all[i : i + config.batch_size]
+            model.eval()
+            x_adv = x.clone()
+            for _ in range(spec.steps):
+                x_adv.requires_grad_(True)
+                (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+                x_adv = x_adv.detach() + spec.step_size * grad.sign()
+            model.train()
+            loss = F.cross_entropy(model(x_adv.detach()), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+
+def benchmark(config: TrainConfig, spec: TrainingDefenseSpec, repeats: int) -> pd.DataFrame:
+    device = torch.device("cpu")
+    best: dict[str, dict] = {}
+    for _ in range(repeats):
+        order = ["floor", *LIBRARIES]
+        random.shuffle(order)
+        for name in order:
+            before = reset_peak_memory(device)
+            if name == "floor":
+                seconds, accuracy = floor_seconds(config, spec), math.nan
+            else:
+                _, card = get_adapter(name).train_defense(config, spec, progress=False)
+                seconds, accuracy = card["train_seconds"], card["accuracy"]
+            peak = peak_memory(device) - before
+            old = best.get(name)
+            if old is None or seconds < old["seconds"]:
+                best[name] = {
+                    "seconds": seconds,
+                    "accuracy": accuracy,
+                    "peak_mb": max(peak, (old or {}).get("peak_mb", 0)),
+                }
+            else:
+                old["peak_mb"] = max(old["peak_mb"], peak)
+    n = min(config.max_train or math.inf, len(training_data(config).train_idx))
+    floor = best["floor"]["seconds"]
+    rows = []
+    for name in LIBRARIES:
+        b = best[name]
+        rows.append(
+            {
+                "library": name,
+                "trainer": "defenses.trainer" if name == "own" else _art_trainer_name(spec),
+                "seconds": b["seconds"],
+                "images_per_s": n / b["seconds"],
+                "own_speedup": b["seconds"] / best["own"]["seconds"],
+                "floor_seconds": floor,
+                "vs_floor": b["seconds"] / floor,
+                "peak_mb": b["peak_mb"],
+                "test_accuracy": b["accuracy"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _art_trainer_name(spec: TrainingDefenseSpec) -> str:
+    if spec.defense == "adv-pgd":
+        return "AdversarialTrainerMadryPGD" if spec.norm == "Linf" else "AdversarialTrainer(PGD L2)"
+    return {"adv-fgsm": "AdversarialTrainer(FGM)", "adv-fgsm-rs": "AdversarialTrainerFBFPyTorch"}.get(
+        spec.defense, "DefensiveDistillation"
+    )
+
+
+@user_errors_exit_2
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="mnist-5k")
+    parser.add_argument("--model", default="advbridge_mnist_cnn")
+    parser.add_argument("--n", type=int, default=2048, help="training samples (one epoch)")
+    parser.add_argument("--defense", default="adv-pgd")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default="results/benchmark-training")
+    args = parser.parse_args(argv)
+    check_name("training defense", args.defense, TRAINING_DEFENSES)
+    for name in ("n", "steps", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            raise InvalidParameterError(f"expected --{name.replace('_', '-')} >= 1, got {getattr(args, name)}")
+    out = output_prefix(args.out, "benchmark-training")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        dataset=args.dataset, model=args.model, epochs=1, max_train=args.n, val_fraction=0.0, batch_size=args.batch_size
+    ).resolved()
+    from zoo.datasets import dataset_info
+
+    family = dataset_info(config.dataset, config.data_root, config.image_size).family
+    steps = args.steps if args.defense == "adv-pgd" else None
+    spec = TrainingDefenseSpec(defense=args.defense, steps=steps).resolved(family)
+    random.seed(0)
+    table = benchmark(config, spec, args.repeats)
+    header = (
+        f"one epoch of {spec.describe()} training, {args.model} on {args.n} samples of {args.dataset}, batch size "
+        f"{args.batch_size}; best of {args.repeats}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    )
+    print_and_save(table, header, out)
+    speedup = float(table.loc[table["library"] == "art", "own_speedup"].iloc[0])
+    if args.defense == "adv-pgd":
+        met = "met" if speedup >= TARGET_SPEEDUP else "NOT met"
+        print(f"target own ≥ {TARGET_SPEEDUP:g}× ART: {met} ({speedup:.2f}×)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

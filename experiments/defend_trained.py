@@ -1,0 +1,170 @@
+"""``defend`` for training-time defenses (adversarial training, defensive distillation).
+
+Each library's trainer (``own``, ``art``) trains the defended model, or takes it from the model cache, with
+the undefended twin's config (dataset, model, seed, batch size...) and the defense's own budget; then
+:class:`~experiments.evaluation_trained.TrainedEvaluation` attacks the twin and every trained model. The
+tables and files are those of :func:`experiments.defend.run_defend`; the figure is robust accuracy per
+model and attack; the JSON has each model's card and the catastrophic-overfitting checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pandas as pd
+
+from bridge.adapters import LIBRARIES, get_adapter
+from bridge.defense_spec import TrainingDefenseSpec
+from bridge.errors import UnsupportedDefenseError, check_name
+from bridge.io import OutputPrefix, atomic_write, atomic_write_text
+from bridge.spec import AttackSpec
+from defenses.trainer import train_defended
+from experiments.defend import COLUMNS, format_table, markdown_header, results_table, run_info
+from experiments.evaluation_trained import UNDEFENDED, TrainedEvaluation
+from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
+from zoo.training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+TAILS = {"results": ".csv", "markdown": ".md", "metadata": ".json", "figure": ".png"}
+
+
+def check_training_libraries(
+    spec: TrainingDefenseSpec, config: TrainConfig, names: Sequence[str] | str | None = None
+) -> list[str]:
+    """Validated names of the libraries whose trainer runs the resolved ``spec`` (``own`` first); ``None`` =
+    every library that has it. A library named that cannot train it raises :class:`UnsupportedDefenseError`."""
+    config = config.resolved()
+
+    def reason(name: str) -> str | None:
+        return get_adapter(name).training_unsupported_reason(spec, config)
+
+    if names is None:
+        return [n for n in LIBRARIES if reason(n) is None]
+    names = [s.strip() for s in names.split(",")] if isinstance(names, str) else list(names)
+    names = [check_name("library", n, LIBRARIES) for n in names if n]
+    names = ["own"] + [n for n in names if n != "own"]
+    for name in names:
+        why = reason(name)
+        if why is not None:
+            having = ", ".join(n for n in LIBRARIES if reason(n) is None)
+            raise UnsupportedDefenseError(f"{name} cannot train {spec.describe()}: {why}; libraries that can: {having}")
+    return names
+
+
+def defended_config(
+    card: dict, *, from_undefended: bool = False, data_root: str | None = None, **overrides
+) -> TrainConfig:
+    """The training config of the defended models: the undefended twin's (from its card), with ``overrides``
+    (``epochs``, ``max_train``...: ``None`` keeps the twin's) and, with ``from_undefended``, starting from the
+    twin's weights (adversarial fine-tuning)."""
+    known = {f.name for f in fields(TrainConfig)}
+    twin = TrainConfig(**{k: v for k, v in card["config"].items() if k in known})
+    twin = replace(twin, data_root=data_root)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if from_undefended:
+        folder = checkpoint_dir(twin.dataset, twin.model, twin.cache_fields())
+        changes["weights"] = str(folder / WEIGHTS_FILE)
+    return replace(twin, **changes)
+
+
+def run_defend_trained(
+    spec: TrainingDefenseSpec,
+    attack: AttackSpec,
+    workload,
+    config: TrainConfig,
+    *,
+    attack_libraries: Sequence[str],
+    defense_libraries: Sequence[str] | None = None,
+    restarts: int = 10,
+    autoattack: bool = True,
+    out: str | Path | OutputPrefix | None = None,
+    show_progress: bool = False,
+) -> tuple[pd.DataFrame, dict, list[Path]]:
+    """Train (or take from the cache) the defended models of a resolved ``spec`` with ``config`` and
+    evaluate them and the workload's (undefended) model; returns (results, checks, paths written)."""
+    libraries = check_training_libraries(spec, config, defense_libraries)
+    prefix = None if out is None else OutputPrefix.of(out)
+    if prefix is not None:
+        prefix.check_writable()
+    defended, cards = {}, {}
+    for library in libraries:
+        model, card = train_defended(config, spec, library=library, progress=show_progress)
+        defended[library], cards[library] = model.to(workload.x.device).eval(), card
+    evaluation = TrainedEvaluation(
+        spec,
+        attack,
+        workload.model,
+        defended,
+        workload.x,
+        workload.y,
+        num_classes=workload.info.num_classes,
+        attack_libraries=attack_libraries,
+        restarts=restarts,
+        autoattack=autoattack,
+        show_progress=show_progress,
+    )
+    cells = evaluation.run()
+    table = results_table(cells, spec, attack, workload.context)
+    paths: list[Path] = []
+    if prefix is not None:
+        info = run_info(
+            spec,
+            attack,
+            workload,
+            prefix.files(list(TAILS.values())),
+            restarts=restarts,
+            autoattack=autoattack,
+            attack_libraries=list(attack_libraries),
+            defense_libraries=libraries,
+            undefended_card={k: v for k, v in workload.card.items() if k != "history"},
+            cards=cards,
+            checks=evaluation.checks,
+        )
+        header = markdown_header(info, spec, attack, workload)
+        models = "\n".join(
+            f"- {lib}: test accuracy {c['accuracy']:.4f}, {c.get('train_samples')} training samples, "
+            f"{c.get('epochs_run')} epochs, {c.get('train_seconds')} s ({c.get('art_trainer') or 'own trainer'})"
+            for lib, c in cards.items()
+        )
+        texts = {
+            "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
+            "markdown": header
+            + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
+            + f"\n\nTrained models:\n\n{models}\n",
+            "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
+        }
+        paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
+        paths.append(save_accuracy_figure(table, spec, prefix.file(TAILS["figure"])))
+        log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return table, evaluation.checks, paths
+
+
+def save_accuracy_figure(table: pd.DataFrame, spec: TrainingDefenseSpec, path: Path) -> Path:
+    """Robust accuracy of each model (undefended twin and each library's) under each attack and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = table[(table["status"] == "ok") & table["robust_acc"].notna()].copy()
+    ok["row"] = ok["mode"] + ": " + ok["attack"] + " [" + ok["attack_library"].replace("", "-") + "]"
+    pivot = ok.pivot_table(index="row", columns="defense_library", values="robust_acc", sort=False)
+    order = [c for c in [UNDEFENDED, *LIBRARIES] if c in pivot.columns]
+    pivot = pivot[order]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(pivot) * len(order) / 2 + 1.5))
+    pivot.plot.barh(ax=ax, width=0.8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy of the model (clean and under attack)")
+    ax.set_ylabel("")
+    ax.set_title(f"{spec.describe()}\nthe undefended twin and each library's trained model", fontsize=9)
+    ax.legend(title="model", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path

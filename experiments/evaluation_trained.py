@@ -1,0 +1,280 @@
+"""The evaluation of a training-time defense: each library's trained model, its undefended twin, and attacks
+that gradient masking cannot fool.
+
+For the undefended twin (``defense_library`` ``undefended``) and each trained model it runs, with the
+``mode`` column of :mod:`experiments.defend`:
+
+- ``none``: clean accuracy;
+- ``transfer`` (trained models only): the attack computed on the undefended twin by each attack library;
+- ``white-box``: the attack (cross-entropy for FGSM/PGD) on the model itself, by each attack library;
+- ``adaptive`` (own attacks, and torchattacks' AutoAttack):
+
+  - budget attacks (FGSM/PGD): PGD on the margin loss (Carlini & Wagner 2017, f₆) from ``restarts`` random
+    starts, a sample counting as broken if any restart breaks it;
+  - adversarial training: AutoAttack (Croce & Hein 2020: APGD-CE, APGD-T, FAB-T, Square), through the
+    torchattacks adapter; for FGSM training also FGSM itself, for the catastrophic-overfitting check
+    (Wong et al. 2020, Sec. 5: FGSM accuracy far above PGD accuracy means the model learned to mask FGSM);
+  - distillation: PGD on the cross-entropy of z/T (undoing the temperature, Carlini & Wagner 2016) and
+    DeepFool, which works on logits (counted within the budget when the attack has one);
+
+- ``worst-case``: per sample, over every attacked row of that model.
+
+References:
+    Carlini, Wagner. Towards Evaluating the Robustness of Neural Networks. S&P 2017.
+    https://arxiv.org/abs/1608.04644
+    Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks. ICML 2020. https://arxiv.org/abs/2003.01690
+    Wong, Rice, Kolter. Fast is better than free. ICLR 2020. https://arxiv.org/abs/2001.03994
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bridge.adapters import get_adapter
+from bridge.defense_spec import TrainingDefenseSpec
+from bridge.runner import predict, run_attack, warm_up
+from bridge.spec import AttackSpec, Norm
+from experiments.adaptive import margin
+from experiments.evaluation import Cell, worst_case, zero_gradient_share
+from own_attacks import deepfool, fgsm, pgd
+
+#: ``defense_library`` of the undefended twin's rows.
+UNDEFENDED = "undefended"
+#: FGSM accuracy this far above PGD accuracy flags catastrophic overfitting.
+OVERFITTING_GAP = 0.1
+#: PGD steps of the adaptive attacks when the attack itself is a single step (FGSM).
+ADAPTIVE_STEPS = 40
+
+
+def pgd_restarts(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    restarts: int,
+    objective: Callable[[Tensor, Tensor], Tensor],
+    seed: int = 0,
+) -> Tensor:
+    """PGD ascending ``objective(x_adv, y)`` from ``restarts`` random starts (seeds ``seed``, ``seed + 1``...);
+    each sample keeps the first restart that misclassifies it (its last restart's iterate if none does)."""
+
+    def misclassified(x_adv: Tensor, labels: Tensor) -> Tensor:
+        return model(x_adv).argmax(1) != labels
+
+    best, found = None, torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for restart in range(restarts):
+        generator = torch.Generator(device=x.device).manual_seed(seed + restart)
+        x_r = pgd(
+            model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=True,
+            generator=generator, loss=objective, success=misclassified,
+        )  # fmt: skip
+        with torch.no_grad():
+            now = misclassified(x_r, y) & ~found
+        best = x_r if best is None else torch.where(now.view(-1, *[1] * (x.dim() - 1)), x_r, best)
+        found |= now
+        if found.all():
+            break
+    return best
+
+
+def margin_objective(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda x, y: margin(model(x), y)
+
+
+def scaled_cross_entropy(model: nn.Module, temperature: float) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda x, y: F.cross_entropy(model(x) / temperature, y, reduction="none")
+
+
+class TrainedEvaluation:
+    """The cells of one ``defend`` run of a training-time defense."""
+
+    def __init__(
+        self,
+        spec: TrainingDefenseSpec,
+        attack: AttackSpec,
+        undefended: nn.Module,
+        defended: dict[str, nn.Module | str],
+        x: Tensor,
+        y: Tensor,
+        *,
+        num_classes: int,
+        attack_libraries: Sequence[str],
+        restarts: int = 10,
+        autoattack: bool = True,
+        show_progress: bool = False,
+    ) -> None:
+        self.spec, self.attack, self.undefended, self.defended = spec, attack, undefended, dict(defended)
+        self.x, self.y, self.num_classes = x, y, num_classes
+        self.attack_libraries, self.restarts, self.autoattack = list(attack_libraries), restarts, autoattack
+        self.show_progress = show_progress
+        self.cells: list[Cell] = []
+        self.transfer: dict = {}
+        self.checks: dict[str, dict] = {}
+
+    @property
+    def budget(self) -> bool:
+        return not self.attack.minimal
+
+    def transfer_result(self, library: str):
+        if library not in self.transfer:
+            self.transfer[library] = run_attack(
+                library, self.undefended, self.x, self.y, self.attack, num_classes=self.num_classes
+            )
+        return self.transfer[library]
+
+    def _fill(self, cell: Cell, model: nn.Module, clean_ok: Tensor, x_adv: Tensor, within_budget: bool) -> None:
+        """Per-sample outcome of ``x_adv`` on ``model``: fooled (within the attack's budget when asked)."""
+        y = self.y.cpu()
+        x_adv = x_adv.detach().cpu()
+        delta = (x_adv - self.x.cpu()).flatten(1)
+        l2, linf = delta.norm(dim=1), delta.abs().amax(1)
+        wrong = predict(model, x_adv.to(self.x.device)).cpu() != y
+        fooled = clean_ok & wrong
+        if within_budget and self.budget:
+            size = linf if self.attack.norm is Norm.LINF else l2
+            unbounded = float(fooled.sum() / clean_ok.sum().clamp_min(1))
+            fooled = fooled & (size <= self.attack.eps * (1 + 1e-6))
+            cell.reason = f"{cell.reason}; {unbounded:.3f} success unbounded, counted at eps {self.attack.eps:.4g}"
+        cell.clean_ok, cell.fooled, cell.robust = clean_ok, fooled, clean_ok & ~fooled
+        cell.x_adv, cell.norms = x_adv, (l2, linf)
+
+    # ------------------------------------------------------------------ one model
+    def run_model(self, library: str, model: nn.Module, bar) -> None:
+        y = self.y.cpu()
+        clean_ok = predict(model, self.x).cpu() == y
+        self.cells.append(Cell(library, "none", "", clean_ok=clean_ok, robust=clean_ok))
+        ce_zero = zero_gradient_share(lambda x, t: F.cross_entropy(model(x), t, reduction="none"), self.x, self.y)
+        for mode in ("transfer", "white-box") if library != UNDEFENDED else ("white-box",):
+            for attack_library in self.attack_libraries:
+                bar.update()
+                cell = Cell(library, mode, attack_library, zero_grad_share=ce_zero)
+                self.cells.append(cell)
+                if mode == "transfer":
+                    result = self.transfer_result(attack_library)
+                else:
+                    result = run_attack(
+                        attack_library, model, self.x, self.y, self.attack, num_classes=self.num_classes
+                    )
+                if result.status != "ok":
+                    cell.status, cell.reason = result.status, result.reason
+                    continue
+                if mode == "transfer":
+                    success = float(result.success[result.clean_correct].float().mean())
+                    cell.reason = f"attack on the undefended model ({success:.3f} success there)"
+                self._fill(cell, model, clean_ok, result.x_adv, within_budget=False)
+        for name, run, zero in self.adaptive_attacks(model):
+            bar.update()
+            attack_library = "torchattacks" if name.startswith("autoattack") else "own"
+            cell = Cell(library, "adaptive", attack_library, zero_grad_share=zero)
+            cell.attack, cell.reason = name, ""
+            self.cells.append(cell)
+            try:
+                x_adv = run()
+            except Exception as exc:  # a library's failure is a row, as in the runner
+                cell.status, cell.reason = "error", f"{type(exc).__name__}: {exc}"
+                continue
+            self._fill(cell, model, clean_ok, x_adv, within_budget=name.startswith("deepfool"))
+            cell.reason = cell.reason.lstrip("; ")
+        if library != UNDEFENDED:
+            self.overfitting_check(library)
+
+    def adaptive_attacks(self, model: nn.Module):
+        """``(name, run, zero_grad_share)`` of the adaptive attacks for this defense and attack."""
+        a, x, y = self.attack, self.x, self.y
+        distill = not self.spec.adversarial
+        attacks = []
+        if self.budget:
+            steps = a.steps if a.attack == "pgd" else ADAPTIVE_STEPS
+            step_size = a.effective_step_size if a.attack == "pgd" else 2.5 * a.eps / steps
+            budget = {"eps": a.eps, "norm": a.norm.value, "steps": steps, "step_size": step_size, "seed": a.seed}
+            objective = margin_objective(model)
+            attacks.append(
+                (
+                    f"pgd-margin ({self.restarts} restarts × {steps} steps)",
+                    lambda: pgd_restarts(model, x, y, restarts=self.restarts, objective=objective, **budget),
+                    zero_gradient_share(objective, x, y),
+                )
+            )
+            if distill:
+                scaled = scaled_cross_entropy(model, self.spec.temperature)
+                attacks.append(
+                    (
+                        f"pgd-ce(z/T), T={self.spec.temperature:g}",
+                        lambda: pgd_restarts(model, x, y, restarts=1, objective=scaled, **budget),
+                        zero_gradient_share(scaled, x, y),
+                    )
+                )
+            elif self.autoattack:
+                attacks.append(
+                    (
+                        "autoattack (standard)",
+                        lambda: get_adapter("torchattacks").autoattack(
+                            model, x, y, norm=a.norm.value, eps=a.eps, num_classes=self.num_classes, seed=a.seed
+                        ),
+                        math.nan,
+                    )
+                )
+            if self.spec.defense in ("adv-fgsm", "adv-fgsm-rs") and a.attack != "fgsm":
+                attacks.append(("fgsm", lambda: fgsm(model, x, y, eps=a.eps), math.nan))
+        if distill or not self.budget:
+            norm = "Linf" if self.budget and a.norm is Norm.LINF else "L2"
+            attacks.append(
+                (
+                    f"deepfool ({norm}, logits)",
+                    lambda: deepfool(model, x, y, norm=norm, steps=50, overshoot=0.02),
+                    math.nan,
+                )
+            )
+        return attacks
+
+    def overfitting_check(self, library: str) -> None:
+        """Catastrophic overfitting (FGSM training): FGSM accuracy against the adaptive PGD accuracy."""
+        rows = {c.attack: c for c in self.cells if c.defense_library == library and c.mode == "adaptive"}
+        fgsm_cell = rows.get("fgsm") or next(
+            (c for c in self.cells if c.defense_library == library and c.mode == "white-box" and
+             self.attack.attack == "fgsm" and c.attack_library == "own"), None,
+        )  # fmt: skip
+        pgd_cell = next((c for name, c in rows.items() if name.startswith("pgd-margin")), None)
+        if fgsm_cell is None or pgd_cell is None or fgsm_cell.robust is None or pgd_cell.robust is None:
+            return
+        fgsm_acc, pgd_acc = float(fgsm_cell.robust.double().mean()), float(pgd_cell.robust.double().mean())
+        gap = fgsm_acc - pgd_acc
+        flagged = gap > OVERFITTING_GAP
+        self.checks[library] = {
+            "catastrophic_overfitting": flagged,
+            "fgsm_acc": fgsm_acc,
+            "pgd_acc": pgd_acc,
+            "gap": gap,
+            "threshold": OVERFITTING_GAP,
+        }
+        verdict = "catastrophic overfitting" if flagged else "no catastrophic overfitting"
+        pgd_cell.reason = f"{pgd_cell.reason}; {verdict}: FGSM acc {fgsm_acc:.3f} vs PGD {pgd_acc:.3f}".lstrip("; ")
+
+    # ------------------------------------------------------------------ all of it
+    def run(self) -> list[Cell]:
+        warm_up(self.undefended, self.x, self.y)
+        models = {UNDEFENDED: self.undefended, **self.defended}
+        per_model = 2 * len(self.attack_libraries) + len(self.adaptive_attacks(self.undefended))
+        with tqdm(total=per_model * len(models), disable=not self.show_progress, desc=f"defend {self.spec.defense}",
+                  unit="cell") as bar:  # fmt: skip
+            for library, model in models.items():
+                if isinstance(model, str):
+                    self.cells.append(Cell(library, "none", "", status="unsupported", reason=model))
+                    continue
+                self.run_model(library, model, bar)
+        for library in dict.fromkeys(c.defense_library for c in self.cells):
+            if any(c.defense_library == library and c.robust is not None for c in self.cells):
+                self.cells.append(worst_case(self.cells, library))
+                self.cells[-1].attack = "all"
+        return self.cells
