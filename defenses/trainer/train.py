@@ -39,7 +39,8 @@ def train_own(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Our training of a resolved ``config`` with a resolved ``spec`` (not cached; the teacher is).
 
-    Adversarial training early-stops on adversarial validation accuracy. Distillation first trains (or
+    Adversarial training runs channels-last (its cost is the attack's convolutions) and early-stops on
+    adversarial validation accuracy. Distillation first trains (or
     takes from the cache) the teacher at the temperature, then the student on its soft labels; the
     student's card names the teacher's weights (``teacher_sha256``) and test accuracy.
     """
@@ -50,6 +51,7 @@ def train_own(
             device=device,
             objective=adversarial_objective(spec),
             validate=adversarial_validation(spec),
+            channels_last=True,
         )
     model_t, card_t = teacher(config, spec.temperature, progress=progress, device=device)
     model, card = train(

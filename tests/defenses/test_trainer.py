@@ -129,6 +129,8 @@ def test_bad_training_defense_is_one_line(fields, message, error):
         (["--defense", "adv-fgsm", "--ratio", "2"], "expected ratio in (0, 1]"),
         (["--defense", "adv-pgd", "--eps", "0"], "expected eps > 0"),
         (["--defense", "adv-pgd", "--norm", "L3"], "unknown norm 'L3'"),
+        (["--defense", "adv-pgd", "--library", "foolbox"], "foolbox cannot train adv-pgd"),
+        (["--defense", "adv-pgd", "--library", "artt"], "unknown library 'artt'; did you mean 'art'"),
     ],
 )
 def test_cli_train_bad_defense_exits_2(extra, message, capsys):
