@@ -135,7 +135,8 @@ def augment_batch(x: Tensor, pad: int = 4) -> Tensor:
     return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
 
 
-def _batches(ds: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def batches(ds: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The samples ``indices`` of ``ds`` in batches of ``batch_size``, in that order, as tensors."""
     if isinstance(ds, TensorImages):
         for start in range(0, len(indices), batch_size):
             yield ds.tensors(indices[start : start + batch_size])
@@ -152,7 +153,7 @@ def evaluate(model: nn.Module, ds: Dataset, indices: Tensor | None = None, batch
     device = next(model.parameters()).device
     indices = torch.arange(len(ds)) if indices is None else indices
     correct = 0
-    for x, y in _batches(ds, indices, batch_size):
+    for x, y in batches(ds, indices, batch_size):
         correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
     return correct / max(len(indices), 1)
 
@@ -231,7 +232,7 @@ def train(
             order = train_idx[torch.randperm(len(train_idx), generator=gen)]
             total_loss, seen, counts = 0.0, 0, {}
             bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress)
-            for x, y in _batches(train_ds, order, cfg.batch_size):
+            for x, y in batches(train_ds, order, cfg.batch_size):
                 x, y = x.to(device), y.to(device)
                 if cfg.augment:
                     x = augment_batch(x)
@@ -354,7 +355,7 @@ def trained_card(cfg: TrainConfig, data: TrainingData, model: nn.Module, **field
 
 def stack(ds: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
     """The samples ``indices`` of ``ds`` as two tensors (images, labels)."""
-    parts = list(_batches(ds, indices, 500))
+    parts = list(batches(ds, indices, 500))
     return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 

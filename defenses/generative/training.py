@@ -1,0 +1,202 @@
+"""Training and caching the generative models, like the classifiers (:mod:`zoo.training`): a seeded
+train/validation split, Adam, tqdm per epoch with the loss terms, validation loss per epoch, early
+stopping keeping the best weights, a checkpoint and card in the model cache keyed by the config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from bridge.errors import CheckpointError, InvalidParameterError, check_name
+from defenses.generative.models import GENERATORS, ConvGenerator
+from zoo.checkpoints import CARD_FILE, checkpoint_dir, load_checkpoint, save_checkpoint
+from zoo.training import batches, stack, training_data
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything that determines a trained generator (its cache key; ``data_root`` excepted).
+
+    Args:
+        dataset: a dataset name (see :data:`zoo.datasets.DATASETS`).
+        generator: ``"ae"``, ``"vae"`` or ``"cvae"``.
+        latent_dim: size of the code (≥ 1).
+        beta: weight of the KL term (VAE, CVAE; ≥ 0).
+        epochs, lr, batch_size, seed, patience, val_fraction, max_train, image_size, data_root: as
+            :class:`zoo.training.TrainConfig`.
+    """
+
+    dataset: str
+    generator: str = "vae"
+    latent_dim: int = 16
+    beta: float = 1.0
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+    patience: int = 3
+    val_fraction: float = 0.1
+    max_train: int | None = None
+    image_size: int | None = None
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name("generator", self.generator, GENERATORS)
+        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            raise InvalidParameterError(f"expected latent_dim >= 1 (an integer), got {self.latent_dim!r}")
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0:
+            raise InvalidParameterError(f"expected beta >= 0, got {self.beta!r}")
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidParameterError(f"expected {name} >= 1 (an integer), got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise InvalidParameterError(f"expected lr > 0, got {self.lr!r}")
+
+    def cache_fields(self) -> dict[str, Any]:
+        fields = asdict(self)
+        del fields["data_root"]
+        if self.generator == "ae":
+            fields["beta"] = None  # unused: the same autoencoder whatever beta says
+        return {**fields, "cache_format": CACHE_FORMAT}
+
+
+def _build(cfg: GeneratorConfig, info) -> ConvGenerator:
+    return ConvGenerator(cfg.generator, info.in_chans, info.image_size, cfg.latent_dim, num_classes=info.num_classes)
+
+
+@torch.no_grad()
+def validation_loss(generator: ConvGenerator, x: Tensor, y: Tensor, beta: float) -> float:
+    """The loss on held-out images with the posterior mean as the code (deterministic)."""
+    generator.eval()
+    total = 0.0
+    for start in range(0, len(x), 500):
+        xb, yb = x[start : start + 500], y[start : start + 500]
+        recon = generator(xb, yb if generator.conditional else None)
+        total += float((recon - xb).pow(2).flatten(1).sum(1).sum())
+    return total / max(len(x), 1)
+
+
+def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str | torch.device = "cpu"):
+    """Train a generator as ``cfg`` says; returns ``(generator in eval mode, card)``."""
+    data = training_data(cfg)
+    info = data.info
+    gen = torch.Generator().manual_seed(cfg.seed)
+    gen.set_state(data.generator_state)
+    val_x, val_y = (t.to(device) for t in stack(data.train_ds, data.val_idx)) if len(data.val_idx) else (None, None)
+    start = time.perf_counter()
+    history, best, best_epoch, best_state, epoch = [], float("inf"), 0, None, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = _build(cfg, info).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            order = data.train_idx[torch.randperm(len(data.train_idx), generator=gen)]
+            sums, seen = {}, 0
+            bar = tqdm(
+                total=len(order), desc=f"{cfg.generator} epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress
+            )
+            for x, y in batches(data.train_ds, order, cfg.batch_size):
+                x, y = x.to(device), y.to(device)
+                loss, terms = model.loss(x, y if model.conditional else None, beta=cfg.beta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(x)
+                for key, value in {"loss": float(loss), **terms}.items():
+                    sums[key] = sums.get(key, 0.0) + value * len(x)
+                bar.update(len(x))
+                bar.set_postfix({k: f"{v / seen:.2f}" for k, v in sums.items()})
+            bar.close()
+            history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()}})
+            if val_x is None:
+                continue
+            val = validation_loss(model, val_x, val_y, cfg.beta)
+            history[-1]["val_reconstruction"] = val
+            if val <= best:
+                best, best_epoch = val, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            logger.info(
+                "%s epoch %d: train loss %.3f, val reconstruction %.3f", cfg.generator, epoch, history[-1]["loss"], val
+            )
+            if epoch - best_epoch >= cfg.patience:
+                logger.info("early stop: no better validation reconstruction for %d epochs", cfg.patience)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    test_x, test_y = stack(data.test_ds, torch.arange(len(data.test_ds)))
+    card = {
+        "kind": "generator",
+        "dataset": cfg.dataset,
+        "model": cfg.generator,
+        "generator": cfg.generator,
+        "in_chans": info.in_chans,
+        "image_size": info.image_size,
+        "num_classes": info.num_classes,
+        "latent_dim": cfg.latent_dim,
+        "val_reconstruction": best if val_x is not None else None,
+        "test_reconstruction": validation_loss(model, test_x.to(device), test_y.to(device), cfg.beta),
+        "epochs_run": epoch,
+        "best_epoch": best_epoch or epoch,
+        "train_samples": len(data.train_idx),
+        "train_seconds": round(time.perf_counter() - start, 2),
+        "history": history,
+        "config": asdict(cfg),
+    }
+    return model, card
+
+
+def load_generator(folder) -> tuple[ConvGenerator, dict[str, Any]]:
+    """The generator saved in a checkpoint folder (weights verified against its card), in eval mode."""
+    state, card = load_checkpoint(folder)
+    if card.get("kind") != "generator":
+        raise CheckpointError(f"expected a generator checkpoint in {folder}, got a {card.get('kind', 'classifier')}")
+    cfg = card["config"]
+    model = ConvGenerator(
+        card["generator"], card["in_chans"], card["image_size"], cfg["latent_dim"], card["num_classes"]
+    )
+    model.load_state_dict(state)
+    return model.eval(), card
+
+
+def get_or_train_generator(
+    cfg: GeneratorConfig, *, progress: bool = True, device: str | torch.device = "cpu"
+) -> tuple[ConvGenerator, dict[str, Any]]:
+    """The cached generator of ``cfg`` if there is a valid one, else train it and cache it."""
+    folder = checkpoint_dir(cfg.dataset, f"generator-{cfg.generator}", cfg.cache_fields())
+    if (folder / CARD_FILE).is_file():
+        try:
+            model, card = load_generator(folder)
+        except (CheckpointError, KeyError, RuntimeError) as exc:
+            logger.warning(
+                "cached generator %s is unusable (%s: %s); training it again", folder, type(exc).__name__, exc
+            )
+        else:
+            return model.to(device), card
+    model, card = train_generator(cfg, progress=progress, device=device)
+    card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
+    return model, card
+
+
+def check_generator_for(card: dict[str, Any], dataset: str, in_chans: int, image_size: int) -> None:
+    """A generator trained on another dataset or image size is refused, naming both."""
+    if card.get("dataset") != dataset or card.get("image_size") != image_size or card.get("in_chans") != in_chans:
+        raise InvalidParameterError(
+            f"expected a generator for {dataset} ({in_chans}×{image_size}×{image_size}), got one trained on "
+            f"{card.get('dataset')!r} ({card.get('in_chans')}×{card.get('image_size')}×{card.get('image_size')})"
+        )
+
+
+__all__ = ["GeneratorConfig", "check_generator_for", "get_or_train_generator", "load_generator", "train_generator"]
