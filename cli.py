@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
     p.add_argument("--library", default="own", help="whose trainer runs the defense: own, art")
     p.add_argument("--max-train", type=int, default=None, help="train on at most this many samples")
+    p.add_argument("--generator", default=None, help="train a generative model instead: ae, vae, cvae")
+    p.add_argument("--latent-dim", type=int, default=16, help="generator: size of the code")
+    p.add_argument("--beta", type=float, default=1.0, help="generator: weight of the KL term (vae, cvae)")
     _add_common(p)
 
     p = sub.add_parser("list", help="print the attack x library matrix")
@@ -377,7 +380,32 @@ def _defend_trained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_generator(args: argparse.Namespace) -> int:
+    from defenses.generative import GeneratorConfig, get_or_train_generator
+    from zoo.checkpoints import checkpoint_dir
+
+    options = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed}
+    cfg = GeneratorConfig(
+        dataset=args.dataset,
+        generator=args.generator,
+        latent_dim=args.latent_dim,
+        beta=args.beta,
+        max_train=args.max_train,
+        data_root=args.data_root,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+    _, card = get_or_train_generator(cfg, progress=not args.quiet)
+    print(
+        f"{cfg.generator} on {cfg.dataset}: test reconstruction error {card['test_reconstruction']:.3f} "
+        f"(squared L2 per image), {card['epochs_run']} epochs"
+    )
+    print(f"checkpoint: {checkpoint_dir(cfg.dataset, f'generator-{cfg.generator}', cfg.cache_fields())}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.generator is not None:
+        return _train_generator(args)
     from experiments.workload import DEFAULT_MODELS
     from zoo.checkpoints import checkpoint_dir
     from zoo.datasets import dataset_info

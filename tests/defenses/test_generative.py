@@ -114,3 +114,19 @@ def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path
     )
     noise = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
     assert float((detector.scores(noise) > detector.scores(x)).double().mean()) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--generator", "gan"], "unknown generator 'gan'"),
+        (["--generator", "vae", "--latent-dim", "0"], "expected latent_dim >= 1"),
+        (["--generator", "cvae", "--beta", "-1"], "expected beta >= 0"),
+    ],
+)
+def test_cli_train_bad_generator_exits_2(extra, message, capsys):
+    from cli import main
+
+    assert main(["train", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
