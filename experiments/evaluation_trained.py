@@ -240,6 +240,8 @@ class TrainedEvaluation:
 
     def overfitting_check(self, library: str) -> None:
         """Catastrophic overfitting (FGSM training): FGSM accuracy against the adaptive PGD accuracy."""
+        if self.spec.defense not in ("adv-fgsm", "adv-fgsm-rs"):
+            return
         rows = {c.attack: c for c in self.cells if c.defense_library == library and c.mode == "adaptive"}
         fgsm_cell = rows.get("fgsm") or next(
             (c for c in self.cells if c.defense_library == library and c.mode == "white-box" and

@@ -174,6 +174,11 @@ def test_catastrophic_overfitting_is_flagged_when_fgsm_accuracy_is_far_above_pgd
     evaluation.cells[0].robust = torch.zeros(4, dtype=torch.bool)
     evaluation.overfitting_check("own")
     assert not evaluation.checks["own"]["catastrophic_overfitting"]
+    evaluation.cells[0].robust = torch.ones(4, dtype=torch.bool)
+    evaluation.checks.clear()
+    evaluation.spec = TrainingDefenseSpec(defense="distill").resolved("mnist")
+    evaluation.overfitting_check("own")
+    assert evaluation.checks == {}, "the check is for FGSM-trained models only"
 
 
 def test_autoattack_through_the_torchattacks_adapter(mnist_model, mnist_batch):
