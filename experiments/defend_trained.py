@@ -153,6 +153,8 @@ def save_accuracy_figure(table: pd.DataFrame, spec: TrainingDefenseSpec, path: P
 
     ok = table[(table["status"] == "ok") & table["robust_acc"].notna()].copy()
     ok["row"] = ok["mode"] + ": " + ok["attack"] + " [" + ok["attack_library"].replace("", "-") + "]"
+    modes = ["none", "transfer", "white-box", "adaptive", "worst-case"]
+    ok = ok.assign(order=ok["mode"].map(modes.index)).sort_values("order", kind="stable")
     pivot = ok.pivot_table(index="row", columns="defense_library", values="robust_acc", sort=False)
     order = [c for c in [UNDEFENDED, *LIBRARIES] if c in pivot.columns]
     pivot = pivot[order]
