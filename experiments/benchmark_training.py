@@ -10,8 +10,9 @@ ART's trainers do not validate), through :meth:`bridge.adapters.base.Adapter.tra
 the trainer's own ``train_seconds`` (the training loop; the card's test evaluation is outside it).
 
 - ``floor_seconds``: the passes adversarial training needs, done as bare batched torch on the same batches:
-  per batch, ``steps`` forward + input-backward passes (the attack) and one forward + backward + Adam step;
-  ``vs_floor`` = seconds ÷ floor (1.0 = no overhead beyond those passes);
+  per batch, ``steps`` forward + input-backward passes (the attack) and one forward + backward + Adam step,
+  in the default memory layout (the model as ART gets it); ``vs_floor`` = seconds ÷ floor (1.0 = no
+  overhead beyond those passes; ours runs channels-last, so it can be below 1);
 - ``own_speedup`` = the library's seconds ÷ own seconds (ART row > 1: own is faster; 1.0 on the own row);
   target ≥ 2 for ``adv-pgd``;
 - ``peak_mb``: peak resident memory above the level before the run (as :mod:`experiments.benchmark`).
