@@ -432,9 +432,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     resolved = config.resolved()
     key = resolved.cache_fields() if "defense" not in card else {**resolved.cache_fields(), "defense": card["defense"]}
-    print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, key)}")
     if card.get("train_seconds") is not None:
-        print(f"trained in {card['train_seconds']:.1f} s ({card.get('art_trainer') or 'own trainer'})")
+        print(f"its training took {card['train_seconds']:.1f} s ({card.get('art_trainer') or 'own trainer'})")
+    print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, key)}")
     return 0
 
 

@@ -114,7 +114,7 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
                 loss.backward()
                 optimizer.step()
                 seen += len(x)
-                for key, value in {"loss": float(loss), **terms}.items():
+                for key, value in {"loss": float(loss.detach()), **terms}.items():
                     sums[key] = sums.get(key, 0.0) + value * len(x)
                 bar.update(len(x))
                 bar.set_postfix({k: f"{v / seen:.2f}" for k, v in sums.items()})
