@@ -47,7 +47,7 @@ from own_attacks import deepfool, fgsm, pgd
 
 #: ``defense_library`` of the undefended twin's rows.
 UNDEFENDED = "undefended"
-#: FGSM accuracy this far above PGD accuracy flags catastrophic overfitting.
+#: Catastrophic overfitting: FGSM accuracy this far above PGD accuracy, and PGD accuracy below half of it.
 OVERFITTING_GAP = 0.1
 #: PGD steps of the adaptive attacks when the attack itself is a single step (FGSM).
 ADAPTIVE_STEPS = 40
@@ -252,7 +252,9 @@ class TrainedEvaluation:
             return
         fgsm_acc, pgd_acc = float(fgsm_cell.robust.double().mean()), float(pgd_cell.robust.double().mean())
         gap = fgsm_acc - pgd_acc
-        flagged = gap > OVERFITTING_GAP
+        # Wong et al.'s catastrophic overfitting: PGD accuracy collapses while FGSM accuracy stays high,
+        # not the ordinary gap between a single step and an iterative attack
+        flagged = gap > OVERFITTING_GAP and pgd_acc < fgsm_acc / 2
         self.checks[library] = {
             "catastrophic_overfitting": flagged,
             "fgsm_acc": fgsm_acc,

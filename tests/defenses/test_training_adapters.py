@@ -174,6 +174,11 @@ def test_catastrophic_overfitting_is_flagged_when_fgsm_accuracy_is_far_above_pgd
     evaluation.cells[0].robust = torch.zeros(4, dtype=torch.bool)
     evaluation.overfitting_check("own")
     assert not evaluation.checks["own"]["catastrophic_overfitting"]
+    # an ordinary gap (measured on ART's FBF model: FGSM 0.89, PGD 0.70) is not catastrophic overfitting
+    evaluation.cells[0].robust = torch.tensor([1, 1, 1, 1], dtype=torch.bool)
+    evaluation.cells[1].robust = torch.tensor([1, 1, 1, 0], dtype=torch.bool)
+    evaluation.overfitting_check("own")
+    assert evaluation.checks["own"]["gap"] == 0.25 and not evaluation.checks["own"]["catastrophic_overfitting"]
     evaluation.cells[0].robust = torch.ones(4, dtype=torch.bool)
     evaluation.checks.clear()
     evaluation.spec = TrainingDefenseSpec(defense="distill").resolved("mnist")
