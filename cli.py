@@ -332,7 +332,7 @@ def _defend_trained(args: argparse.Namespace) -> int:
     from bridge.io import OutputPrefix
     from experiments.compare import parse_libraries, results_prefix
     from experiments.defend import COLUMNS, format_table
-    from experiments.defend_trained import check_training_libraries, defended_config, run_defend_trained
+    from experiments.defend_trained import defended_config, run_defend_trained
     from zoo.datasets import dataset_info
 
     info = dataset_info(args.dataset, data_root=args.data_root)
@@ -355,7 +355,6 @@ def _defend_trained(args: argparse.Namespace) -> int:
         epochs=args.train_epochs,
         max_train=args.train_max,
     )
-    check_training_libraries(spec, config, args.defense_libraries)  # before anything is trained
     table, checks, paths = run_defend_trained(
         spec,
         attack,

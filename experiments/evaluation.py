@@ -75,11 +75,13 @@ def zero_gradient_share(objective, x: Tensor, y: Tensor) -> float:
     return float((grad.flatten(1).abs().amax(1) == 0).double().mean())
 
 
-def _cross_entropy(model: nn.Module):
+def cross_entropy_objective(model: nn.Module):
+    """The per-sample cross-entropy of ``model`` as an objective ``(x, y) -> (N,)``."""
     return lambda x, y: torch.nn.functional.cross_entropy(model(x), y, reduction="none")
 
 
-def _norms(x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+def perturbation_norms(x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample L2 and L∞ norms of ``x_adv − x`` (CPU)."""
     delta = (x_adv - x).flatten(1)
     return delta.norm(dim=1).cpu(), delta.abs().amax(1).cpu()
 
@@ -205,7 +207,9 @@ class Evaluation:
             defended = forward_only if mode == "transfer" else self.purifier(library, backward)
             attacked = self.classifier if mode == "transfer" else defended
             zero = (
-                math.nan if isinstance(attacked, str) else zero_gradient_share(_cross_entropy(attacked), self.x, self.y)
+                math.nan
+                if isinstance(attacked, str)
+                else zero_gradient_share(cross_entropy_objective(attacked), self.x, self.y)
             )
             for attack_library in self.attack_libraries:
                 bar.update()
@@ -259,7 +263,7 @@ class Evaluation:
         self.cells.append(none)
         for mode in ("transfer", "white-box", "adaptive"):
             if mode == "transfer":
-                attacked, zero = None, zero_gradient_share(_cross_entropy(self.classifier), self.x, self.y)
+                attacked, zero = None, zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
             else:
                 attacked = self.detector("exact" if mode == "white-box" else "bpda")
                 zero = zero_gradient_share(lambda x, t, d=attacked: d.score(x), self.x, self.y)
@@ -280,7 +284,7 @@ class Evaluation:
                         cell.status, cell.reason = "unsupported", reason
                         continue
                     x_adv = self.detector_aware(attacked).cpu()
-                    cell.norms = _norms(x_adv, self.x.cpu())
+                    cell.norms = perturbation_norms(x_adv, self.x.cpu())
                     gradients = "exact gradients of" if mode == "white-box" else "BPDA through"
                     cell.reason = f"detector-aware PGD, {gradients} the squeezers"
                 adv_scores = detector.scores(x_adv.to(self.x.device)).cpu()

@@ -42,8 +42,9 @@ from bridge.defense_spec import TrainingDefenseSpec
 from bridge.runner import predict, run_attack, warm_up
 from bridge.spec import AttackSpec, Norm
 from experiments.adaptive import margin
-from experiments.evaluation import Cell, worst_case, zero_gradient_share
+from experiments.evaluation import Cell, cross_entropy_objective, perturbation_norms, worst_case, zero_gradient_share
 from own_attacks import deepfool, fgsm, pgd
+from own_attacks._common import batch_view
 
 #: ``defense_library`` of the undefended twin's rows.
 UNDEFENDED = "undefended"
@@ -81,7 +82,7 @@ def pgd_restarts(
         )  # fmt: skip
         with torch.no_grad():
             now = misclassified(x_r, y) & ~found
-        best = x_r if best is None else torch.where(now.view(-1, *[1] * (x.dim() - 1)), x_r, best)
+        best = x_r if best is None else torch.where(batch_view(now, x_r), x_r, best)
         found |= now
         if found.all():
             break
@@ -137,8 +138,7 @@ class TrainedEvaluation:
         """Per-sample outcome of ``x_adv`` on ``model``: fooled (within the attack's budget when asked)."""
         y = self.y.cpu()
         x_adv = x_adv.detach().cpu()
-        delta = (x_adv - self.x.cpu()).flatten(1)
-        l2, linf = delta.norm(dim=1), delta.abs().amax(1)
+        l2, linf = perturbation_norms(x_adv, self.x.cpu())
         wrong = predict(model, x_adv.to(self.x.device)).cpu() != y
         fooled = clean_ok & wrong
         if within_budget and self.budget:
@@ -154,7 +154,7 @@ class TrainedEvaluation:
         y = self.y.cpu()
         clean_ok = predict(model, self.x).cpu() == y
         self.cells.append(Cell(library, "none", "", clean_ok=clean_ok, robust=clean_ok))
-        ce_zero = zero_gradient_share(lambda x, t: F.cross_entropy(model(x), t, reduction="none"), self.x, self.y)
+        ce_zero = zero_gradient_share(cross_entropy_objective(model), self.x, self.y)
         for mode in ("transfer", "white-box") if library != UNDEFENDED else ("white-box",):
             for attack_library in self.attack_libraries:
                 bar.update()
@@ -173,8 +173,9 @@ class TrainedEvaluation:
                     success = float(result.success[result.clean_correct].float().mean())
                     cell.reason = f"attack on the undefended model ({success:.3f} success there)"
                 self._fill(cell, model, clean_ok, result.x_adv, within_budget=False)
-        for name, run, zero in self.adaptive_attacks(model):
+        for name, run, objective in self.adaptive_attacks(model):
             bar.update()
+            zero = math.nan if objective is None else zero_gradient_share(objective, self.x, self.y)
             attack_library = "torchattacks" if name.startswith("autoattack") else "own"
             cell = Cell(library, "adaptive", attack_library, zero_grad_share=zero)
             cell.attack, cell.reason = name, ""
@@ -190,7 +191,8 @@ class TrainedEvaluation:
             self.overfitting_check(library)
 
     def adaptive_attacks(self, model: nn.Module):
-        """``(name, run, zero_grad_share)`` of the adaptive attacks for this defense and attack."""
+        """``(name, run, objective)`` of the adaptive attacks for this defense and attack; ``objective`` (the
+        ascended per-sample loss, for ``zero_grad_share``) is ``None`` for attacks without one of ours."""
         a, x, y = self.attack, self.x, self.y
         distill = not self.spec.adversarial
         attacks = []
@@ -203,7 +205,7 @@ class TrainedEvaluation:
                 (
                     f"pgd-margin ({self.restarts} restarts × {steps} steps)",
                     lambda: pgd_restarts(model, x, y, restarts=self.restarts, objective=objective, **budget),
-                    zero_gradient_share(objective, x, y),
+                    objective,
                 )
             )
             if distill:
@@ -212,7 +214,7 @@ class TrainedEvaluation:
                     (
                         f"pgd-ce(z/T), T={self.spec.temperature:g}",
                         lambda: pgd_restarts(model, x, y, restarts=1, objective=scaled, **budget),
-                        zero_gradient_share(scaled, x, y),
+                        scaled,
                     )
                 )
             elif self.autoattack:
@@ -222,18 +224,18 @@ class TrainedEvaluation:
                         lambda: get_adapter("torchattacks").autoattack(
                             model, x, y, norm=a.norm.value, eps=a.eps, num_classes=self.num_classes, seed=a.seed
                         ),
-                        math.nan,
+                        None,
                     )
                 )
             if self.spec.defense in ("adv-fgsm", "adv-fgsm-rs") and a.attack != "fgsm":
-                attacks.append(("fgsm", lambda: fgsm(model, x, y, eps=a.eps), math.nan))
+                attacks.append(("fgsm", lambda: fgsm(model, x, y, eps=a.eps), None))
         if distill or not self.budget:
             norm = "Linf" if self.budget and a.norm is Norm.LINF else "L2"
             attacks.append(
                 (
                     f"deepfool ({norm}, logits)",
                     lambda: deepfool(model, x, y, norm=norm, steps=50, overshoot=0.02),
-                    math.nan,
+                    None,
                 )
             )
         return attacks

@@ -207,8 +207,8 @@ def train(
     data = training_data(cfg)
     info, train_ds, train_idx, val_idx = data.info, data.train_ds, data.train_idx, data.val_idx
     n_val = len(val_idx)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    gen.set_state(data.generator_state)
+    gen = torch.Generator()
+    gen.set_state(data.generator_state)  # the seeded generator as the split left it: it shuffles the epochs
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         model, n_params = initial_model(cfg, info, device)

@@ -76,8 +76,8 @@ def _build(cfg: GeneratorConfig, info) -> ConvGenerator:
 
 
 @torch.no_grad()
-def validation_loss(generator: ConvGenerator, x: Tensor, y: Tensor, beta: float) -> float:
-    """The loss on held-out images with the posterior mean as the code (deterministic)."""
+def validation_loss(generator: ConvGenerator, x: Tensor, y: Tensor) -> float:
+    """The squared reconstruction error per image on held-out images, the posterior mean as the code."""
     generator.eval()
     total = 0.0
     for start in range(0, len(x), 500):
@@ -91,8 +91,8 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
     """Train a generator as ``cfg`` says; returns ``(generator in eval mode, card)``."""
     data = training_data(cfg)
     info = data.info
-    gen = torch.Generator().manual_seed(cfg.seed)
-    gen.set_state(data.generator_state)
+    gen = torch.Generator()
+    gen.set_state(data.generator_state)  # the seeded generator as the split left it
     val_x, val_y = (t.to(device) for t in stack(data.train_ds, data.val_idx)) if len(data.val_idx) else (None, None)
     start = time.perf_counter()
     history, best, best_epoch, best_state, epoch = [], float("inf"), 0, None, 0
@@ -122,7 +122,7 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
             history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()}})
             if val_x is None:
                 continue
-            val = validation_loss(model, val_x, val_y, cfg.beta)
+            val = validation_loss(model, val_x, val_y)
             history[-1]["val_reconstruction"] = val
             if val <= best:
                 best, best_epoch = val, epoch
@@ -147,7 +147,7 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
         "num_classes": info.num_classes,
         "latent_dim": cfg.latent_dim,
         "val_reconstruction": best if val_x is not None else None,
-        "test_reconstruction": validation_loss(model, test_x.to(device), test_y.to(device), cfg.beta),
+        "test_reconstruction": validation_loss(model, test_x.to(device), test_y.to(device)),
         "epochs_run": epoch,
         "best_epoch": best_epoch or epoch,
         "train_samples": len(data.train_idx),
