@@ -35,8 +35,22 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="start from a local checkpoint (.safetensors or state dict)")
     p.add_argument("--finetune", choices=("all", "head"), default=None, help="train the whole network or the head")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--optimizer", default=None, help="adam (default) or sgd (momentum 0.9)")
+    p.add_argument("--schedule", default=None, help="learning rate: cosine (default) or cyclic 0 -> lr -> 0")
+    p.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradient norms at this value")
+
+
+def _add_generator_options(p, epochs_flag: str | None = None, max_flag: str | None = None) -> None:
+    """The generator's options; under ``defend`` its epochs and sample cap have their own flags."""
+    p.add_argument("--latent-dim", type=int, default=None, help="generator: size of the code (default 16)")
+    p.add_argument("--beta", type=float, default=None, help="generator: weight of the KL term (vae, cvae; default 1)")
+    if epochs_flag:
+        p.add_argument(epochs_flag, dest="gen_epochs", type=int, default=None, help="generator epochs (default 10)")
+        p.add_argument(
+            max_flag, dest="gen_max_train", type=int, default=None, help="generator: at most this many images"
+        )
 
 
 def _add_attack_options(p: argparse.ArgumentParser) -> None:
@@ -79,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--defense",
         required=True,
-        help="bit-depth, median, resample, squeeze-detect; trained: adv-fgsm, adv-fgsm-rs, adv-pgd, distill",
+        help="bit-depth, median, resample, squeeze-detect; trained: adv-fgsm, adv-fgsm-rs, adv-pgd, distill; "
+        "generative: ae-purify, vae-purify, cvae-label, recon-detect",
     )
     _add_attack_options(p)
     p.add_argument("--bits", type=int, default=None, help="bit depth 1-8 (default: Xu et al.'s, 1 MNIST, 5 CIFAR)")
@@ -103,9 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
     g.add_argument("--train-epochs", type=int, default=None, help="epochs of the defended models (default: --epochs)")
     g.add_argument("--train-max", type=int, default=None, help="train the defended models on at most this many samples")
+    g.add_argument("--train-lr", type=float, default=None, help="defended models' peak learning rate")
+    g.add_argument("--train-optimizer", default=None, help="defended models' optimizer: adam or sgd")
+    g.add_argument("--train-schedule", default=None, help="defended models' schedule: cosine or cyclic")
+    g.add_argument("--train-clip-grad-norm", type=float, default=None, help="defended models' gradient clipping")
     g.add_argument("--from-undefended", action="store_true", help="start the defended models from the twin's weights")
     g.add_argument("--restarts", type=int, default=10, help="random restarts of the adaptive PGD (margin loss)")
     g.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack against adversarial training")
+    g = p.add_argument_group("generative defenses: ae-purify, vae-purify, cvae-label, recon-detect")
+    _add_generator_options(g, epochs_flag="--gen-epochs", max_flag="--gen-max-train")
+    g.add_argument("--sample", action="store_true", help="vae-purify: decode a draw from q(z|x) (random: EOT)")
+    g.add_argument("--eot", type=int, default=10, help="draws per gradient of the adaptive attack on a random defense")
+    g.add_argument("--refine-steps", type=int, default=0, help="cvae-label: Adam steps refining each class's code")
+    g.add_argument("--refine-lr", type=float, default=0.05, help="cvae-label: their step size")
     p.add_argument(
         "--out", default=None, help="output prefix (default: results/defend-<dataset>-<defense>-<attack>-<norm>)"
     )
@@ -125,8 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library", default="own", help="whose trainer runs the defense: own, art")
     p.add_argument("--max-train", type=int, default=None, help="train on at most this many samples")
     p.add_argument("--generator", default=None, help="train a generative model instead: ae, vae, cvae")
-    p.add_argument("--latent-dim", type=int, default=16, help="generator: size of the code")
-    p.add_argument("--beta", type=float, default=1.0, help="generator: weight of the KL term (vae, cvae)")
+    _add_generator_options(p)
     _add_common(p)
 
     p = sub.add_parser("list", help="print the attack x library matrix")
@@ -142,6 +166,9 @@ def _train_options(args: argparse.Namespace) -> dict:
         "pretrained": args.pretrained,
         "weights": args.weights,
         "finetune": args.finetune,
+        "optimizer": args.optimizer,
+        "schedule": args.schedule,
+        "clip_grad_norm": args.clip_grad_norm,
     }
 
 
@@ -249,12 +276,14 @@ def cmd_defend(args: argparse.Namespace) -> int:
     if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
         OutputPrefix.parse(args.out, default_name="defend").check_writable()
 
-    from bridge.defense_spec import TRAINING_DEFENSES, DefenseSpec
+    from bridge.defense_spec import GENERATIVE_DEFENSES, TRAINING_DEFENSES, DefenseSpec
     from bridge.errors import InvalidParameterError
     from experiments.compare import parse_libraries
 
     if args.defense in TRAINING_DEFENSES:
         return _defend_trained(args)
+    if args.defense in GENERATIVE_DEFENSES:
+        return _defend_generative(args)
     from experiments.defend import (
         AGREEMENT_COLUMNS,
         COLUMNS,
@@ -327,6 +356,13 @@ def _training_spec(args: argparse.Namespace, eps, norm, steps, step_size):
     )
 
 
+def _recipe(spec, **given) -> dict:
+    """Training options: those ``given``, the rest from the defense's recipe (adv-fgsm-rs: Wong et al.'s)."""
+    from defenses.trainer import recipe_defaults
+
+    return {**recipe_defaults(spec), **{k: v for k, v in given.items() if v is not None}}
+
+
 def _defend_trained(args: argparse.Namespace) -> int:
     from bridge.errors import InvalidParameterError
     from bridge.io import OutputPrefix
@@ -352,8 +388,15 @@ def _defend_trained(args: argparse.Namespace) -> int:
         workload.card,
         from_undefended=args.from_undefended,
         data_root=args.data_root,
-        epochs=args.train_epochs,
-        max_train=args.train_max,
+        **_recipe(
+            spec,
+            epochs=args.train_epochs,
+            max_train=args.train_max,
+            lr=args.train_lr,
+            optimizer=args.train_optimizer,
+            schedule=args.train_schedule,
+            clip_grad_norm=args.train_clip_grad_norm,
+        ),
     )
     table, checks, paths = run_defend_trained(
         spec,
@@ -379,26 +422,96 @@ def _defend_trained(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_generator(args: argparse.Namespace) -> int:
-    from defenses.generative import GeneratorConfig, get_or_train_generator
-    from zoo.checkpoints import checkpoint_dir
+def _generator_config(args: argparse.Namespace, generator: str, *, epochs, max_train, seed=None):
+    from defenses.generative import GeneratorConfig
 
-    options = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed}
-    cfg = GeneratorConfig(
+    options = {"latent_dim": args.latent_dim, "beta": args.beta, "epochs": epochs, "lr": args.lr, "seed": seed}
+    options["batch_size"] = args.batch_size
+    return GeneratorConfig(
         dataset=args.dataset,
-        generator=args.generator,
-        latent_dim=args.latent_dim,
-        beta=args.beta,
-        max_train=args.max_train,
+        generator=generator,
+        max_train=max_train,
         data_root=args.data_root,
         **{k: v for k, v in options.items() if v is not None},
     )
+
+
+def _train_generator(args: argparse.Namespace) -> int:
+    from defenses.generative import get_or_train_generator
+    from zoo.checkpoints import checkpoint_dir
+
+    cfg = _generator_config(args, args.generator, epochs=args.epochs, max_train=args.max_train, seed=args.seed)
     _, card = get_or_train_generator(cfg, progress=not args.quiet)
     print(
         f"{cfg.generator} on {cfg.dataset}: test reconstruction error {card['test_reconstruction']:.3f} "
         f"(squared L2 per image), {card['epochs_run']} epochs"
     )
     print(f"checkpoint: {checkpoint_dir(cfg.dataset, f'generator-{cfg.generator}', cfg.cache_fields())}")
+    return 0
+
+
+def _defend_generative(args: argparse.Namespace) -> int:
+    from bridge.defense_spec import GenerativeDefenseSpec
+    from bridge.errors import InvalidParameterError
+    from bridge.io import OutputPrefix
+    from experiments.compare import parse_libraries, results_prefix
+    from experiments.defend import COLUMNS, format_table
+    from experiments.defend_generative import run_defend_generative
+    from zoo.datasets import dataset_info, load_tensors
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = GenerativeDefenseSpec(
+        defense=args.defense,
+        sample=args.sample,
+        eot=args.eot,
+        refine_steps=args.refine_steps,
+        refine_lr=args.refine_lr,
+        threshold=args.threshold,
+        fpr=args.fpr,
+    ).resolved(info.family)
+    attack = _attack_spec(args, info.family)
+    if args.restarts < 1:
+        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
+    if args.defense_libraries and {s.strip() for s in args.defense_libraries.split(",")} - {"own", ""}:
+        raise InvalidParameterError(
+            f"expected --defense-libraries own for {spec.defense} (no reference library has it), got {args.defense_libraries}"
+        )
+    libraries = parse_libraries(args.libraries)
+    generator = _generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
+    calibrate = spec.detector and spec.threshold is None
+    if calibrate and args.calibration_n < 1:
+        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    out = OutputPrefix.parse(
+        args.out or results_prefix(f"defend-{args.dataset}-{args.defense}-{attack.attack}-{attack.norm.value}"),
+        default_name="defend",
+    )
+    out.check_writable()
+    workload = _load_workload(args)
+    calibration = None
+    if calibrate:  # test images after the evaluated ones in the same seeded order: disjoint from them
+        x, _ = load_tensors(
+            args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed
+        )
+        calibration = x[args.n :].to(workload.x.device)
+    table, checks, paths = run_defend_generative(
+        spec,
+        attack,
+        workload,
+        generator,
+        attack_libraries=libraries,
+        restarts=args.restarts,
+        calibration=calibration,
+        out=out,
+        show_progress=not args.quiet,
+    )
+    print(
+        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
+        f"{len(workload.x)} images of {workload.info.name}, classifier {workload.context['model']}"
+    )
+    print(format_table(table, ["attack", *COLUMNS]))
+    if checks:
+        print("checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items()))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -415,7 +528,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = _training_spec(args, args.eps, args.norm, args.steps, args.step_size)
     info = dataset_info(args.dataset, data_root=args.data_root)
     options = {"seed": args.seed, "max_train": args.max_train, **_train_options(args)}
-    options = {k: v for k, v in options.items() if v is not None}
+    options = _recipe(spec, **options) if spec is not None else {k: v for k, v in options.items() if v is not None}
     config = TrainConfig(
         dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options
     )

@@ -250,3 +250,92 @@ class TrainingDefenseSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Defenses with a generative model (``defenses.generative``): purification by an autoencoder or a VAE,
+#: labelling by the closest class-conditional reconstruction, detection by reconstruction error.
+GENERATIVE_DEFENSES = ("ae-purify", "vae-purify", "cvae-label", "recon-detect")
+#: The generator each generative defense uses (MagNet's detector: an autoencoder).
+GENERATOR_OF = {"ae-purify": "ae", "vae-purify": "vae", "cvae-label": "cvae", "recon-detect": "ae"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerativeDefenseSpec:
+    """A defense with a generative model, in advbridge's vocabulary (the generator itself is a
+    :class:`defenses.generative.GeneratorConfig`).
+
+    Args:
+        defense: one of :data:`GENERATIVE_DEFENSES`.
+        sample: ``vae-purify``: decode a draw z ~ q(z|x) instead of the posterior mean (a random defense:
+            the adaptive attack averages its gradient over ``eot`` draws, EOT).
+        eot: draws per gradient of the adaptive attack against a random defense (≥ 1).
+        refine_steps: ``cvae-label``: Adam steps refining each class's code on ‖G(z, c) − x‖² (≥ 0).
+        refine_lr: their step size (> 0).
+        threshold: ``recon-detect``: a fixed threshold on the per-pixel squared reconstruction error
+            (``None``: calibrated at ``fpr`` on held-out clean images).
+        fpr: target false-positive rate of the calibration.
+    """
+
+    defense: str
+    sample: bool = False
+    eot: int = 10
+    refine_steps: int = 0
+    refine_lr: float = 0.05
+    threshold: float | None = None
+    fpr: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_name("generative defense", self.defense, GENERATIVE_DEFENSES)
+        if self.sample and self.defense != "vae-purify":
+            raise InvalidParameterError(f"expected sample only with vae-purify (a VAE's posterior), got {self.defense}")
+        if not _is_int(self.eot) or self.eot < 1:
+            raise InvalidParameterError(f"expected eot >= 1 (an integer: draws per gradient), got {self.eot!r}")
+        if not _is_int(self.refine_steps) or self.refine_steps < 0:
+            raise InvalidParameterError(f"expected refine_steps >= 0 (an integer), got {self.refine_steps!r}")
+        if self.refine_steps and self.defense != "cvae-label":
+            raise InvalidParameterError(f"expected refine_steps only with cvae-label, got {self.defense}")
+        lr = self.refine_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise InvalidParameterError(f"expected refine_lr > 0, got {lr!r}")
+        threshold = self.threshold
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0
+        ):
+            raise InvalidParameterError(
+                f"expected threshold >= 0 (a per-pixel squared reconstruction error), got {threshold!r}"
+            )
+        object.__setattr__(self, "fpr", check_fpr(self.fpr))
+
+    @property
+    def generator(self) -> str:
+        return GENERATOR_OF[self.defense]
+
+    @property
+    def detector(self) -> bool:
+        return self.defense == "recon-detect"
+
+    @property
+    def random(self) -> bool:
+        return self.sample
+
+    def resolved(self, family: str | None = None) -> GenerativeDefenseSpec:
+        """The parameters this defense does not use cleared (two specs of one defense compare equal)."""
+        changes: dict[str, Any] = {}
+        if not self.random:
+            changes["eot"] = 1
+        if self.defense != "cvae-label" or not self.refine_steps:
+            changes["refine_lr"] = 0.05
+        if not self.detector:
+            changes.update(threshold=None, fpr=0.05)
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        """A short human name, e.g. ``'vae-purify (sampled, EOT 10)'`` or ``'cvae-label (10 refine steps)'``."""
+        if self.defense == "vae-purify" and self.sample:
+            return f"vae-purify (sampled, EOT {self.eot})"
+        if self.defense == "cvae-label" and self.refine_steps:
+            return f"cvae-label ({self.refine_steps} refine steps × {self.refine_lr:g})"
+        return self.defense
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

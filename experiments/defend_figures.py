@@ -86,9 +86,16 @@ def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: P
     clean = evaluation.clean_scores.numpy()
     tau = evaluation.threshold()
     cells = [c for c in evaluation.cells if c.adv_scores is not None]
+    # the squeeze detector's score is an L1 distance of two softmax outputs, in [0, 2]; others scale with the data
+    score_label = getattr(evaluation, "score_label", None)
+    top = (
+        2.0
+        if score_label is None
+        else max([float(clean.max()), tau, *(float(c.adv_scores.max()) for c in cells)]) * 1.05
+    )
     fig, ax = plt.subplots(figsize=(4.5, 4))
     fig2, ax2 = plt.subplots(figsize=(5.5, 3.5))
-    ax2.hist(clean, bins=30, range=(0, 2), alpha=0.6, label=f"clean (n={len(clean)})")
+    ax2.hist(clean, bins=30, range=(0, top), alpha=0.6, label=f"clean (n={len(clean)})")
     for cell in cells:
         positives = cell.adv_scores[cell.fooled_classifier].numpy()  # the successful examples, as in the AUC
         label = f"{cell.mode} {cell.attack_library}"
@@ -96,14 +103,14 @@ def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: P
             fpr, tpr, _ = roc_curve([0] * len(clean) + [1] * len(positives), list(clean) + list(positives))
             auc = cell.detection.get("roc_auc", math.nan)
             ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
-        ax2.hist(cell.adv_scores.numpy(), bins=30, range=(0, 2), histtype="step", lw=1.2, label=label)
+        ax2.hist(cell.adv_scores.numpy(), bins=30, range=(0, top), histtype="step", lw=1.2, label=label)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("false-positive rate (clean)")
     ax.set_ylabel("detection rate (successful adversarial)")
     ax.set_title(evaluation.spec.describe(), fontsize=8)
     ax.legend(fontsize=6)
     ax2.axvline(tau, color="k", ls="--", lw=0.8, label=f"threshold {tau:.3g}")
-    ax2.set_xlabel("detection score: max L1 change of the softmax")
+    ax2.set_xlabel(f"detection score: {score_label or 'max L1 change of the softmax'}")
     ax2.set_ylabel("images")
     ax2.legend(fontsize=6)
     paths = []

@@ -144,7 +144,9 @@ def run_defend_trained(
     return table, evaluation.checks, paths
 
 
-def save_accuracy_figure(table: pd.DataFrame, spec: TrainingDefenseSpec, path: Path) -> Path:
+def save_accuracy_figure(
+    table: pd.DataFrame, spec, path: Path, subtitle: str = "the undefended twin and each library's trained model"
+) -> Path:
     """Robust accuracy of each model (undefended twin and each library's) under each attack and mode."""
     import matplotlib
 
@@ -164,7 +166,7 @@ def save_accuracy_figure(table: pd.DataFrame, spec: TrainingDefenseSpec, path: P
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy of the model (clean and under attack)")
     ax.set_ylabel("")
-    ax.set_title(f"{spec.describe()}\nthe undefended twin and each library's trained model", fontsize=9)
+    ax.set_title(f"{spec.describe()}\n{subtitle}", fontsize=9)
     ax.legend(title="model", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

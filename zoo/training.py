@@ -1,6 +1,7 @@
 """Training and the model cache: ``get_or_train(TrainConfig(...))`` returns a trained, verified classifier.
 
-Training is plain and reproducible: Adam with a cosine-annealed learning rate, a fixed seed (weights, data
+Training is plain and reproducible: Adam with a cosine-annealed learning rate (or SGD, a cyclic rate and
+gradient clipping, :data:`FAST_RECIPE`), a fixed seed (weights, data
 order, augmentation), a validation set carved from the train split with that seed, early stopping on
 validation accuracy keeping the best weights, and the final accuracy measured on the test split. Models come
 back in eval mode, ready to be attacked.
@@ -37,6 +38,14 @@ DEFAULT_EPOCHS, DEFAULT_LR = 5, 1e-3
 #: Per-model defaults for ``epochs`` and ``lr``: the small MNIST net reaches >= 97 % on mnist-5k only with a
 #: higher rate (28 steps per epoch at batch size 128).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"advbridge_mnist_cnn": {"epochs": 8, "lr": 3e-3}}
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "cyclic")
+#: Wong, Rice, Kolter 2020's "fast" recipe (their CIFAR-10 values), which ART's ``AdversarialTrainerFBFPyTorch``
+#: imposes: SGD with momentum 0.9, a cyclic rate 0 → 0.21 → 0, gradient norms clipped at 0.5.
+FAST_RECIPE: dict[str, Any] = {"optimizer": "sgd", "schedule": "cyclic", "lr": 0.21, "clip_grad_norm": 0.5}
+#: Fields added after cache format 1: they enter the cache key only when they differ from these defaults,
+#: so models cached before they existed keep their keys.
+_LATER_FIELDS = {"optimizer": "adam", "schedule": "cosine", "clip_grad_norm": None}
 
 
 @dataclass
@@ -47,11 +56,14 @@ class TrainConfig:
         dataset: a dataset name (see :data:`zoo.datasets.DATASETS`).
         model: a timm model name (see ``timm.list_models()``).
         epochs: maximum number of epochs (``None``: 5, or the model's entry in ``MODEL_DEFAULTS``).
-        lr: Adam's initial learning rate, annealed to 0 along a cosine over ``epochs`` (``None``: 1e-3, or the
-            model's entry in ``MODEL_DEFAULTS``).
+        lr: the optimizer's peak learning rate (``None``: 1e-3, or the model's entry in ``MODEL_DEFAULTS``).
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        schedule: ``"cosine"``: from ``lr`` down to 0 along a cosine over every step; ``"cyclic"``: linearly
+            0 → ``lr`` at 2/5 of the epochs → 0 (Wong et al. 2020, Sec. 5.1).
+        clip_grad_norm: clip the gradients' global L2 norm at this value before each step (``None``: no).
         batch_size: training batch size.
         seed: seeds weights, validation split, data order and augmentation.
-        weight_decay: Adam's L2 penalty.
+        weight_decay: the optimizer's L2 penalty.
         patience: stop after this many epochs without a better validation accuracy.
         augment: random crop (padding 4) and horizontal flip; ``None``: on for the ``cifar10`` and
             ``imagenet`` families, off for ``mnist`` (flipped digits are other digits).
@@ -80,6 +92,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     max_train: int | None = None
     image_size: int | None = None
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("seed", 0), ("max_train", 1)):
@@ -95,6 +110,11 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise InvalidParameterError(f"expected val_fraction in [0, 1), got {self.val_fraction!r}")
         check_name("finetune mode", self.finetune, FINETUNE_MODES)
+        check_name("optimizer", self.optimizer, OPTIMIZERS)
+        check_name("schedule", self.schedule, SCHEDULES)
+        clip = self.clip_grad_norm
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+            raise InvalidParameterError(f"expected clip_grad_norm > 0 or None, got {clip!r}")
         if self.weights is not None:
             self.weights = os.fspath(self.weights)
 
@@ -108,9 +128,13 @@ class TrainConfig:
 
     def cache_fields(self) -> dict[str, Any]:
         """What identifies the trained weights: every field but ``data_root``, ``augment`` resolved, and the
-        starting ``weights`` by the sha256 of their file rather than its path (a moved cache keeps its keys)."""
+        starting ``weights`` by the sha256 of their file rather than its path (a moved cache keeps its keys);
+        fields added later (``optimizer``, ``schedule``, ``clip_grad_norm``) only where they are not the default."""
         fields = asdict(self.resolved())
         del fields["data_root"]
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
         if self.weights is not None and os.path.isfile(self.weights):
             fields["weights"] = {"sha256": file_sha256(self.weights)}
         return {**fields, "cache_format": CACHE_FORMAT}
@@ -156,6 +180,33 @@ def evaluate(model: nn.Module, ds: Dataset, indices: Tensor | None = None, batch
     for x, y in batches(ds, indices, batch_size):
         correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
     return correct / max(len(indices), 1)
+
+
+def make_optimizer(cfg: TrainConfig, params: list[Tensor]) -> torch.optim.Optimizer:
+    """The optimizer of a resolved config: Adam, or SGD with momentum 0.9; the config's lr and weight decay."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def make_schedule(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of a resolved config, to be stepped once per batch.
+
+    ``cyclic`` sets, before the s-th step (0-based), lr · interp((s + 1) / steps_per_epoch, [0, 2E/5, E],
+    [0, 1, 0]) for E epochs: ART's ``AdversarialTrainerFBFPyTorch`` schedule (which puts the peak at the
+    integer ``2E // 5``: the same when E is a multiple of 5).
+    """
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
+    peak, end = 0.4 * cfg.epochs, float(cfg.epochs)
+
+    def triangle(step: int) -> float:
+        t = (step + 1) / steps_per_epoch
+        return t / peak if t <= peak else max(0.0, (end - t) / (end - peak))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
 
 
 def _set_train_mode(model: NormalizedClassifier, finetune: str) -> None:
@@ -215,9 +266,8 @@ def train(
         layout = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=layout)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = cfg.epochs * -(-len(train_idx) // cfg.batch_size)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        optimizer = make_optimizer(cfg, params)
+        schedule = make_schedule(cfg, optimizer, -(-len(train_idx) // cfg.batch_size))
         logger.info(
             "training %s on %s: %d train / %d val samples, %d trainable parameters, up to %d epochs",
             cfg.model, cfg.dataset, len(train_idx), len(val_idx), n_params, cfg.epochs,
@@ -240,6 +290,8 @@ def train(
                 loss, batch_counts = objective(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
                 optimizer.step()
                 schedule.step()
                 total_loss, seen = total_loss + loss.item() * len(y), seen + len(y)

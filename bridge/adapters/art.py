@@ -49,8 +49,8 @@ Semantic differences and traps, all handled here:
   ``art.preprocessing.image`` needs OpenCV (``opencv-python-headless``).
 
 Training-time defences (``art.defences.trainer``, ``art.defences.transformer.evasion``), run on the same
-training split, initial weights (the config's seed), epochs, batch size, Adam learning rate and weight
-decay as ours; the arrays go to ART as float32 numpy in [0, 1] (its clip values), labels one-hot
+training split, initial weights (the config's seed), epochs, batch size, optimizer, learning-rate schedule
+and weight decay as ours; the arrays go to ART as float32 numpy in [0, 1] (its clip values), labels one-hot
 (``AdversarialTrainerFBFPyTorch`` fails on integer labels):
 
 | advbridge                             | ART                                                                |
@@ -64,17 +64,23 @@ decay as ours; the arrays go to ART as float32 numpy in [0, 1] (its clip values)
 Traps, all handled here:
 - Madry's PGD is built with ART's default ``batch_size=32`` and ``verbose=True``: set to the training batch
   size (the same gradients, fewer calls) and quiet, so the speed comparison is not ART's worst case;
-- ``AdversarialTrainerFBFPyTorch`` imposes its own learning rate on ``param_groups[0]``: a cyclic schedule
-  0 → 0.21 → 0 (Wong et al.'s CIFAR-10 SGD values), and clips gradient norms at 0.5. At 0.21 Adam
-  diverges, so FBF gets ``SGD(momentum=0.9, weight_decay)``, the optimizer that schedule is written for;
-  ``--lr`` does not reach it;
+- ``AdversarialTrainerFBFPyTorch`` imposes Wong et al.'s recipe: its own learning rate on
+  ``param_groups[0]``, cyclic 0 → 0.21 → 0 peaking at epoch ``2E // 5`` (their CIFAR-10 SGD values), and
+  gradient norms clipped at 0.5. At 0.21 Adam diverges, so it is refused unless the config is
+  :data:`zoo.training.FAST_RECIPE` (SGD momentum 0.9, cyclic, lr 0.21, clip 0.5), which ours then trains
+  with too: the same schedule step for step when E is a multiple of 5;
+- ``AdversarialTrainerFBFPyTorch`` takes its weight steps with the model as ``loss_gradient`` left it, in
+  eval mode: dropout off, batch norm on running statistics (ours trains in train mode). Not changed here:
+  it is ART's algorithm, and ``advbridge_mnist_cnn`` has neither dropout (rate 0) nor batch norm;
 - ``DefensiveDistillation`` has no temperature and insists (``is_probability``) that teacher and student
   output probabilities: both are wrapped as softmax(z/T), and their loss is the cross-entropy on those
   probabilities, −Σ y·log p (``nn.CrossEntropyLoss`` would apply a second softmax). The deployed student is
   the bare network: logits, T = 1;
 - ART's trainers have no validation split or early stopping (all epochs run) and no augmentation (a config
-  with augmentation is refused). Our cosine learning-rate schedule reaches them through ``fit(scheduler=)``:
-  the adversarial trainers call ``classifier.fit`` once per batch, so it steps per batch as ours; the
+  with augmentation is refused), nor gradient clipping (refused but for FBF). Our optimizer and schedule
+  (:func:`zoo.training.make_optimizer`, :func:`~zoo.training.make_schedule`) reach them through
+  ``fit(scheduler=)``: the adversarial trainers call ``classifier.fit`` once per batch, so it steps per
+  batch as ours; the
   distillation teacher's ``fit`` steps it per epoch; ``DefensiveDistillation`` passes no scheduler, so the
   student trains at the constant rate;
 - ``PyTorchClassifier.fit`` puts the whole model in train mode (a frozen body's batch norm drifts in
@@ -255,14 +261,13 @@ class _ProbabilityCrossEntropy(nn.Module):
         return -(labels.to(probabilities.dtype) * probabilities.clamp_min(1e-30).log()).sum(1).mean()
 
 
-def _training_classifier(model: nn.Module, config, info, *, sgd: bool = False, loss: nn.Module | None = None):
+def _training_classifier(model: nn.Module, config, info, *, loss: nn.Module | None = None):
+    """ART's ``PyTorchClassifier`` around ``model`` with the config's optimizer, for ART's trainers."""
     from art.estimators.classification import PyTorchClassifier
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    if sgd:
-        optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    from zoo.training import make_optimizer
+
+    optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     device = next(model.parameters()).device
     return PyTorchClassifier(
         model=model,
@@ -314,17 +319,30 @@ def _adversarial_trainer(spec: TrainingDefenseSpec, classifier, batch_size: int)
 
 
 def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
+    from zoo.training import FAST_RECIPE
+
     if config.augment:
         return "ART's trainers take arrays: no augmentation (train without it)"
-    if spec.defense == "adv-fgsm-rs" and not math.isclose(spec.step_size, 1.25 * spec.eps):
-        return f"AdversarialTrainerFBFPyTorch's step is 1.25·eps ({1.25 * spec.eps:g}), got {spec.step_size:g}"
-    if spec.defense == "adv-fgsm-rs" and spec.ratio != 1:
-        return "AdversarialTrainerFBFPyTorch attacks every sample (ratio 1)"
+    if spec.defense == "adv-fgsm-rs":
+        if not math.isclose(spec.step_size, 1.25 * spec.eps):
+            return f"AdversarialTrainerFBFPyTorch's step is 1.25·eps ({1.25 * spec.eps:g}), got {spec.step_size:g}"
+        if spec.ratio != 1:
+            return "AdversarialTrainerFBFPyTorch attacks every sample (ratio 1)"
+        recipe = {k: getattr(config, k) for k in FAST_RECIPE}
+        if recipe != FAST_RECIPE:
+            wanted = ", ".join(f"{k} {v}" for k, v in FAST_RECIPE.items())
+            got = ", ".join(f"{k} {v}" for k, v in recipe.items())
+            return f"AdversarialTrainerFBFPyTorch imposes Wong et al.'s recipe ({wanted}), got {got}"
+        return None
+    if config.clip_grad_norm is not None:
+        return f"ART's PyTorchClassifier.fit does not clip gradients, got clip_grad_norm {config.clip_grad_norm:g}"
+    if not spec.adversarial and config.schedule != "cosine":
+        return f"ART's distillation steps the teacher's schedule per epoch: cosine only, got {config.schedule}"
     return None
 
 
 def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict[str, Any]]:
-    from zoo.training import initial_model, stack, trained_card, training_data
+    from zoo.training import initial_model, make_schedule, stack, trained_card, training_data
 
     data = training_data(config)
     x, y = stack(data.train_ds, data.train_idx)
@@ -339,13 +357,12 @@ def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device
             model, _ = initial_model(config, data.info, device)
             np.random.seed(config.seed)
             if spec.adversarial:
-                classifier = _training_classifier(model, config, data.info, sgd=spec.defense == "adv-fgsm-rs")
+                classifier = _training_classifier(model, config, data.info)
                 trainer = _adversarial_trainer(spec, classifier, batch_size)
                 fields["art_trainer"] = type(trainer).__name__
                 options = {}
                 if spec.defense != "adv-fgsm-rs":  # one classifier.fit per batch: the scheduler steps per batch
-                    steps = epochs * -(-len(x_np) // batch_size)
-                    options["scheduler"] = torch.optim.lr_scheduler.CosineAnnealingLR(classifier.optimizer, steps)
+                    options["scheduler"] = make_schedule(config, classifier.optimizer, -(-len(x_np) // batch_size))
                 trainer.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs, **options)
             else:
                 from art.defences.transformer.evasion import DefensiveDistillation

@@ -4,7 +4,12 @@
 :class:`~bridge.defense_spec.TrainingDefenseSpec`; the resolved spec is part of the cache key and of the card.
 """
 
-from defenses.trainer.adversarial import adversarial_examples, adversarial_objective, adversarial_validation
+from defenses.trainer.adversarial import (
+    adversarial_examples,
+    adversarial_objective,
+    adversarial_validation,
+    recipe_defaults,
+)
 from defenses.trainer.distillation import distillation_objective, temperature_objective
 from defenses.trainer.train import defense_key, teacher, train_defended, train_own
 
@@ -12,6 +17,7 @@ __all__ = [
     "adversarial_examples",
     "adversarial_objective",
     "adversarial_validation",
+    "recipe_defaults",
     "distillation_objective",
     "temperature_objective",
     "defense_key",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +36,19 @@ from torch import Tensor, nn
 
 from bridge.defense_spec import TrainingDefenseSpec
 from own_attacks import fgsm, pgd
+from zoo.training import FAST_RECIPE
 
 #: Validation samples attacked per epoch for early stopping on adversarial accuracy, and PGD's steps there.
 VALIDATION_SAMPLES = 512
 VALIDATION_STEPS = 10
+
+
+def recipe_defaults(spec: TrainingDefenseSpec) -> dict[str, Any]:
+    """The training options a defense defaults to: for ``adv-fgsm-rs`` Wong et al.'s fast recipe
+    (:data:`zoo.training.FAST_RECIPE`: SGD, cyclic rate to 0.21, gradient clipping at 0.5; without it our
+    MNIST net overfits catastrophically within an epoch, measured), which ART's FBF trainer imposes; none
+    for the others."""
+    return dict(FAST_RECIPE) if spec.defense == "adv-fgsm-rs" else {}
 
 
 @contextmanager

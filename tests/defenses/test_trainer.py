@@ -137,3 +137,13 @@ def test_cli_train_bad_defense_exits_2(extra, message, capsys):
     assert main(["train", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_fast_training_defaults_to_wong_et_al_s_recipe_and_given_options_win():
+    from cli import _recipe
+    from zoo.training import FAST_RECIPE
+
+    fast = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist")
+    assert _recipe(fast, lr=None, epochs=5) == {**FAST_RECIPE, "epochs": 5}
+    assert _recipe(fast, lr=0.05, optimizer=None)["lr"] == 0.05
+    assert _recipe(TrainingDefenseSpec(defense="adv-pgd").resolved("mnist"), lr=None, epochs=3) == {"epochs": 3}

@@ -18,7 +18,7 @@ from bridge.adapters.art import _adversarial_trainer, _Probabilities, _Probabili
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError
 from bridge.spec import AttackSpec
-from defenses.trainer import train_defended
+from defenses.trainer import recipe_defaults, train_defended
 from experiments.evaluation import Cell
 from experiments.evaluation_trained import UNDEFENDED, TrainedEvaluation
 from own_attacks import pgd
@@ -85,6 +85,15 @@ def test_art_refuses_what_it_cannot_train_with_the_reason():
     assert "1.25·eps" in art.training_unsupported_reason(rs, tiny_config())
     pgd_spec = TrainingDefenseSpec(defense="adv-pgd").resolved("mnist")
     assert "augmentation" in art.training_unsupported_reason(pgd_spec, tiny_config(augment=True))
+    assert "does not clip gradients" in art.training_unsupported_reason(pgd_spec, tiny_config(clip_grad_norm=1.0))
+    distill = TrainingDefenseSpec(defense="distill").resolved("mnist")
+    assert "cosine only" in art.training_unsupported_reason(distill, tiny_config(schedule="cyclic"))
+    fast = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist")
+    # FBF imposes Wong et al.'s recipe: refused with Adam and a cosine, accepted with the recipe itself
+    reason = art.training_unsupported_reason(fast, tiny_config())
+    assert "imposes Wong et al.'s recipe (optimizer sgd, schedule cyclic, lr 0.21, clip_grad_norm 0.5)" in reason
+    assert "got optimizer adam, schedule cosine, lr 0.001, clip_grad_norm None" in reason
+    assert art.training_unsupported_reason(fast, tiny_config(**recipe_defaults(fast))) is None
     with pytest.raises(UnsupportedDefenseError, match="foolbox cannot train adv-pgd"):
         train_defended(tiny_config(), TrainingDefenseSpec(defense="adv-pgd"), library="foolbox", progress=False)
 

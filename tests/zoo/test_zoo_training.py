@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,11 +84,57 @@ def test_cache_key_ignores_data_root_and_resolves_defaults() -> None:
         ({"val_fraction": 1.0}, InvalidParameterError, r"expected val_fraction in \[0, 1\), got 1.0"),
         ({"max_train": 0}, InvalidParameterError, "expected max_train as an int >= 1, got 0"),
         ({"finetune": "heads"}, UnknownNameError, "did you mean 'head'"),
+        ({"optimizer": "sgdd"}, UnknownNameError, "did you mean 'sgd'"),
+        ({"schedule": "cyclical"}, UnknownNameError, "did you mean 'cyclic'"),
+        ({"clip_grad_norm": 0.0}, InvalidParameterError, "expected clip_grad_norm > 0 or None, got 0.0"),
     ],
 )
 def test_config_validation(changes: dict, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         TrainConfig("mnist-5k", "advbridge_mnist_cnn", **changes)
+
+
+def test_recipe_fields_enter_the_cache_key_only_when_set() -> None:
+    plain = TrainConfig("mnist-5k", "advbridge_mnist_cnn").cache_fields()
+    assert not {"optimizer", "schedule", "clip_grad_norm"} & set(plain)  # keys cached before them still hold
+    fast = TrainConfig("mnist-5k", "advbridge_mnist_cnn", **training.FAST_RECIPE).cache_fields()
+    assert {k: fast[k] for k in training.FAST_RECIPE} == training.FAST_RECIPE and fast != plain
+
+
+def _learning_rates(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
+    optimizer = training.make_optimizer(cfg, [torch.zeros(1, requires_grad=True)])
+    schedule, rates = training.make_schedule(cfg, optimizer, steps_per_epoch), []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_cyclic_schedule_is_wong_et_al_s_and_art_fbf_s() -> None:
+    cfg = TrainConfig("mnist-5k", "advbridge_mnist_cnn", epochs=5, **training.FAST_RECIPE).resolved()
+    rates = _learning_rates(cfg, 7)
+    # ART's AdversarialTrainerFBFPyTorch.fit: lr before batch b of epoch e is
+    # interp(e + (b + 1) / nb_batches, [0, 2 * E // 5, E], [0, 0.21, 0])
+    art = [np.interp(e + (b + 1) / 7, [0, 5 * 2 // 5, 5], [0, 0.21, 0]) for e in range(5) for b in range(7)]
+    np.testing.assert_allclose(rates, art, rtol=1e-12, atol=1e-15)
+    assert max(rates) == pytest.approx(0.21) and rates[-1] == 0.0 and rates[0] == pytest.approx(0.21 / 14)
+    cosine = _learning_rates(TrainConfig("mnist-5k", "advbridge_mnist_cnn", epochs=2, lr=0.1).resolved(), 5)
+    assert cosine[0] == 0.1 and all(a > b for a, b in zip(cosine, cosine[1:]))
+
+
+def test_gradient_clipping_reaches_the_weights() -> None:
+    """SGD at lr 1 moves the weights by lr·‖g‖ per step at most: clipped at 1e-6, they barely move."""
+    start = TrainConfig(**{**QUICK, "epochs": 1}, max_train=200, val_fraction=0.0, optimizer="sgd", lr=1.0)
+    clipped = TrainConfig(**{**QUICK, "epochs": 1}, max_train=200, val_fraction=0.0, optimizer="sgd", lr=1.0,
+                          clip_grad_norm=1e-6, weight_decay=0.0)  # fmt: skip
+    initial, _ = training.initial_model(start.resolved(), training.training_data(start.resolved()).info)
+    moved = {name: train(cfg, progress=False)[0].state_dict() for name, cfg in (("free", start), ("clipped", clipped))}
+    shift = {
+        k: sum(float((v - initial.state_dict()[n]).norm() ** 2) for n, v in s.items()) ** 0.5 for k, s in moved.items()
+    }
+    # two steps (200 digits, batch 100) of at most 1e-6 each, with momentum 0.9: under 3e-6 in all
+    assert shift["clipped"] < 3e-6 < 1e-2 < shift["free"]
 
 
 def test_augment_batch_crops_and_flips_within_the_padded_image() -> None:

@@ -1,0 +1,179 @@
+"""``defend`` for the generative defenses: train (or take from the cache) the generator, evaluate the
+defended system next to the undefended classifier (:mod:`experiments.evaluation_generative`), and write
+the tables, the JSON and the figures: accuracy bars, and the images (clean, adversarial, reconstructed; for
+labelling, the K class-conditional reconstructions of a few inputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from bridge.defense_spec import GenerativeDefenseSpec
+from bridge.io import OutputPrefix, atomic_write, atomic_write_text
+from bridge.runner import predict
+from bridge.spec import AttackSpec
+from defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
+from experiments.defend import COLUMNS, format_table, markdown_header, results_table, run_info
+from experiments.defend_figures import save_detector_figures
+from experiments.defend_trained import save_accuracy_figure
+from experiments.evaluation_generative import GenerativeEvaluation
+
+log = logging.getLogger(__name__)
+
+TAILS = {
+    "results": ".csv",
+    "markdown": ".md",
+    "metadata": ".json",
+    "figure": ".png",
+    "images": "-images.png",
+    "roc": "-roc.png",
+    "scores": "-scores.png",
+}
+
+
+def run_defend_generative(
+    spec: GenerativeDefenseSpec,
+    attack: AttackSpec,
+    workload,
+    generator_config: GeneratorConfig,
+    *,
+    attack_libraries: Sequence[str],
+    restarts: int = 1,
+    calibration: Tensor | None = None,
+    out: str | Path | OutputPrefix | None = None,
+    show_progress: bool = False,
+) -> tuple[pd.DataFrame, dict, list[Path]]:
+    """Evaluate a resolved generative ``spec`` with the generator of ``generator_config`` (trained or from
+    the cache) on a workload; returns (results, checks, paths written)."""
+    prefix = None if out is None else OutputPrefix.of(out)
+    if prefix is not None:
+        prefix.check_writable()
+    info = workload.info
+    generator, card = get_or_train_generator(generator_config, progress=show_progress, device=workload.x.device)
+    check_generator_for(card, info.name, info.in_chans, info.image_size)
+    evaluation = GenerativeEvaluation(
+        spec,
+        attack,
+        workload.model,
+        generator,
+        workload.x,
+        workload.y,
+        num_classes=info.num_classes,
+        attack_libraries=attack_libraries,
+        restarts=restarts,
+        calibration=calibration,
+        show_progress=show_progress,
+    )
+    cells = evaluation.run()
+    table = results_table(cells, spec, attack, workload.context)
+    paths: list[Path] = []
+    if prefix is not None:
+        tails = [t for k, t in TAILS.items() if spec.detector or k not in ("roc", "scores")]
+        generator_card = {k: v for k, v in card.items() if k != "history"}
+        meta = run_info(
+            spec,
+            attack,
+            workload,
+            prefix.files(tails),
+            restarts=restarts,
+            attack_libraries=list(attack_libraries),
+            n_calibration=0 if calibration is None else len(calibration),
+            generator_card=generator_card,
+            checks=evaluation.checks,
+        )
+        texts = {
+            "results": table.assign(git_revision=meta["git_revision"]).to_csv(index=False),
+            "markdown": markdown_header(meta, spec, attack, workload)
+            + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
+            + f"\n\nGenerator: {card['generator']}, latent {card['latent_dim']}, test reconstruction error "
+            f"{card['test_reconstruction']:.3f} (squared L2 per image), {card['train_samples']} training images, "
+            f"{card['epochs_run']} epochs\n",
+            "metadata": json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n",
+        }
+        paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
+        paths.append(
+            save_accuracy_figure(table, spec, prefix.file(TAILS["figure"]), "the undefended classifier and the defense")
+        )
+        paths.append(save_generative_images(evaluation, prefix.file(TAILS["images"])))
+        if spec.detector:
+            paths += save_detector_figures(evaluation, prefix.file(TAILS["roc"]), prefix.file(TAILS["scores"]))
+        log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return table, evaluation.checks, paths
+
+
+def _examples(evaluation: GenerativeEvaluation) -> list[tuple[str, Tensor]]:
+    shown = [("clean", evaluation.x.cpu())]
+    for mode in ("transfer", "adaptive"):
+        cell = next(
+            (c for c in evaluation.cells if c.mode == mode and c.defense_library == "own" and c.x_adv is not None), None
+        )
+        if cell is not None:
+            shown.append((f"{mode} adv", cell.x_adv))
+    return shown
+
+
+def save_generative_images(evaluation: GenerativeEvaluation, path: Path, n_images: int = 4) -> Path:
+    """Clean and adversarial inputs (own transfer and adaptive examples) with what the defense makes of
+    them: the reconstruction and the system's label (purifier, detector: with its score), or for labelling
+    the input and its K class-conditional reconstructions, the chosen one marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec, device = evaluation.spec, evaluation.x.device
+    shown = _examples(evaluation)
+    k = min(n_images, len(evaluation.x))
+    labelling = spec.defense == "cvae-label"
+    columns = 1 + evaluation.num_classes if labelling else k
+    rows = len(shown) * (k if labelling else 2)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.7 * rows), squeeze=False)
+
+    def show(ax, img: Tensor, title: str, label: str = "", color: str = "black") -> None:
+        ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=7, color=color)
+        ax.set_xlabel(label, fontsize=7)
+
+    for i, (title, images) in enumerate(shown):
+        batch = images[:k].to(device)
+        with torch.no_grad():
+            pred = predict(evaluation.classifier, batch).cpu()
+            if labelling:
+                labeller = evaluation.defended()
+                recon = labeller.reconstructions(batch).cpu()
+                errors = (recon - batch.cpu()[:, None]).pow(2).flatten(2).mean(2)
+            else:
+                recon = evaluation.generator(batch).cpu()
+                system = evaluation.defended() if not spec.detector else evaluation.classifier
+                pred_system = predict(system, batch).cpu()
+                scores = evaluation.detector().scores(batch).cpu() if spec.detector else None
+        for j in range(k):
+            truth = int(evaluation.y[j])
+            if labelling:
+                row = i * k + j
+                show(axes[row, 0], images[j], title, f"true {truth}, classifier {int(pred[j])}")
+                chosen = int(errors[j].argmin())
+                for c in range(evaluation.num_classes):
+                    color = "red" if c == chosen else "black"
+                    show(axes[row, 1 + c], recon[j, c], f"given {c}", f"MSE {float(errors[j, c]):.4f}", color)
+                continue
+            show(axes[2 * i, j], images[j], title, f"true {truth}, classifier {int(pred[j])}")
+            label = f"defended {int(pred_system[j])}"
+            if scores is not None:
+                flag = "flagged" if float(scores[j]) > evaluation.threshold() else "passes"
+                label = f"score {float(scores[j]):.4f} ({flag})"
+            show(axes[2 * i + 1, j], recon[j], f"reconstruction of {title}", label)
+    fig.suptitle(spec.describe(), fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return path
