@@ -103,6 +103,23 @@ class ConvGenerator(nn.Module):
         mu, logvar = code.chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
 
+    def encode_every_class(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``encode(x, c)`` for every sample and every class c, sample-major ``(N·K, latent_dim)`` each.
+
+        The convolutions do not see the class (it joins at the linear map to the code), so they run once
+        per sample, not once per (sample, class): W·[h; e_c] + b = (W_h·h + b) + W_c[:, c].
+        """
+        if not self.conditional:
+            raise InvalidParameterError(f"expected a cvae to encode under every class, got a {self.kind}")
+        if self._pad:
+            x = F.pad(x, (0, self._pad, 0, self._pad))
+        h = self.encoder(x)
+        weight, features = self.to_code.weight, h.shape[1]
+        base = F.linear(h, weight[:, :features], self.to_code.bias)  # (N, out)
+        code = (base[:, None, :] + weight[:, features:].t()[None]).flatten(0, 1)  # (N·K, out)
+        mu, logvar = code.chunk(2, dim=1)
+        return mu, logvar.clamp(-30.0, 20.0)
+
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         out = self.decoder(self.from_code(self._condition(z, y)))
         return torch.sigmoid(out[..., : self.image_size, : self.image_size])

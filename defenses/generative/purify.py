@@ -7,7 +7,7 @@ reconstruction, and detection by reconstruction error.
   is the defended model, differentiable end to end.
 - :class:`ReconstructionLabeller` (the study's "defense by generating images that are as close as
   possible to the input"; Schott et al. 2019's analysis by synthesis): for every class c, x̂_c = D(z_c, c)
-  with z_c = μ(x, c), optionally refined by ``refine_steps`` Adam steps on ‖D(z, c) − x‖²; the logits are
+  with z_c = μ(x, c) (the encoder's convolutions run once per sample), optionally refined by ``refine_steps`` Adam steps on ‖D(z, c) − x‖²; the logits are
   −‖x̂_c − x‖² / (C·H·W) · ``scale``, so argmax = the class whose reconstruction is closest. All N·K codes
   are decoded in one batch per step (no loop over classes or samples). The refinement is unrolled:
   gradients flow through it (``detach_refinement=True`` stops them there: BPDA over the optimization).
@@ -78,10 +78,9 @@ class ReconstructionLabeller(nn.Module):
     def reconstructions(self, x: Tensor) -> Tensor:
         n, k = len(x), self.num_classes
         classes = torch.arange(k, device=x.device).repeat(n)  # sample-major: (x0,c0) (x0,c1) ...
-        xs = x.repeat_interleave(k, dim=0)
-        z, _ = self.generator.encode(xs, classes)
+        z, _ = self.generator.encode_every_class(x)  # the convolutions once per sample
         if self.refine_steps:
-            z = self._refine(z, xs, classes)
+            z = self._refine(z, x.repeat_interleave(k, dim=0), classes)
         return self.generator.decode(z, classes).view(n, k, *x.shape[1:])
 
     def _refine(self, z0: Tensor, xs: Tensor, classes: Tensor) -> Tensor:

@@ -84,12 +84,22 @@ def test_labeller_is_batched_and_its_refinement_lowers_the_error_with_gradients_
         xg = x.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(labeller(xg)[:, 0].sum(), xg)
         assert bool((grad.flatten(1).abs().amax(1) > 0).all())
-    decoded = []
-    hook = g.decoder.register_forward_hook(lambda m, a, o: decoded.append(len(o)))
+    decoded, encoded = [], []
+    hooks = [
+        g.decoder.register_forward_hook(lambda m, a, o: decoded.append(len(o))),
+        g.encoder.register_forward_hook(lambda m, a, o: encoded.append(len(o))),
+    ]
     with torch.no_grad():
         refined(x)
-    hook.remove()
+    for hook in hooks:
+        hook.remove()
     assert decoded == [60] * 6, "one decode of all N·K codes per refinement step, and one at the end"
+    assert encoded == [6], "the encoder's convolutions once per sample: the class joins after them"
+    # ... and the codes are those of encoding each (sample, class) pair
+    mu, logvar = g.encode_every_class(x)
+    mu_pairs, logvar_pairs = g.encode(x.repeat_interleave(10, 0), torch.arange(10).repeat(6))
+    torch.testing.assert_close(mu, mu_pairs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logvar, logvar_pairs, rtol=1e-5, atol=1e-5)
 
 
 def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path, monkeypatch):
