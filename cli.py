@@ -292,7 +292,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         format_table,
         run_defend,
     )
-    from zoo.datasets import dataset_info, load_tensors
+    from zoo.datasets import dataset_info
 
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = DefenseSpec(
@@ -313,12 +313,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
     out.check_writable()
     workload = _load_workload(args)
-    calibration = None
-    if calibrate:  # test images after the evaluated ones in the same seeded order: disjoint from them
-        x, _ = load_tensors(
-            args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed
-        )
-        calibration = x[args.n :].to(workload.x.device)
+    calibration = _calibration_images(args, workload) if calibrate else None
     table, agreement, paths = run_defend(
         spec,
         attack,
@@ -339,6 +334,14 @@ def cmd_defend(args: argparse.Namespace) -> int:
     print(format_table(agreement, AGREEMENT_COLUMNS))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _calibration_images(args: argparse.Namespace, workload):
+    """``--calibration-n`` clean test images after the evaluated ones in the same seeded order (disjoint)."""
+    from zoo.datasets import load_tensors
+
+    x, _ = load_tensors(args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed)
+    return x[args.n :].to(workload.x.device)
 
 
 def _training_spec(args: argparse.Namespace, eps, norm, steps, step_size):
@@ -454,10 +457,10 @@ def _defend_generative(args: argparse.Namespace) -> int:
     from bridge.defense_spec import GenerativeDefenseSpec
     from bridge.errors import InvalidParameterError
     from bridge.io import OutputPrefix
-    from experiments.compare import parse_libraries, results_prefix
-    from experiments.defend import COLUMNS, format_table
+    from experiments.compare import parse_libraries
+    from experiments.defend import COLUMNS, default_out, format_table
     from experiments.defend_generative import run_defend_generative
-    from zoo.datasets import dataset_info, load_tensors
+    from zoo.datasets import dataset_info
 
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = GenerativeDefenseSpec(
@@ -481,18 +484,10 @@ def _defend_generative(args: argparse.Namespace) -> int:
     calibrate = spec.detector and spec.threshold is None
     if calibrate and args.calibration_n < 1:
         raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
-    out = OutputPrefix.parse(
-        args.out or results_prefix(f"defend-{args.dataset}-{args.defense}-{attack.attack}-{attack.norm.value}"),
-        default_name="defend",
-    )
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
     out.check_writable()
     workload = _load_workload(args)
-    calibration = None
-    if calibrate:  # test images after the evaluated ones in the same seeded order: disjoint from them
-        x, _ = load_tensors(
-            args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed
-        )
-        calibration = x[args.n :].to(workload.x.device)
+    calibration = _calibration_images(args, workload) if calibrate else None
     table, checks, paths = run_defend_generative(
         spec,
         attack,

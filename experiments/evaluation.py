@@ -86,6 +86,22 @@ def perturbation_norms(x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return delta.norm(dim=1).cpu(), delta.abs().amax(1).cpu()
 
 
+class TransferAttacks:
+    """Each attack library's result on the undefended classifier, computed on first use and shared by every
+    row that needs it (the ``transfer`` rows of each defense implementation, the undefended rows)."""
+
+    def __init__(self, classifier: nn.Module, x: Tensor, y: Tensor, attack: AttackSpec, num_classes: int) -> None:
+        self.classifier, self.x, self.y, self.attack, self.num_classes = classifier, x, y, attack, num_classes
+        self.results: dict = {}
+
+    def __call__(self, library: str):
+        if library not in self.results:
+            self.results[library] = run_attack(
+                library, self.classifier, self.x, self.y, self.attack, num_classes=self.num_classes
+            )
+        return self.results[library]
+
+
 def agreement_table(spec: DefenseSpec, x: Tensor) -> pd.DataFrame:
     """Every library's implementation of each squeezer of ``spec`` on ``x``, against own (forward only)."""
     rows = []
@@ -175,17 +191,9 @@ class Evaluation:
         self.attack_libraries, self.defense_libraries = list(attack_libraries), list(defense_libraries)
         self.calibration, self.show_progress = calibration, show_progress
         self.cells: list[Cell] = []
-        self.transfer: dict = {}  # attack library -> its result on the undefended classifier
+        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes)
         self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
         self._threshold: float | None = None
-
-    # ------------------------------------------------------------------ transfer examples (computed once)
-    def transfer_result(self, library: str):
-        if library not in self.transfer:
-            self.transfer[library] = run_attack(
-                library, self.classifier, self.x, self.y, self.attack, num_classes=self.num_classes
-            )
-        return self.transfer[library]
 
     # ------------------------------------------------------------------ purifiers
     def purifier(self, library: str, backward: str) -> nn.Module | str:

@@ -45,7 +45,14 @@ from defenses.detector import calibrate_threshold, detection_metrics
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from defenses.preprocessor import PreprocessedClassifier
 from experiments.adaptive import KAPPA, THRESHOLD_MARGIN, margin
-from experiments.evaluation import Cell, cross_entropy_objective, perturbation_norms, worst_case, zero_gradient_share
+from experiments.evaluation import (
+    Cell,
+    TransferAttacks,
+    cross_entropy_objective,
+    perturbation_norms,
+    worst_case,
+    zero_gradient_share,
+)
 from experiments.evaluation_trained import ADAPTIVE_STEPS, UNDEFENDED, margin_objective, pgd_restarts
 from own_attacks import pgd
 
@@ -85,7 +92,7 @@ class GenerativeEvaluation:
         self.attack_libraries, self.restarts = list(attack_libraries), restarts
         self.calibration, self.show_progress = calibration, show_progress
         self.cells: list[Cell] = []
-        self.transfer: dict = {}
+        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes)
         self.checks: dict = {}
         self.clean_scores: Tensor | None = None
         self._threshold: float | None = None
@@ -116,13 +123,6 @@ class GenerativeEvaluation:
     @property
     def budget(self) -> bool:
         return not self.attack.minimal
-
-    def transfer_result(self, library: str):
-        if library not in self.transfer:
-            self.transfer[library] = run_attack(
-                library, self.classifier, self.x, self.y, self.attack, num_classes=self.num_classes
-            )
-        return self.transfer[library]
 
     def _budget(self) -> dict:
         a = self.attack

@@ -42,7 +42,14 @@ from bridge.defense_spec import TrainingDefenseSpec
 from bridge.runner import predict, run_attack, warm_up
 from bridge.spec import AttackSpec, Norm
 from experiments.adaptive import margin
-from experiments.evaluation import Cell, cross_entropy_objective, perturbation_norms, worst_case, zero_gradient_share
+from experiments.evaluation import (
+    Cell,
+    TransferAttacks,
+    cross_entropy_objective,
+    perturbation_norms,
+    worst_case,
+    zero_gradient_share,
+)
 from own_attacks import deepfool, fgsm, pgd
 from own_attacks._common import batch_view
 
@@ -120,19 +127,12 @@ class TrainedEvaluation:
         self.attack_libraries, self.restarts, self.autoattack = list(attack_libraries), restarts, autoattack
         self.show_progress = show_progress
         self.cells: list[Cell] = []
-        self.transfer: dict = {}
+        self.transfer_result = TransferAttacks(undefended, x, y, attack, num_classes)
         self.checks: dict[str, dict] = {}
 
     @property
     def budget(self) -> bool:
         return not self.attack.minimal
-
-    def transfer_result(self, library: str):
-        if library not in self.transfer:
-            self.transfer[library] = run_attack(
-                library, self.undefended, self.x, self.y, self.attack, num_classes=self.num_classes
-            )
-        return self.transfer[library]
 
     def _fill(self, cell: Cell, model: nn.Module, clean_ok: Tensor, x_adv: Tensor, within_budget: bool) -> None:
         """Per-sample outcome of ``x_adv`` on ``model``: fooled (within the attack's budget when asked)."""
