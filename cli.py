@@ -276,10 +276,11 @@ def cmd_defend(args: argparse.Namespace) -> int:
     if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
         OutputPrefix.parse(args.out, default_name="defend").check_writable()
 
-    from bridge.defense_spec import GENERATIVE_DEFENSES, TRAINING_DEFENSES, DefenseSpec
-    from bridge.errors import InvalidParameterError
+    from bridge.defense_spec import DEFENSES, GENERATIVE_DEFENSES, TRAINING_DEFENSES, DefenseSpec
+    from bridge.errors import InvalidParameterError, check_name
     from experiments.compare import parse_libraries
 
+    check_name("defense", args.defense, DEFENSES + TRAINING_DEFENSES + GENERATIVE_DEFENSES)
     if args.defense in TRAINING_DEFENSES:
         return _defend_trained(args)
     if args.defense in GENERATIVE_DEFENSES:

@@ -117,6 +117,7 @@ def test_bad_generative_spec_is_one_line(fields, message):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
+        (["--defense", "vae-purfy"], "unknown defense 'vae-purfy'; did you mean 'vae-purify'"),
         (["--defense", "cvae-label", "--sample"], "expected sample only with vae-purify"),
         (["--defense", "vae-purify", "--defense-libraries", "art"], "expected --defense-libraries own for vae-purify"),
         (["--defense", "vae-purify", "--latent-dim", "0"], "expected latent_dim >= 1"),
