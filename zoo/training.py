@@ -45,7 +45,7 @@ SCHEDULES = ("cosine", "cyclic")
 FAST_RECIPE: dict[str, Any] = {"optimizer": "sgd", "schedule": "cyclic", "lr": 0.21, "clip_grad_norm": 0.5}
 #: Fields added after cache format 1: they enter the cache key only when they differ from these defaults,
 #: so models cached before they existed keep their keys.
-_LATER_FIELDS = {"optimizer": "adam", "schedule": "cosine", "clip_grad_norm": None}
+LATER_DEFAULTS = {"optimizer": "adam", "schedule": "cosine", "clip_grad_norm": None}
 
 
 @dataclass
@@ -132,7 +132,7 @@ class TrainConfig:
         fields added later (``optimizer``, ``schedule``, ``clip_grad_norm``) only where they are not the default."""
         fields = asdict(self.resolved())
         del fields["data_root"]
-        for name, default in _LATER_FIELDS.items():
+        for name, default in LATER_DEFAULTS.items():
             if fields[name] == default:
                 del fields[name]
         if self.weights is not None and os.path.isfile(self.weights):
