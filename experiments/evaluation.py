@@ -295,14 +295,7 @@ class Evaluation:
                     cell.norms = perturbation_norms(x_adv, self.x.cpu())
                     gradients = "exact gradients of" if mode == "white-box" else "BPDA through"
                     cell.reason = f"detector-aware PGD, {gradients} the squeezers"
-                adv_scores = detector.scores(x_adv.to(self.x.device)).cpu()
-                fooled_classifier = clean_ok & (predict(self.classifier, x_adv.to(self.x.device)).cpu() != y)
-                detected = adv_scores > tau
-                cell.clean_ok, cell.fooled = clean_ok, fooled_classifier & ~detected
-                cell.robust = clean_ok & ~cell.fooled
-                cell.x_adv, cell.adv_scores = x_adv, adv_scores
-                cell.fooled_classifier = fooled_classifier
-                cell.detection = detection_metrics(clean_scores, adv_scores, fooled_classifier, tau)
+                fill_detector_cell(cell, detector, self.classifier, x_adv, self.x.device, y, clean_ok, clean_scores)
 
     def detector_aware_reason(self, attack_library: str) -> str | None:
         if attack_library != "own":
@@ -341,6 +334,27 @@ class Evaluation:
         for library in dict.fromkeys(c.defense_library for c in self.cells):
             self.cells.append(worst_case(self.cells, library))
         return self.cells
+
+
+def fill_detector_cell(
+    cell: Cell,
+    detector: nn.Module,
+    classifier: nn.Module,
+    x_adv: Tensor,
+    device: torch.device,
+    y: Tensor,
+    clean_ok: Tensor,
+    clean_scores: Tensor,
+) -> None:
+    """The outcome of ``x_adv`` against classifier + ``detector`` (its ``scores`` and ``threshold``): an example
+    fools the system only if it fools the classifier and is not flagged; the detection metrics."""
+    tau = detector.threshold
+    adv_scores = detector.scores(x_adv.to(device)).cpu()
+    fooled_classifier = clean_ok & (predict(classifier, x_adv.to(device)).cpu() != y)
+    cell.clean_ok, cell.fooled = clean_ok, fooled_classifier & ~(adv_scores > tau)
+    cell.robust = clean_ok & ~cell.fooled
+    cell.x_adv, cell.adv_scores, cell.fooled_classifier = x_adv, adv_scores, fooled_classifier
+    cell.detection = detection_metrics(clean_scores, adv_scores, fooled_classifier, tau)
 
 
 def worst_case(cells: Sequence[Cell], library: str) -> Cell:

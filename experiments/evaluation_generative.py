@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from bridge.defense_spec import GenerativeDefenseSpec
 from bridge.runner import predict, run_attack, warm_up
 from bridge.spec import AttackSpec
-from defenses.detector import calibrate_threshold, detection_metrics
+from defenses.detector import calibrate_threshold
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from defenses.preprocessor import PreprocessedClassifier
 from experiments.adaptive import KAPPA, THRESHOLD_MARGIN, margin
@@ -49,6 +49,7 @@ from experiments.evaluation import (
     Cell,
     TransferAttacks,
     cross_entropy_objective,
+    fill_detector_cell,
     perturbation_norms,
     worst_case,
     zero_gradient_share,
@@ -251,14 +252,8 @@ class GenerativeEvaluation:
                 cell.attack = f"pgd detector-aware ({self._budget()['steps']} steps)"
                 cell.zero_grad_share = zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
             x_adv = x_adv.detach().cpu()
-            adv_scores = detector.scores(x_adv.to(self.x.device)).cpu()
-            fooled_classifier = clean_ok & (predict(self.classifier, x_adv.to(self.x.device)).cpu() != y)
-            detected = adv_scores > tau
-            cell.clean_ok, cell.fooled = clean_ok, fooled_classifier & ~detected
-            cell.robust = clean_ok & ~cell.fooled
-            cell.x_adv, cell.norms = x_adv, perturbation_norms(x_adv, self.x.cpu())
-            cell.adv_scores, cell.fooled_classifier = adv_scores, fooled_classifier
-            cell.detection = detection_metrics(clean_scores, adv_scores, fooled_classifier, tau)
+            cell.norms = perturbation_norms(x_adv, self.x.cpu())
+            fill_detector_cell(cell, detector, self.classifier, x_adv, self.x.device, y, clean_ok, clean_scores)
 
     def detector_aware(self, detector: ReconstructionDetector) -> Tensor:
         """PGD on J (module docstring): fool the classifier, keep the reconstruction error under τ."""
