@@ -143,19 +143,20 @@ def save_generative_images(evaluation: GenerativeEvaluation, path: Path, n_image
         ax.set_title(title, fontsize=7, color=color)
         ax.set_xlabel(label, fontsize=7)
 
+    # the defended system (labeller, classifier ∘ purifier; the classifier next to a detector), built once
+    system = evaluation.classifier if spec.detector else evaluation.defended()
+    detector = evaluation.detector() if spec.detector else None
     for i, (title, images) in enumerate(shown):
         batch = images[:k].to(device)
         with torch.no_grad():
             pred = predict(evaluation.classifier, batch).cpu()
             if labelling:
-                labeller = evaluation.defended()
-                recon = labeller.reconstructions(batch).cpu()
+                recon = system.reconstructions(batch).cpu()
                 errors = (recon - batch.cpu()[:, None]).pow(2).flatten(2).mean(2)
             else:
                 recon = evaluation.generator(batch).cpu()
-                system = evaluation.defended() if not spec.detector else evaluation.classifier
                 pred_system = predict(system, batch).cpu()
-                scores = evaluation.detector().scores(batch).cpu() if spec.detector else None
+                scores = detector.scores(batch).cpu() if detector is not None else None
         for j in range(k):
             truth = int(evaluation.y[j])
             if labelling:
