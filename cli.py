@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -63,6 +64,13 @@ def _add_attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=100, help="number of test images")
     p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--attack-batch-size",
+        type=int,
+        default=None,
+        help="images per attack batch, each seeded on its own (default: all in one); under torchrun the batches "
+        "are shared out among the ranks",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="output prefix (a .csv/.md/.json/.png extension is dropped; a folder gets 'compare'): writes "
         "<out>.csv, .md, .json, .png... (default: results/compare-<dataset>-<attack>-<norm>)",
     )
-    p.add_argument("--attack-batch-size", type=int, default=None, help="images per attack batch (default: all)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
     _add_model_options(p)
     _add_common(p)
@@ -194,6 +201,8 @@ def _attack_spec(args: argparse.Namespace, family: str, **extra):
 
     if args.n < 1:
         raise InvalidParameterError(f"expected --n >= 1, got {args.n}")
+    if args.attack_batch_size is not None and args.attack_batch_size < 1:
+        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
     check_name("attack", args.attack, ATTACKS)
     norm = Norm.parse(args.norm) if args.norm else DEFAULT_NORMS[args.attack]
     eps = parse_eps(args.eps) if args.eps is not None else None
@@ -242,8 +251,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         eps_grid = [f * standard_eps(info.family, norm) for f in DEFAULT_GRID_FACTORS]
     if any(e <= 0 for e in eps_grid):
         raise InvalidParameterError(f"expected every --eps-grid value > 0, got {args.eps_grid}")
-    if args.attack_batch_size is not None and args.attack_batch_size < 1:
-        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
     out = OutputPrefix.parse(args.out or default_out(args.dataset, spec), default_name="compare")
     out.check_writable()  # the default folder too, before a model is trained or an image attacked
     workload = _load_workload(args)
@@ -324,6 +331,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         calibration=calibration,
         out=out,
         show_progress=not args.quiet,
+        batch_size=args.attack_batch_size,
     )
     print(
         f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
@@ -413,6 +421,7 @@ def _defend_trained(args: argparse.Namespace) -> int:
         autoattack=not args.no_autoattack,
         out=out,
         show_progress=not args.quiet,
+        batch_size=args.attack_batch_size,
     )
     print(
         f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
@@ -499,6 +508,7 @@ def _defend_generative(args: argparse.Namespace) -> int:
         calibration=calibration,
         out=out,
         show_progress=not args.quiet,
+        batch_size=args.attack_batch_size,
     )
     print(
         f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
@@ -561,12 +571,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     commands = {"compare": cmd_compare, "defend": cmd_defend, "train": cmd_train, "list": cmd_list}
     try:
+        if args.command != "list" and any(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
+            _join_torchrun(args)
         return commands[args.command](args)
     except AdvBridgeError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _join_torchrun(args: argparse.Namespace) -> None:
+    """Under ``torchrun``: join the process group (left at exit); ranks other than 0 print nothing but
+    warnings and errors (rank 0 prints the tables and writes the files)."""
+    import atexit
+
+    from bridge.distributed import setup, teardown
+
+    if not setup().main:
+        args.quiet = True
+        logging.getLogger().setLevel(logging.WARNING)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    atexit.register(teardown)
 
 
 if __name__ == "__main__":

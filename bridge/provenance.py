@@ -8,6 +8,8 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bridge.distributed import world
+
 _PACKAGES = (
     "torch",
     "torchvision",
@@ -51,8 +53,9 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance() -> dict[str, object]:
-    """Git revision, package versions, Python and machine."""
+    """Git revision, package versions, Python, machine, and the number of ranks the run was sharded over."""
     return {
+        "world_size": world().size,
         "git_revision": git_revision(),
         "versions": package_versions(),
         "python": platform.python_version(),

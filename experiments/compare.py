@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bridge import distributed
 from bridge.adapters import LIBRARIES
 from bridge.errors import check_name
 from bridge.io import OutputPrefix, atomic_write, atomic_write_text
@@ -26,7 +27,8 @@ from bridge.provenance import provenance
 from bridge.runner import AttackResult, run_attack, warm_up
 from bridge.spec import AttackSpec
 from experiments.minimal import MINIMAL_FIGURE_TAILS, WORST_CASE, eps_grid_table, save_minimal_figures, worst_case
-from experiments.progress import ProgressStore, batch_seed, merge_results
+from experiments.progress import ProgressStore, merge_results
+from experiments.sharding import attack_slices, batch_seeds
 
 log = logging.getLogger(__name__)
 
@@ -83,30 +85,39 @@ def compare_libraries(
     starts match across libraries. With a ``progress`` store, each finished (library, batch) is saved
     and saved ones are reused.
     """
-    size = batch_size or len(x)
-    batches = list(range(0, len(x), size))
-    for start in {batches[0], batches[-1]}:  # the two batch shapes
-        warm_up(model, x[start : start + size], y[start : start + size])
+    slices = attack_slices(len(x), batch_size)
+    seeds = batch_seeds(spec.seed, len(slices))
+    for s in slices[:1] + slices[1:][-1:]:  # the two batch shapes
+        warm_up(model, x[s], y[s])
+    mine = distributed.my_batches(len(slices))
     results = []
-    with tqdm(total=len(libraries) * len(batches), disable=not show_progress, desc=spec.attack, unit="batch") as bar:
+    with tqdm(total=len(libraries) * len(mine), disable=not show_progress, desc=spec.attack, unit="batch") as bar:
         for name in libraries:
-            parts = []
-            for b, start in enumerate(batches):
+            parts = {}
+            for b in mine:
                 part = progress.load(name, b, spec) if progress is not None else None
                 if part is None:
-                    xb, yb = x[start : start + size], y[start : start + size]
+                    xb, yb = x[slices[b]], y[slices[b]]
                     log.debug("running %s with %s on batch %d (%d images)", spec.attack, name, b, len(xb))
-                    seed = batch_seed(spec.seed, b) if len(batches) > 1 else spec.seed
-                    part = run_attack(name, model, xb, yb, spec, num_classes=num_classes, seed=seed)
+                    part = run_attack(name, model, xb, yb, spec, num_classes=num_classes, seed=seeds[b])
                     if progress is not None:
                         progress.save(b, part)
-                parts.append(part)
+                parts[b] = part
                 bar.update()
-                if part.status == "unsupported":
-                    bar.update(len(batches) - b - 1)
+                if part.status == "unsupported":  # the library lacks the spec: every batch would say so
+                    bar.update(len(mine) - len(parts))
                     break
-            results.append(merge_results(parts))
+            results.append(merge_results(gather_batches(parts)))
     return results
+
+
+def gather_batches(parts: dict[int, AttackResult]) -> list[AttackResult]:
+    """Every rank's per-batch results, in batch order (one process: ``parts`` in order). A batch that no rank
+    ran (a library unsupported for the whole spec stops after its first batch) is left out."""
+    merged: dict[int, AttackResult] = {}
+    for shard in distributed.gather(parts):
+        merged.update(shard)
+    return [merged[b] for b in sorted(merged)]
 
 
 def _median(values: Tensor) -> float:
@@ -333,10 +344,13 @@ def run_compare(
     metadata = {"spec": spec.to_dict(), **workload.context, "n": len(workload.x), "libraries": list(libraries)}
     prefix = None if out is None else OutputPrefix.of(out)
     store = None
+    main = distributed.world().main
     if prefix is not None:
         prefix.check_writable()
         key = {**metadata, "batch_size": batch_size, "weights_sha256": workload.card.get("sha256")}
-        store = ProgressStore(prefix.file(PROGRESS_TAIL), key, resume=resume)
+        distributed.check_same("run (spec, images, model, batch size)", key)
+        with distributed.main_first():  # rank 0 makes (or checks) the folder; the others join it
+            store = ProgressStore(prefix.file(PROGRESS_TAIL), key, resume=resume or not main)
     results = compare_libraries(
         workload.model,
         workload.x,
@@ -352,6 +366,9 @@ def run_compare(
     grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
     paths: list[Path] = []
     if prefix is not None:
+        distributed.barrier()  # every rank's parts are in: the folder can go
+        if not main:
+            return table, grid, paths
         minimal = grid is not None and not grid.empty
         tails = [*TABLE_TAILS.values(), FIGURE_TAIL, *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]
         metadata["files"] = [p.name for p in prefix.files(tails)]  # what belongs to this run, in its .json

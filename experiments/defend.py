@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from bridge import distributed
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import UnsupportedDefenseError
 from bridge.io import OutputPrefix, atomic_write_text
@@ -170,6 +171,7 @@ def run_defend(
     calibration: Tensor | None = None,
     out: str | Path | OutputPrefix | None = None,
     show_progress: bool = False,
+    batch_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """Evaluate a resolved ``spec`` on a workload; returns (results, agreement, paths written).
 
@@ -195,17 +197,19 @@ def run_defend(
         defense_libraries=defense_libraries,
         calibration=calibration,
         show_progress=show_progress,
+        batch_size=batch_size,
     )
     cells = evaluation.run()
     table = results_table(cells, spec, attack, workload.context)
     paths: list[Path] = []
-    if prefix is not None:
+    if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         tails = [t for k, t in TAILS.items() if spec.detector or k not in ("roc", "scores")]
         info = run_info(
             spec,
             attack,
             workload,
             prefix.files(tails),
+            attack_batch_size=batch_size,
             n_calibration=0 if calibration is None else len(calibration),
             attack_libraries=list(attack_libraries),
             defense_libraries=list(defense_libraries),

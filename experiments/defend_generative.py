@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from bridge import distributed
 from bridge.defense_spec import GenerativeDefenseSpec
 from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.runner import predict
@@ -49,6 +50,7 @@ def run_defend_generative(
     calibration: Tensor | None = None,
     out: str | Path | OutputPrefix | None = None,
     show_progress: bool = False,
+    batch_size: int | None = None,
 ) -> tuple[pd.DataFrame, dict, list[Path]]:
     """Evaluate a resolved generative ``spec`` with the generator of ``generator_config`` (trained or from
     the cache) on a workload; returns (results, checks, paths written)."""
@@ -70,11 +72,12 @@ def run_defend_generative(
         restarts=restarts,
         calibration=calibration,
         show_progress=show_progress,
+        batch_size=batch_size,
     )
     cells = evaluation.run()
     table = results_table(cells, spec, attack, workload.context)
     paths: list[Path] = []
-    if prefix is not None:
+    if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         tails = [t for k, t in TAILS.items() if spec.detector or k not in ("roc", "scores")]
         generator_card = {k: v for k, v in card.items() if k != "history"}
         meta = run_info(
@@ -82,6 +85,7 @@ def run_defend_generative(
             attack,
             workload,
             prefix.files(tails),
+            attack_batch_size=batch_size,
             restarts=restarts,
             attack_libraries=list(attack_libraries),
             n_calibration=0 if calibration is None else len(calibration),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bridge import distributed
 from bridge.adapters import LIBRARIES, get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError, check_name
@@ -84,6 +85,7 @@ def run_defend_trained(
     autoattack: bool = True,
     out: str | Path | OutputPrefix | None = None,
     show_progress: bool = False,
+    batch_size: int | None = None,
 ) -> tuple[pd.DataFrame, dict, list[Path]]:
     """Train (or take from the cache) the defended models of a resolved ``spec`` with ``config`` and
     evaluate them and the workload's (undefended) model; returns (results, checks, paths written)."""
@@ -107,16 +109,18 @@ def run_defend_trained(
         restarts=restarts,
         autoattack=autoattack,
         show_progress=show_progress,
+        batch_size=batch_size,
     )
     cells = evaluation.run()
     table = results_table(cells, spec, attack, workload.context)
     paths: list[Path] = []
-    if prefix is not None:
+    if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         info = run_info(
             spec,
             attack,
             workload,
             prefix.files(list(TAILS.values())),
+            attack_batch_size=batch_size,
             restarts=restarts,
             autoattack=autoattack,
             attack_libraries=list(attack_libraries),

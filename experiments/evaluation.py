@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 from bridge.adapters import LIBRARIES, get_adapter
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import UnsupportedDefenseError, check_name
-from bridge.runner import predict, run_attack, warm_up
+from bridge.runner import predict, warm_up
 from bridge.spec import AttackSpec
 from defenses.detector import SqueezeDetector, calibrate_threshold, detection_metrics
 from defenses.preprocessor import PreprocessedClassifier
 from experiments.adaptive import detector_aware_pgd
+from experiments.sharding import sharded_adversarial, sharded_run_attack
 
 AGREEMENT_COLUMNS = [
     "squeezer",
@@ -90,14 +91,29 @@ class TransferAttacks:
     """Each attack library's result on the undefended classifier, computed on first use and shared by every
     row that needs it (the ``transfer`` rows of each defense implementation, the undefended rows)."""
 
-    def __init__(self, classifier: nn.Module, x: Tensor, y: Tensor, attack: AttackSpec, num_classes: int) -> None:
+    def __init__(
+        self,
+        classifier: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        attack: AttackSpec,
+        num_classes: int,
+        batch_size: int | None = None,
+    ) -> None:
         self.classifier, self.x, self.y, self.attack, self.num_classes = classifier, x, y, attack, num_classes
+        self.batch_size = batch_size
         self.results: dict = {}
 
     def __call__(self, library: str):
         if library not in self.results:
-            self.results[library] = run_attack(
-                library, self.classifier, self.x, self.y, self.attack, num_classes=self.num_classes
+            self.results[library] = sharded_run_attack(
+                library,
+                self.classifier,
+                self.x,
+                self.y,
+                self.attack,
+                num_classes=self.num_classes,
+                batch_size=self.batch_size,
             )
         return self.results[library]
 
@@ -185,15 +201,22 @@ class Evaluation:
         defense_libraries: Sequence[str],
         calibration: Tensor | None = None,
         show_progress: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         self.spec, self.attack, self.classifier = spec, attack, classifier
         self.x, self.y, self.num_classes = x, y, num_classes
         self.attack_libraries, self.defense_libraries = list(attack_libraries), list(defense_libraries)
-        self.calibration, self.show_progress = calibration, show_progress
+        self.calibration, self.show_progress, self.batch_size = calibration, show_progress, batch_size
         self.cells: list[Cell] = []
-        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes)
+        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes, batch_size)
         self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
         self._threshold: float | None = None
+
+    def attacked(self, library: str, model: nn.Module):
+        """The run's attack by ``library`` on ``model``, by attack batch (each on its rank under torchrun)."""
+        return sharded_run_attack(
+            library, model, self.x, self.y, self.attack, num_classes=self.num_classes, batch_size=self.batch_size
+        )
 
     # ------------------------------------------------------------------ purifiers
     def purifier(self, library: str, backward: str) -> nn.Module | str:
@@ -229,9 +252,7 @@ class Evaluation:
                 if mode == "transfer":
                     result = self.transfer_result(attack_library)
                 else:
-                    result = run_attack(
-                        attack_library, attacked, self.x, self.y, self.attack, num_classes=self.num_classes
-                    )
+                    result = self.attacked(attack_library, attacked)
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
                     continue
@@ -309,16 +330,20 @@ class Evaluation:
 
     def detector_aware(self, detector: SqueezeDetector) -> Tensor:
         a = self.attack
-        return detector_aware_pgd(
-            detector,
-            self.x,
-            self.y,
-            eps=a.eps,
-            norm=a.norm.value,
-            steps=a.steps,
-            step_size=a.effective_step_size,
-            random_start=a.random_start,
-        )
+
+        def attack(x: Tensor, y: Tensor, seed: int) -> Tensor:
+            return detector_aware_pgd(
+                detector,
+                x,
+                y,
+                eps=a.eps,
+                norm=a.norm.value,
+                steps=a.steps,
+                step_size=a.effective_step_size,
+                random_start=a.random_start,
+            )
+
+        return sharded_adversarial(attack, self.x, self.y, seed=a.seed, batch_size=self.batch_size)
 
     # ------------------------------------------------------------------ all of it
     def run(self) -> list[Cell]:

@@ -33,13 +33,14 @@ A random defense is evaluated as it is deployed, one draw per prediction, under 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bridge.defense_spec import GenerativeDefenseSpec
-from bridge.runner import predict, run_attack, warm_up
+from bridge.runner import predict, warm_up
 from bridge.spec import AttackSpec
 from defenses.detector import calibrate_threshold
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
@@ -55,6 +56,7 @@ from experiments.evaluation import (
     zero_gradient_share,
 )
 from experiments.evaluation_trained import ADAPTIVE_STEPS, UNDEFENDED, margin_objective, pgd_restarts
+from experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
 from own_attacks import pgd
 
 #: Weight w of the detection hinge of the detector-aware attack (the hinge is in units of the threshold).
@@ -85,15 +87,16 @@ class GenerativeEvaluation:
         restarts: int = 1,
         calibration: Tensor | None = None,
         show_progress: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         if spec.detector and spec.threshold is None and calibration is None:
             raise ValueError("the reconstruction detector needs held-out clean images to calibrate its threshold")
         self.spec, self.attack, self.classifier, self.generator = spec, attack, classifier, generator.eval()
         self.x, self.y, self.num_classes = x, y, num_classes
         self.attack_libraries, self.restarts = list(attack_libraries), restarts
-        self.calibration, self.show_progress = calibration, show_progress
+        self.calibration, self.show_progress, self.batch_size = calibration, show_progress, batch_size
         self.cells: list[Cell] = []
-        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes)
+        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes, batch_size)
         self.checks: dict = {}
         self.clean_scores: Tensor | None = None
         self._threshold: float | None = None
@@ -154,18 +157,19 @@ class GenerativeEvaluation:
             self._fill(cell, self.classifier, clean_ok, result.x_adv)
 
     def adaptive_attacks(self, system: nn.Module):
-        """``(name, run, objective)`` of the adaptive end-to-end attacks on the purifier or labeller."""
+        """``(name, run, objective)`` of the adaptive end-to-end attacks on the purifier or labeller;
+        ``run(x, y, seed)`` attacks one batch."""
         if not self.budget:
             return []
-        x, y, s, budget = self.x, self.y, self.spec, self._budget()
+        s, budget = self.spec, self._budget()
         steps = budget["steps"]
         objective = eot_objective(margin_objective(system), s.eot)
         eot = f", EOT {s.eot}" if s.random else ""
         attacks = [
             (
                 f"pgd-margin end to end ({self.restarts} restarts × {steps} steps{eot})",
-                lambda: pgd_restarts(
-                    system, x, y, restarts=self.restarts, objective=objective, seed=self.attack.seed, **budget
+                lambda x, y, seed: pgd_restarts(
+                    system, x, y, restarts=self.restarts, objective=objective, seed=seed, **budget
                 ),
                 objective,
             )
@@ -176,8 +180,8 @@ class GenerativeEvaluation:
             attacks.append(
                 (
                     f"pgd-margin, BPDA over the refinement ({self.restarts} restarts × {steps} steps)",
-                    lambda: pgd_restarts(
-                        bpda, x, y, restarts=self.restarts, objective=bpda_objective, seed=self.attack.seed, **budget
+                    lambda x, y, seed: pgd_restarts(
+                        bpda, x, y, restarts=self.restarts, objective=bpda_objective, seed=seed, **budget
                     ),
                     bpda_objective,
                 )
@@ -201,7 +205,15 @@ class GenerativeEvaluation:
                 if mode == "transfer":
                     result = self.transfer_result(library)
                 else:
-                    result = run_attack(library, system, self.x, self.y, self.attack, num_classes=self.num_classes)
+                    result = sharded_run_attack(
+                        library,
+                        system,
+                        self.x,
+                        self.y,
+                        self.attack,
+                        num_classes=self.num_classes,
+                        batch_size=self.batch_size,
+                    )
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
                     continue
@@ -219,7 +231,7 @@ class GenerativeEvaluation:
                 "own", "adaptive", "own", attack=name, zero_grad_share=zero_gradient_share(objective, self.x, self.y)
             )
             self.cells.append(cell)
-            self._fill(cell, system, clean_ok, run())
+            self._fill(cell, system, clean_ok, self.sharded(run))
 
     def run_detector(self, bar) -> None:
         y = self.y.cpu()
@@ -230,12 +242,12 @@ class GenerativeEvaluation:
         none = Cell("own", "none", "", clean_ok=clean_ok, robust=clean_ok)
         none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
         self.cells.append(none)
-        rows: list[tuple[str, str, Callable[[], Tensor] | None, str]] = [
+        rows: list[tuple[str, str, BatchAttack | None, str]] = [
             ("transfer", library, None, "attack on the classifier alone, unaware of the detector")
             for library in self.attack_libraries
         ]
         if self.budget:
-            rows.append(("adaptive", "own", lambda: self.detector_aware(detector), "detector-aware PGD, end to end"))
+            rows.append(("adaptive", "own", partial(self.detector_aware, detector), "detector-aware PGD, end to end"))
         for mode, library, run, reason in rows:
             bar.update()
             cell = Cell("own", mode, library, reason=reason)
@@ -248,15 +260,19 @@ class GenerativeEvaluation:
                 x_adv = result.x_adv
                 cell.zero_grad_share = zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
             else:
-                x_adv = run().cpu()
+                x_adv = self.sharded(run).cpu()
                 cell.attack = f"pgd detector-aware ({self._budget()['steps']} steps)"
                 cell.zero_grad_share = zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
             x_adv = x_adv.detach().cpu()
             cell.norms = perturbation_norms(x_adv, self.x.cpu())
             fill_detector_cell(cell, detector, self.classifier, x_adv, self.x.device, y, clean_ok, clean_scores)
 
-    def detector_aware(self, detector: ReconstructionDetector) -> Tensor:
-        """PGD on J (module docstring): fool the classifier, keep the reconstruction error under τ."""
+    def sharded(self, attack: BatchAttack) -> Tensor:
+        """``attack(x, y, seed)`` by attack batch (each on its rank under torchrun), gathered."""
+        return sharded_adversarial(attack, self.x, self.y, seed=self.attack.seed, batch_size=self.batch_size)
+
+    def detector_aware(self, detector: ReconstructionDetector, x: Tensor, y: Tensor, seed: int) -> Tensor:
+        """PGD on J (module docstring) on one batch: fool the classifier, keep the reconstruction error under τ."""
         tau, classifier = detector.threshold, self.classifier
 
         def objective(x: Tensor, y: Tensor) -> Tensor:
@@ -269,8 +285,8 @@ class GenerativeEvaluation:
         budget = self._budget()
         return pgd(
             classifier,
-            self.x,
-            self.y,
+            x,
+            y,
             **budget,
             random_start=self.attack.random_start,
             loss=objective,

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
-from bridge.runner import predict, run_attack, warm_up
+from bridge.runner import predict, warm_up
 from bridge.spec import AttackSpec, Norm
 from experiments.adaptive import margin
 from experiments.evaluation import (
@@ -50,6 +50,7 @@ from experiments.evaluation import (
     worst_case,
     zero_gradient_share,
 )
+from experiments.sharding import sharded_adversarial, sharded_run_attack
 from own_attacks import deepfool, fgsm, pgd
 from own_attacks._common import batch_view
 
@@ -121,13 +122,14 @@ class TrainedEvaluation:
         restarts: int = 10,
         autoattack: bool = True,
         show_progress: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         self.spec, self.attack, self.undefended, self.defended = spec, attack, undefended, dict(defended)
         self.x, self.y, self.num_classes = x, y, num_classes
         self.attack_libraries, self.restarts, self.autoattack = list(attack_libraries), restarts, autoattack
-        self.show_progress = show_progress
+        self.show_progress, self.batch_size = show_progress, batch_size
         self.cells: list[Cell] = []
-        self.transfer_result = TransferAttacks(undefended, x, y, attack, num_classes)
+        self.transfer_result = TransferAttacks(undefended, x, y, attack, num_classes, batch_size)
         self.checks: dict[str, dict] = {}
 
     @property
@@ -163,8 +165,14 @@ class TrainedEvaluation:
                 if mode == "transfer":
                     result = self.transfer_result(attack_library)
                 else:
-                    result = run_attack(
-                        attack_library, model, self.x, self.y, self.attack, num_classes=self.num_classes
+                    result = sharded_run_attack(
+                        attack_library,
+                        model,
+                        self.x,
+                        self.y,
+                        self.attack,
+                        num_classes=self.num_classes,
+                        batch_size=self.batch_size,
                     )
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
@@ -181,7 +189,7 @@ class TrainedEvaluation:
             cell.attack, cell.reason = name, ""
             self.cells.append(cell)
             try:
-                x_adv = run()
+                x_adv = sharded_adversarial(run, self.x, self.y, seed=self.attack.seed, batch_size=self.batch_size)
             except Exception as exc:  # a library's failure is a row, as in the runner
                 cell.status, cell.reason = "error", f"{type(exc).__name__}: {exc}"
                 continue
@@ -191,20 +199,23 @@ class TrainedEvaluation:
             self.overfitting_check(library)
 
     def adaptive_attacks(self, model: nn.Module):
-        """``(name, run, objective)`` of the adaptive attacks for this defense and attack; ``objective`` (the
-        ascended per-sample loss, for ``zero_grad_share``) is ``None`` for attacks without one of ours."""
-        a, x, y = self.attack, self.x, self.y
+        """``(name, run, objective)`` of the adaptive attacks for this defense and attack: ``run(x, y, seed)``
+        attacks one batch; ``objective`` (the ascended per-sample loss, for ``zero_grad_share``) is ``None``
+        for attacks without one of ours."""
+        a = self.attack
         distill = not self.spec.adversarial
         attacks = []
         if self.budget:
             steps = a.steps if a.attack == "pgd" else ADAPTIVE_STEPS
             step_size = a.effective_step_size if a.attack == "pgd" else 2.5 * a.eps / steps
-            budget = {"eps": a.eps, "norm": a.norm.value, "steps": steps, "step_size": step_size, "seed": a.seed}
+            budget = {"eps": a.eps, "norm": a.norm.value, "steps": steps, "step_size": step_size}
             objective = margin_objective(model)
             attacks.append(
                 (
                     f"pgd-margin ({self.restarts} restarts × {steps} steps)",
-                    lambda: pgd_restarts(model, x, y, restarts=self.restarts, objective=objective, **budget),
+                    lambda x, y, seed: pgd_restarts(
+                        model, x, y, restarts=self.restarts, objective=objective, seed=seed, **budget
+                    ),
                     objective,
                 )
             )
@@ -213,7 +224,7 @@ class TrainedEvaluation:
                 attacks.append(
                     (
                         f"pgd-ce(z/T), T={self.spec.temperature:g}",
-                        lambda: pgd_restarts(model, x, y, restarts=1, objective=scaled, **budget),
+                        lambda x, y, seed: pgd_restarts(model, x, y, restarts=1, objective=scaled, seed=seed, **budget),
                         scaled,
                     )
                 )
@@ -221,20 +232,20 @@ class TrainedEvaluation:
                 attacks.append(
                     (
                         "autoattack (standard)",
-                        lambda: get_adapter("torchattacks").autoattack(
-                            model, x, y, norm=a.norm.value, eps=a.eps, num_classes=self.num_classes, seed=a.seed
+                        lambda x, y, seed: get_adapter("torchattacks").autoattack(
+                            model, x, y, norm=a.norm.value, eps=a.eps, num_classes=self.num_classes, seed=seed
                         ),
                         None,
                     )
                 )
             if self.spec.defense in ("adv-fgsm", "adv-fgsm-rs") and a.attack != "fgsm":
-                attacks.append(("fgsm", lambda: fgsm(model, x, y, eps=a.eps), None))
+                attacks.append(("fgsm", lambda x, y, seed: fgsm(model, x, y, eps=a.eps), None))
         if distill or not self.budget:
             norm = "Linf" if self.budget and a.norm is Norm.LINF else "L2"
             attacks.append(
                 (
                     f"deepfool ({norm}, logits)",
-                    lambda: deepfool(model, x, y, norm=norm, steps=50, overshoot=0.02),
+                    lambda x, y, seed: deepfool(model, x, y, norm=norm, steps=50, overshoot=0.02),
                     None,
                 )
             )

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from bridge.io import atomic_write_bytes
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -141,3 +144,40 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"could not read the weights {weights}: {exc}") from exc
     return state, card
+
+
+def cached_or_trained(
+    folder: Path,
+    load: Callable[[Path], tuple[nn.Module, dict[str, Any]]],
+    train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+    *,
+    every_rank_trains: bool = False,
+    what: str = "model",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The valid checkpoint in ``folder`` (``load(folder)``), else ``train()``'s model saved there, with its card.
+
+    A checkpoint that fails to load is reported and trained again. Under ``torchrun`` rank 0 decides whether
+    the cache has it and is the only one to write it; ``train`` runs on every rank when it is itself
+    distributed (``every_rank_trains``), else on rank 0 while the others wait; the other ranks then load what
+    rank 0 wrote, so that every rank holds the same weights and card.
+    """
+    from bridge import distributed
+
+    world = distributed.world()
+    cached = None
+    if world.main and (folder / CARD_FILE).is_file():
+        try:
+            cached = load(folder)
+        except (CheckpointError, KeyError, RuntimeError) as exc:
+            log.warning("cached %s %s is unusable (%s: %s); training it again", what, folder, type(exc).__name__, exc)
+    if distributed.broadcast(cached is not None):
+        log.info("using cached %s %s", what, folder)
+        return cached if cached is not None else load(folder)
+    log.info("no cached %s in %s; training ...", what, folder)
+    made = train() if every_rank_trains or world.main else None
+    if world.main:
+        model, card = made
+        card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
+        log.info("saved %s", folder)
+    distributed.barrier()
+    return (model, card) if world.main else load(folder)

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from bridge.errors import CheckpointError, InvalidParameterError, check_name
-from zoo.checkpoints import CARD_FILE, checkpoint_dir, file_sha256, load_checkpoint, save_checkpoint
+from bridge import distributed
+from bridge.errors import InvalidParameterError, check_name
+from zoo.checkpoints import cached_or_trained, checkpoint_dir, file_sha256, load_checkpoint
 from zoo.datasets import TensorImages, dataset_info, load_dataset
 from zoo.models import FINETUNE_MODES, NormalizedClassifier, create_classifier, set_trainable
 
@@ -209,6 +210,43 @@ def make_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
 
 
+class RankBatches:
+    """How one rank of a ``torchrun`` training takes its part of every global batch (one process: all of it).
+
+    Global batch ``k`` of ``B`` samples, in the epoch's seeded order, is dealt ``rank::world size`` as
+    ``DistributedSampler`` deals, so each rank trains on its own data on ``B / world size`` samples per step;
+    ``DistributedDataParallel`` averages the gradients, and each rank's loss is weighted by its share of the
+    batch (``size · n_rank / n``), so that a step is the one-process step on the same ``B`` samples (the
+    last, smaller batch included; one with fewer samples than ranks is dropped).
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.world = distributed.world()
+        size = self.world.size
+        if batch_size % size:
+            raise InvalidParameterError(
+                f"expected a batch size that is a multiple of the world size {size}, got {batch_size}"
+            )
+        self.global_batch_size, self.batch_size = batch_size, batch_size // size
+
+    def wrap(self, model: nn.Module, device: str | torch.device) -> nn.Module:
+        """``model`` in ``DistributedDataParallel`` when there are several ranks (it syncs the gradients)."""
+        if not self.world.distributed:
+            return model
+        ids = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def order(self, order: Tensor) -> tuple[Tensor, list[float]]:
+        """This rank's samples of an epoch in training order, and the loss weight of each of its steps."""
+        if not self.world.distributed:
+            return order, [1.0] * -(-len(order) // self.batch_size)
+        size, rank = self.world.size, self.world.rank
+        chunks = [c for c in order.split(self.global_batch_size) if len(c) >= size]
+        mine = torch.cat([c[rank::size] for c in chunks])
+        weights = [distributed.shares([len(range(r, len(c), size)) for r in range(size)])[rank] for c in chunks]
+        return mine, weights
+
+
 def _set_train_mode(model: NormalizedClassifier, finetune: str) -> None:
     model.train()
     if finetune == "head":
@@ -277,19 +315,21 @@ def train(
         if validate is not None and n_val:
             val_x, val_y = (t.to(device) for t in stack(train_ds, val_idx))
             val_x = val_x.contiguous(memory_format=layout)
+        shard = RankBatches(cfg.batch_size)
+        trained = shard.wrap(model, device)
         for epoch in range(1, cfg.epochs + 1):
             _set_train_mode(model, cfg.finetune)
-            order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+            order, weights = shard.order(train_idx[torch.randperm(len(train_idx), generator=gen)])
             total_loss, seen, counts = 0.0, 0, {}
             bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress)
-            for x, y in batches(train_ds, order, cfg.batch_size):
+            for step, (x, y) in enumerate(batches(train_ds, order, shard.batch_size)):
                 x, y = x.to(device), y.to(device)
                 if cfg.augment:
                     x = augment_batch(x)
                 x = x.contiguous(memory_format=layout)
-                loss, batch_counts = objective(model, x, y)
+                loss, batch_counts = objective(trained, x, y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if weights[step] == 1 else loss * weights[step]).backward()
                 if cfg.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
                 optimizer.step()
@@ -328,6 +368,7 @@ def train(
         cfg,
         data,
         model,
+        **({"world_size": shard.world.size} if shard.world.distributed else {}),
         val_accuracy=best_acc if n_val else None,
         epochs_run=epoch,
         best_epoch=best_epoch or epoch,
@@ -445,11 +486,14 @@ def get_or_train(
     validate: Callable[[nn.Module, Tensor, Tensor], float] | None = None,
     defense: dict[str, Any] | None = None,
     make: Callable[[TrainConfig], tuple[nn.Module, dict[str, Any]]] | None = None,
+    make_is_distributed: bool = False,
 ) -> tuple[NormalizedClassifier, dict[str, Any]]:
     """The cached model for ``config`` if there is a valid one, else train it and cache it.
 
     ``make(resolved_config) -> (model, card)`` trains it instead of :func:`train` (another library's
-    trainer, in its adapter); its ``defense`` then says whose training it was.
+    trainer, in its adapter); its ``defense`` then says whose training it was. Under ``torchrun`` :func:`train`
+    runs on every rank (``DistributedDataParallel``), ``make`` on rank 0 alone unless ``make_is_distributed``
+    (it calls :func:`train` itself); rank 0 writes the checkpoint, the other ranks load it.
 
     The cache folder is :func:`zoo.checkpoints.checkpoint_dir` of the config (and of ``defense``, the
     resolved spec of a training-time defense whose ``objective``/``validate`` are given: part of the key
@@ -461,21 +505,22 @@ def get_or_train(
     cfg = config.resolved()
     key = cfg.cache_fields() if defense is None else {**cfg.cache_fields(), "defense": defense}
     folder = checkpoint_dir(cfg.dataset, cfg.model, key)
-    if (folder / CARD_FILE).is_file():
-        try:
-            model, card = load_trained(folder)
-        except (CheckpointError, KeyError, RuntimeError) as exc:
-            logger.warning("cached model %s is unusable (%s: %s); training it again", folder, type(exc).__name__, exc)
-        else:
-            logger.info("using cached model %s (test accuracy %.2f%%)", folder, 100 * card["accuracy"])
-            return model.to(device).eval(), card
-    logger.info("no cached model for %s on %s in %s; training ...", cfg.model, cfg.dataset, folder)
-    if make is None:
-        model, card = train(cfg, progress=progress, device=device, objective=objective, validate=validate)
-    else:
-        model, card = make(cfg)
-    if defense is not None:
-        card["defense"] = defense
-    card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
-    logger.info("saved %s", folder)
-    return model, card
+    distributed.check_same("model to train or load", key)
+
+    def make_it() -> tuple[nn.Module, dict[str, Any]]:
+        if make is None:  # under torchrun every rank trains its part of each batch (DistributedDataParallel)
+            model, card = train(cfg, progress=progress and distributed.world().main, device=device,
+                                objective=objective, validate=validate)  # fmt: skip
+        else:  # another library's trainer (one process, unless ``make_is_distributed``: it calls train())
+            model, card = make(cfg)
+        return model, card if defense is None else {**card, "defense": defense}
+
+    model, card = cached_or_trained(
+        folder,
+        load_trained,
+        make_it,
+        every_rank_trains=make is None or make_is_distributed,
+        what=f"model for {cfg.model} on {cfg.dataset}",
+    )
+    logger.info("%s in %s (test accuracy %.2f%%)", cfg.model, folder, 100 * card["accuracy"])
+    return model.to(device).eval(), card

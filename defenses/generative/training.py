@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from bridge.errors import CheckpointError, InvalidParameterError, check_name
 from defenses.generative.models import GENERATORS, ConvGenerator
-from zoo.checkpoints import CARD_FILE, checkpoint_dir, load_checkpoint, save_checkpoint
+from zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
 from zoo.training import batches, stack, training_data
 
 logger = logging.getLogger(__name__)
@@ -176,18 +176,10 @@ def get_or_train_generator(
 ) -> tuple[ConvGenerator, dict[str, Any]]:
     """The cached generator of ``cfg`` if there is a valid one, else train it and cache it."""
     folder = checkpoint_dir(cfg.dataset, f"generator-{cfg.generator}", cfg.cache_fields())
-    if (folder / CARD_FILE).is_file():
-        try:
-            model, card = load_generator(folder)
-        except (CheckpointError, KeyError, RuntimeError) as exc:
-            logger.warning(
-                "cached generator %s is unusable (%s: %s); training it again", folder, type(exc).__name__, exc
-            )
-        else:
-            return model.to(device), card
-    model, card = train_generator(cfg, progress=progress, device=device)
-    card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
-    return model, card
+    model, card = cached_or_trained(
+        folder, load_generator, lambda: train_generator(cfg, progress=progress, device=device), what="generator"
+    )
+    return model.to(device), card
 
 
 def check_generator_for(card: dict[str, Any], dataset: str, in_chans: int, image_size: int) -> None:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bridge.defense_spec import TrainingDefenseSpec
+from bridge.distributed import unwrap
 from own_attacks import fgsm, pgd
 from zoo.training import FAST_RECIPE
 
@@ -83,13 +84,15 @@ def adversarial_examples(model: nn.Module, x: Tensor, y: Tensor, spec: TrainingD
 def adversarial_objective(spec: TrainingDefenseSpec):
     """The training loss of a resolved adversarial ``spec`` (a :data:`zoo.training.Objective`): the first
     ⌈ratio·B⌉ samples of each (shuffled) batch replaced by adversarial examples, cross-entropy over the batch.
-    Counts: clean accuracy of the batch (eval mode, no gradient) and accuracy on the adversarial part."""
+    Counts: clean accuracy of the batch (eval mode, no gradient) and accuracy on the adversarial part. Under
+    ``torchrun`` ``model`` is the ``DistributedDataParallel`` wrapper and ``x`` this rank's part of the batch."""
 
     def objective(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[int, int]]]:
         k = math.ceil(spec.ratio * len(x))
-        x_adv = adversarial_examples(model, x[:k], y[:k], spec)
-        with attacking(model), torch.no_grad():
-            clean_correct = int((model(x).argmax(1) == y).sum())
+        net = unwrap(model)  # under torchrun: each rank attacks its own part of the batch, outside DDP
+        x_adv = adversarial_examples(net, x[:k], y[:k], spec)
+        with attacking(net), torch.no_grad():
+            clean_correct = int((net(x).argmax(1) == y).sum())
         logits = model(torch.cat([x_adv, x[k:]]))
         adv_correct = int((logits[:k].argmax(1) == y[:k]).sum())
         return F.cross_entropy(logits, y), {"clean": (clean_correct, len(y)), "adv": (adv_correct, k)}

@@ -84,4 +84,5 @@ def train_defended(
         device=device,
         defense=defense_key(spec, library),
         make=lambda cfg: adapter.train_defense(cfg, spec, progress=progress, device=device),
+        make_is_distributed=library == "own",  # ours runs on every rank under torchrun; ART's on rank 0
     )
