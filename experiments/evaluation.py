@@ -106,16 +106,15 @@ class TransferAttacks:
 
     def __call__(self, library: str):
         if library not in self.results:
-            self.results[library] = sharded_run_attack(
-                library,
-                self.classifier,
-                self.x,
-                self.y,
-                self.attack,
-                num_classes=self.num_classes,
-                batch_size=self.batch_size,
-            )
+            self.results[library] = self.on(library, self.classifier)
         return self.results[library]
+
+    def on(self, library: str, model: nn.Module):
+        """The same attack, images and batches by ``library`` on another ``model`` (not kept): the white-box
+        rows. By attack batch, each on its rank under torchrun."""
+        return sharded_run_attack(
+            library, model, self.x, self.y, self.attack, num_classes=self.num_classes, batch_size=self.batch_size
+        )
 
 
 def agreement_table(spec: DefenseSpec, x: Tensor) -> pd.DataFrame:
@@ -212,12 +211,6 @@ class Evaluation:
         self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
         self._threshold: float | None = None
 
-    def attacked(self, library: str, model: nn.Module):
-        """The run's attack by ``library`` on ``model``, by attack batch (each on its rank under torchrun)."""
-        return sharded_run_attack(
-            library, model, self.x, self.y, self.attack, num_classes=self.num_classes, batch_size=self.batch_size
-        )
-
     # ------------------------------------------------------------------ purifiers
     def purifier(self, library: str, backward: str) -> nn.Module | str:
         """The defended model of ``library`` with ``backward``, or the reason it cannot be built."""
@@ -252,7 +245,7 @@ class Evaluation:
                 if mode == "transfer":
                     result = self.transfer_result(attack_library)
                 else:
-                    result = self.attacked(attack_library, attacked)
+                    result = self.transfer_result.on(attack_library, attacked)
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
                     continue

@@ -56,7 +56,7 @@ from experiments.evaluation import (
     zero_gradient_share,
 )
 from experiments.evaluation_trained import ADAPTIVE_STEPS, UNDEFENDED, margin_objective, pgd_restarts
-from experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
+from experiments.sharding import BatchAttack, sharded_adversarial
 from own_attacks import pgd
 
 #: Weight w of the detection hinge of the detector-aware attack (the hinge is in units of the threshold).
@@ -205,15 +205,7 @@ class GenerativeEvaluation:
                 if mode == "transfer":
                     result = self.transfer_result(library)
                 else:
-                    result = sharded_run_attack(
-                        library,
-                        system,
-                        self.x,
-                        self.y,
-                        self.attack,
-                        num_classes=self.num_classes,
-                        batch_size=self.batch_size,
-                    )
+                    result = self.transfer_result.on(library, system)
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
                     continue

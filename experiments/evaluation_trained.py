@@ -50,7 +50,7 @@ from experiments.evaluation import (
     worst_case,
     zero_gradient_share,
 )
-from experiments.sharding import sharded_adversarial, sharded_run_attack
+from experiments.sharding import sharded_adversarial
 from own_attacks import deepfool, fgsm, pgd
 from own_attacks._common import batch_view
 
@@ -165,15 +165,7 @@ class TrainedEvaluation:
                 if mode == "transfer":
                     result = self.transfer_result(attack_library)
                 else:
-                    result = sharded_run_attack(
-                        attack_library,
-                        model,
-                        self.x,
-                        self.y,
-                        self.attack,
-                        num_classes=self.num_classes,
-                        batch_size=self.batch_size,
-                    )
+                    result = self.transfer_result.on(attack_library, model)
                 if result.status != "ok":
                     cell.status, cell.reason = result.status, result.reason
                     continue
