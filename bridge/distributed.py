@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -161,14 +161,19 @@ def my_batches(n_batches: int) -> list[int]:
     return list(range(w.rank, n_batches, w.size))
 
 
-def map_batches(run: Callable[[int], T], n_batches: int) -> list[T]:
-    """``[run(b) for b in range(n_batches)]``, each batch run by its rank and the results gathered in order."""
-    mine = {b: run(b) for b in my_batches(n_batches)}
+def gather_batches(mine: dict[int, T]) -> dict[int, T]:
+    """Every rank's ``{batch: result}`` merged into one dict (one process: ``mine``)."""
     if not world().distributed:
-        return [mine[b] for b in range(n_batches)]
+        return mine
     merged: dict[int, T] = {}
     for part in gather(mine):
         merged.update(part)
+    return merged
+
+
+def map_batches(run: Callable[[int], T], n_batches: int) -> list[T]:
+    """``[run(b) for b in range(n_batches)]``, each batch run by its rank and the results gathered in order."""
+    merged = gather_batches({b: run(b) for b in my_batches(n_batches)})
     return [merged[b] for b in range(n_batches)]
 
 
@@ -191,16 +196,3 @@ def main_first() -> Iterator[bool]:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` wrapper (anything else as it is)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def split_batch(n: int) -> slice:
-    """This rank's part of a global batch of ``n`` samples: ``rank::size``, as ``DistributedSampler`` deals."""
-    w = world()
-    return slice(w.rank, n, w.size)
-
-
-def shares(counts: Sequence[int]) -> list[float]:
-    """Each rank's weight in the mean over a global batch dealt ``counts`` samples per rank: ``size · n_r / N``,
-    so that DDP's average of per-rank mean losses is the mean over the whole batch."""
-    total = sum(counts)
-    return [len(counts) * c / total for c in counts]

@@ -107,17 +107,10 @@ def compare_libraries(
                 if part.status == "unsupported":  # the library lacks the spec: every batch would say so
                     bar.update(len(mine) - len(parts))
                     break
-            results.append(merge_results(gather_batches(parts)))
+            # every rank's batches, in order; a library unsupported for the spec stops after its first batch
+            merged = distributed.gather_batches(parts)
+            results.append(merge_results([merged[b] for b in sorted(merged)]))
     return results
-
-
-def gather_batches(parts: dict[int, AttackResult]) -> list[AttackResult]:
-    """Every rank's per-batch results, in batch order (one process: ``parts`` in order). A batch that no rank
-    ran (a library unsupported for the whole spec stops after its first batch) is left out."""
-    merged: dict[int, AttackResult] = {}
-    for shard in distributed.gather(parts):
-        merged.update(shard)
-    return [merged[b] for b in sorted(merged)]
 
 
 def _median(values: Tensor) -> float:

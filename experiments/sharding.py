@@ -76,12 +76,12 @@ def sharded_adversarial(
     def one(b: int) -> Tensor | str:
         if len(slices) > 1:
             seed_everything(seeds[b])
-        if not distributed.world().distributed:
-            return attack(x[slices[b]], y[slices[b]], seeds[b]).detach().cpu()
         try:
             return attack(x[slices[b]], y[slices[b]], seeds[b]).detach().cpu()
-        except Exception as exc:  # returned, so that every rank hears of it at the gather
-            return f"{type(exc).__name__}: {exc} (rank {distributed.world().rank})"
+        except Exception as exc:
+            if not distributed.world().distributed:
+                raise
+            return f"{type(exc).__name__}: {exc} (rank {distributed.world().rank})"  # every rank hears of it
 
     parts = distributed.map_batches(one, len(slices))
     failures = [p for p in parts if isinstance(p, str)]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bridge import distributed
 from bridge.errors import CheckpointError, InvalidParameterError
 from bridge.io import atomic_write_bytes
 
@@ -161,8 +162,6 @@ def cached_or_trained(
     distributed (``every_rank_trains``), else on rank 0 while the others wait; the other ranks then load what
     rank 0 wrote, so that every rank holds the same weights and card.
     """
-    from bridge import distributed
-
     world = distributed.world()
     cached = None
     if world.main and (folder / CARD_FILE).is_file():
