@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_options(p)
     _add_common(p)
 
+    from experiments.study_command import add_parser as add_study_parser
+
+    add_study_parser(sub)
+
     p = sub.add_parser("list", help="print the attack x library matrix")
     _add_common(p)
     return parser
@@ -563,13 +567,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from experiments.study_command import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("art", "matplotlib", "PIL", "timm"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    commands = {"compare": cmd_compare, "defend": cmd_defend, "train": cmd_train, "list": cmd_list}
+    commands = {"compare": cmd_compare, "defend": cmd_defend, "train": cmd_train, "study": cmd_study, "list": cmd_list}
     try:
         if args.command != "list" and any(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
             _join_torchrun(args)

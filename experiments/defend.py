@@ -21,7 +21,13 @@ Two tables (tidy, one row per cell):
   is not flagged), ``success_rate`` (over clean-correct samples), median L2/L∞ of the successful
   perturbations, ``zero_grad_share`` (share of samples whose gradient of the attacked objective at the clean
   input is exactly zero: a gradient-masking flag), and for the detector ``detection_rate`` (on successful
-  adversarial examples), ``fpr`` (on the clean images), ``roc_auc`` and ``threshold``.
+  adversarial examples), ``fpr`` (on the clean images), ``roc_auc`` and ``threshold``; and the
+  gradient-masking flags as measured values (:mod:`experiments.flags`: ``random_outputs``,
+  ``probability_outputs``, ``saturated_softmax`` of the defended system, ``single_step_gap``,
+  ``weaker_beats_white_box``, ``unbounded_incomplete``, ``non_monotone_eps``), ``flags`` naming those raised.
+
+For a minimal-norm attack (DeepFool, DDN) ``<out>-eps.csv`` has every row's robust accuracy at a grid of eps
+(:func:`robust_by_eps`), from the same run.
 """
 
 from __future__ import annotations
@@ -34,14 +40,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bridge import distributed
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import UnsupportedDefenseError
 from bridge.io import OutputPrefix, atomic_write_text
 from bridge.provenance import provenance
-from bridge.spec import AttackSpec
+from bridge.spec import AttackSpec, standard_eps
 from experiments.compare import format_table as compare_format_table
 from experiments.compare import results_prefix
 from experiments.defend_figures import save_detector_figures, save_images
@@ -52,6 +58,8 @@ from experiments.evaluation import (
     agreement_table,
     check_defense_libraries,
 )
+from experiments.flags import FLAG_COLUMNS, add_table_flags
+from experiments.minimal import DEFAULT_GRID_FACTORS
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +74,14 @@ COLUMNS = [
     "success_rate",
     "median_l2",
     "median_linf",
+    *FLAG_COLUMNS[:3],
     "zero_grad_share",
+    *FLAG_COLUMNS[4:-1],
     "detection_rate",
     "fpr",
     "roc_auc",
     "threshold",
+    "flags",
     "reason",
 ]
 #: Every file a ``defend`` run writes, as tails of its output prefix.
@@ -80,6 +91,7 @@ TAILS = {
     "markdown": ".md",
     "metadata": ".json",
     "figure": ".png",
+    "eps": "-eps.csv",
     "roc": "-roc.png",
     "scores": "-scores.png",
 }
@@ -99,6 +111,7 @@ def cell_row(cell: Cell) -> dict:
         status=cell.status,
         reason=cell.reason,
         zero_grad_share=cell.zero_grad_share if cell.status == "ok" else math.nan,
+        **(cell.model_flags if cell.status == "ok" else {}),
     )
     if cell.robust is None:
         return row
@@ -128,7 +141,48 @@ def results_table(cells: Sequence[Cell], spec: DefenseSpec, attack: AttackSpec, 
     }
     for i, (key, value) in enumerate(tidy.items()):
         table.insert(i, key, value)
-    return table
+    flagged = add_table_flags(table)
+    return flagged[list(tidy) + COLUMNS]
+
+
+def robust_by_eps(cells: Sequence[Cell], attack: AttackSpec, context: dict, grid: Sequence[float]) -> pd.DataFrame:
+    """Tidy robust accuracy at each eps of ``grid`` for every cell with per-sample perturbations: a sample is
+    robust at eps if the system is right on it and no successful perturbation of norm ≤ eps (the attack's
+    norm) was found for it. For a minimal-norm attack this is the robust-accuracy-vs-eps curve of one run."""
+    index = 0 if attack.norm.value == "L2" else 1
+    rows = []
+    for cell in cells:
+        if cell.robust is None or cell.fooled is None or cell.norms is None:
+            continue
+        size = cell.norms[index]
+        for eps in grid:
+            robust = cell.clean_ok & ~(cell.fooled & (size <= eps))
+            rows.append(
+                {
+                    **context,
+                    "defense_library": cell.defense_library,
+                    "mode": cell.mode,
+                    "attack": cell.attack or attack.attack,
+                    "attack_library": cell.attack_library,
+                    "norm": attack.norm.value,
+                    "eps": float(eps),
+                    "robust_acc": float(robust.double().mean()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def eps_grid_for(attack: AttackSpec, family: str) -> list[float]:
+    """The eps grid of :func:`robust_by_eps`: multiples of the family's standard budget in the attack's norm."""
+    return [f * standard_eps(family, attack.norm) for f in DEFAULT_GRID_FACTORS]
+
+
+def eps_texts(cells: Sequence[Cell], attack: AttackSpec, workload) -> dict[str, str]:
+    """``{"eps": CSV}`` of :func:`robust_by_eps` for a minimal-norm attack, else nothing (the ``-eps.csv`` file)."""
+    if not attack.minimal:
+        return {}
+    grid = eps_grid_for(attack, workload.info.family)
+    return {"eps": robust_by_eps(cells, attack, workload.context, grid).to_csv(index=False)}
 
 
 def format_table(table: pd.DataFrame, columns: Sequence[str], *, markdown: bool = False) -> str:
@@ -172,12 +226,15 @@ def run_defend(
     out: str | Path | OutputPrefix | None = None,
     show_progress: bool = False,
     batch_size: int | None = None,
+    source: nn.Module | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """Evaluate a resolved ``spec`` on a workload; returns (results, agreement, paths written).
 
     ``calibration``: held-out clean images for the detector's threshold (required when ``spec`` is a
     detector without a fixed threshold). Libraries in ``defense_libraries`` that lack the defense raise
-    :class:`UnsupportedDefenseError`; those that lack one backward pass get ``unsupported`` rows.
+    :class:`UnsupportedDefenseError`; those that lack one backward pass get ``unsupported`` rows. ``source``:
+    the undefended model the transfer attacks are computed on, when the workload's model behind the squeezer
+    was trained for it (default: the workload's model).
     """
     if spec.detector and spec.threshold is None and calibration is None:
         raise UnsupportedDefenseError("the detector needs held-out clean images to calibrate its threshold")
@@ -198,12 +255,14 @@ def run_defend(
         calibration=calibration,
         show_progress=show_progress,
         batch_size=batch_size,
+        source=source,
     )
     cells = evaluation.run()
     table = results_table(cells, spec, attack, workload.context)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
-        tails = [t for k, t in TAILS.items() if spec.detector or k not in ("roc", "scores")]
+        skip = (() if spec.detector else ("roc", "scores")) + (() if attack.minimal else ("eps",))
+        tails = [t for k, t in TAILS.items() if k not in skip]
         info = run_info(
             spec,
             attack,
@@ -224,6 +283,7 @@ def run_defend(
             + format_table(agreement, AGREEMENT_COLUMNS, markdown=True)
             + "\n",
             "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
+            **eps_texts(cells, attack, workload),
         }
         paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
         paths.append(save_images(evaluation, prefix.file(TAILS["figure"])))

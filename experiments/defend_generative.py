@@ -21,7 +21,7 @@ from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.runner import predict
 from bridge.spec import AttackSpec
 from defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
-from experiments.defend import COLUMNS, format_table, markdown_header, results_table, run_info
+from experiments.defend import COLUMNS, eps_texts, format_table, markdown_header, results_table, run_info
 from experiments.defend_figures import save_detector_figures
 from experiments.defend_trained import save_accuracy_figure
 from experiments.evaluation_generative import GenerativeEvaluation
@@ -33,6 +33,7 @@ TAILS = {
     "markdown": ".md",
     "metadata": ".json",
     "figure": ".png",
+    "eps": "-eps.csv",
     "images": "-images.png",
     "roc": "-roc.png",
     "scores": "-scores.png",
@@ -78,7 +79,8 @@ def run_defend_generative(
     table = results_table(cells, spec, attack, workload.context)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
-        tails = [t for k, t in TAILS.items() if spec.detector or k not in ("roc", "scores")]
+        skip = (() if spec.detector else ("roc", "scores")) + (() if attack.minimal else ("eps",))
+        tails = [t for k, t in TAILS.items() if k not in skip]
         generator_card = {k: v for k, v in card.items() if k != "history"}
         meta = run_info(
             spec,
@@ -100,6 +102,7 @@ def run_defend_generative(
             f"{card['test_reconstruction']:.3f} (squared L2 per image), {card['train_samples']} training images, "
             f"{card['epochs_run']} epochs\n",
             "metadata": json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n",
+            **eps_texts(cells, attack, workload),
         }
         paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
         paths.append(

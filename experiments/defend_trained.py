@@ -24,14 +24,14 @@ from bridge.errors import UnsupportedDefenseError, check_name
 from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.spec import AttackSpec
 from defenses.trainer import train_defended
-from experiments.defend import COLUMNS, format_table, markdown_header, results_table, run_info
+from experiments.defend import COLUMNS, eps_texts, format_table, markdown_header, results_table, run_info
 from experiments.evaluation_trained import UNDEFENDED, TrainedEvaluation
 from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
 from zoo.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
-TAILS = {"results": ".csv", "markdown": ".md", "metadata": ".json", "figure": ".png"}
+TAILS = {"results": ".csv", "markdown": ".md", "metadata": ".json", "figure": ".png", "eps": "-eps.csv"}
 
 
 def check_training_libraries(
@@ -119,7 +119,7 @@ def run_defend_trained(
             spec,
             attack,
             workload,
-            prefix.files(list(TAILS.values())),
+            prefix.files([t for k, t in TAILS.items() if k != "eps" or attack.minimal]),
             attack_batch_size=batch_size,
             restarts=restarts,
             autoattack=autoattack,
@@ -141,6 +141,7 @@ def run_defend_trained(
             + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
             + f"\n\nTrained models:\n\n{models}\n",
             "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
+            **eps_texts(cells, attack, workload),
         }
         paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
         paths.append(save_accuracy_figure(table, spec, prefix.file(TAILS["figure"])))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -25,6 +25,7 @@ from bridge.runner import predict, warm_up
 from bridge.spec import AttackSpec
 from defenses.detector import SqueezeDetector, calibrate_threshold, detection_metrics
 from defenses.preprocessor import PreprocessedClassifier
+from experiments import flags
 from experiments.adaptive import detector_aware_pgd
 from experiments.sharding import sharded_adversarial, sharded_run_attack
 
@@ -67,13 +68,15 @@ class Cell:
     adv_scores: Tensor | None = None  # the detector's scores of x_adv
     fooled_classifier: Tensor | None = None  # detector: clean_ok and the classifier fooled, flagged or not
     detection: dict | None = None
+    model_flags: dict = field(default_factory=dict)  # the system's output flags (experiments.flags.model_flags)
 
 
-def zero_gradient_share(objective, x: Tensor, y: Tensor) -> float:
-    """Share of samples whose gradient of ``objective(x, y)`` (per sample, summed) is exactly zero at x."""
-    xg = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(objective(xg, y).sum(), xg)
-    return float((grad.flatten(1).abs().amax(1) == 0).double().mean())
+def attach_model_flags(cells: Sequence[Cell], systems: dict[str, nn.Module], x: Tensor) -> None:
+    """Each cell gets the output flags (:func:`experiments.flags.model_flags`) of its defense implementation's
+    system (``systems[cell.defense_library]``; implementations without one get none)."""
+    measured = {name: flags.model_flags(system, x) for name, system in systems.items()}
+    for cell in cells:
+        cell.model_flags = measured.get(cell.defense_library, {})
 
 
 def cross_entropy_objective(model: nn.Module):
@@ -201,13 +204,18 @@ class Evaluation:
         calibration: Tensor | None = None,
         show_progress: bool = False,
         batch_size: int | None = None,
+        source: nn.Module | None = None,
     ) -> None:
         self.spec, self.attack, self.classifier = spec, attack, classifier
         self.x, self.y, self.num_classes = x, y, num_classes
         self.attack_libraries, self.defense_libraries = list(attack_libraries), list(defense_libraries)
         self.calibration, self.show_progress, self.batch_size = calibration, show_progress, batch_size
         self.cells: list[Cell] = []
-        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes, batch_size)
+        # the transfer attacks' model: the undefended twin (``source``) when the classifier behind the squeezer
+        # was itself trained for it (the CIFAR-10 study trains one on median-filtered images)
+        self.source = classifier if source is None else source
+        self.transfer_result = TransferAttacks(self.source, x, y, attack, num_classes, batch_size)
+        self.systems: dict[str, nn.Module] = {}  # each implementation's defended system, for its output flags
         self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
         self._threshold: float | None = None
 
@@ -225,15 +233,16 @@ class Evaluation:
         if isinstance(forward_only, str):
             forward_only = self.purifier(library, "bpda")
         clean_ok = predict(forward_only, self.x).cpu() == y
+        self.systems[library] = forward_only
         self.cells.append(Cell(library, "none", "", clean_ok=clean_ok, robust=clean_ok))
         for mode in ("transfer", "white-box", "adaptive"):
             backward = {"white-box": "exact", "adaptive": adaptive_backward(self.spec)}.get(mode)
             defended = forward_only if mode == "transfer" else self.purifier(library, backward)
-            attacked = self.classifier if mode == "transfer" else defended
+            attacked = self.source if mode == "transfer" else defended
             zero = (
                 math.nan
                 if isinstance(attacked, str)
-                else zero_gradient_share(cross_entropy_objective(attacked), self.x, self.y)
+                else flags.objective_zero_gradient_share(cross_entropy_objective(attacked), self.x, self.y)
             )
             for attack_library in self.attack_libraries:
                 bar.update()
@@ -280,15 +289,17 @@ class Evaluation:
         tau = detector.threshold
         clean_scores = self.clean_scores = detector.scores(self.x).cpu()
         clean_ok = predict(self.classifier, self.x).cpu() == y
+        self.systems["own"] = self.classifier
         none = Cell("own", "none", "", clean_ok=clean_ok, robust=clean_ok)
         none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
         self.cells.append(none)
         for mode in ("transfer", "white-box", "adaptive"):
             if mode == "transfer":
-                attacked, zero = None, zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
+                source = cross_entropy_objective(self.source)
+                attacked, zero = None, flags.objective_zero_gradient_share(source, self.x, self.y)
             else:
                 attacked = self.detector("exact" if mode == "white-box" else "bpda")
-                zero = zero_gradient_share(lambda x, t, d=attacked: d.score(x), self.x, self.y)
+                zero = flags.objective_zero_gradient_share(lambda x, t, d=attacked: d.score(x), self.x, self.y)
             for attack_library in self.attack_libraries:
                 bar.update()
                 cell = Cell("own", mode, attack_library, zero_grad_share=zero)
@@ -351,6 +362,7 @@ class Evaluation:
                     self.run_purifier(library, bar)
         for library in dict.fromkeys(c.defense_library for c in self.cells):
             self.cells.append(worst_case(self.cells, library))
+        attach_model_flags(self.cells, self.systems, self.x)
         return self.cells
 
 

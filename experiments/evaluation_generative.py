@@ -49,13 +49,14 @@ from experiments.adaptive import KAPPA, THRESHOLD_MARGIN, margin
 from experiments.evaluation import (
     Cell,
     TransferAttacks,
+    attach_model_flags,
     cross_entropy_objective,
     fill_detector_cell,
     perturbation_norms,
     worst_case,
-    zero_gradient_share,
 )
 from experiments.evaluation_trained import ADAPTIVE_STEPS, UNDEFENDED, margin_objective, pgd_restarts
+from experiments.flags import objective_zero_gradient_share
 from experiments.sharding import BatchAttack, sharded_adversarial
 from own_attacks import pgd
 
@@ -145,7 +146,7 @@ class GenerativeEvaluation:
     def run_undefended(self, bar) -> None:
         clean_ok = predict(self.classifier, self.x).cpu() == self.y.cpu()
         self.cells.append(Cell(UNDEFENDED, "none", "", clean_ok=clean_ok, robust=clean_ok))
-        zero = zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
+        zero = objective_zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
         for library in self.attack_libraries:
             bar.update()
             cell = Cell(UNDEFENDED, "white-box", library, zero_grad_share=zero)
@@ -196,7 +197,7 @@ class GenerativeEvaluation:
         if self.spec.random:
             again = predict(system, self.x).cpu() == y
             self.checks["random_outputs"] = float((again != clean_ok).double().mean())
-        zero = zero_gradient_share(cross_entropy_objective(system), self.x, self.y)
+        zero = objective_zero_gradient_share(cross_entropy_objective(system), self.x, self.y)
         for mode in ("transfer", "white-box"):
             for library in self.attack_libraries:
                 bar.update()
@@ -220,7 +221,11 @@ class GenerativeEvaluation:
         for name, run, objective in self.adaptive_attacks(system):
             bar.update()
             cell = Cell(
-                "own", "adaptive", "own", attack=name, zero_grad_share=zero_gradient_share(objective, self.x, self.y)
+                "own",
+                "adaptive",
+                "own",
+                attack=name,
+                zero_grad_share=objective_zero_gradient_share(objective, self.x, self.y),
             )
             self.cells.append(cell)
             self._fill(cell, system, clean_ok, self.sharded(run))
@@ -250,11 +255,13 @@ class GenerativeEvaluation:
                     cell.status, cell.reason = result.status, result.reason
                     continue
                 x_adv = result.x_adv
-                cell.zero_grad_share = zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
+                cell.zero_grad_share = objective_zero_gradient_share(
+                    cross_entropy_objective(self.classifier), self.x, self.y
+                )
             else:
                 x_adv = self.sharded(run).cpu()
                 cell.attack = f"pgd detector-aware ({self._budget()['steps']} steps)"
-                cell.zero_grad_share = zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
+                cell.zero_grad_share = objective_zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
             x_adv = x_adv.detach().cpu()
             cell.norms = perturbation_norms(x_adv, self.x.cpu())
             fill_detector_cell(cell, detector, self.classifier, x_adv, self.x.device, y, clean_ok, clean_scores)
@@ -302,5 +309,10 @@ class GenerativeEvaluation:
                     self.run_detector(bar)
                 else:
                     self.run_defended(bar)
-        self.cells.append(worst_case(self.cells, "own"))
+        for library in (UNDEFENDED, "own"):
+            self.cells.append(worst_case(self.cells, library))
+        system = self.classifier if self.spec.detector else self.defended()
+        with torch.random.fork_rng(devices=[self.x.device] if self.x.device.type == "cuda" else []):
+            torch.manual_seed(self.attack.seed)
+            attach_model_flags(self.cells, {UNDEFENDED: self.classifier, "own": system}, self.x)
         return self.cells

@@ -45,11 +45,12 @@ from experiments.adaptive import margin
 from experiments.evaluation import (
     Cell,
     TransferAttacks,
+    attach_model_flags,
     cross_entropy_objective,
     perturbation_norms,
     worst_case,
-    zero_gradient_share,
 )
+from experiments.flags import objective_zero_gradient_share
 from experiments.sharding import sharded_adversarial
 from own_attacks import deepfool, fgsm, pgd
 from own_attacks._common import batch_view
@@ -156,7 +157,7 @@ class TrainedEvaluation:
         y = self.y.cpu()
         clean_ok = predict(model, self.x).cpu() == y
         self.cells.append(Cell(library, "none", "", clean_ok=clean_ok, robust=clean_ok))
-        ce_zero = zero_gradient_share(cross_entropy_objective(model), self.x, self.y)
+        ce_zero = objective_zero_gradient_share(cross_entropy_objective(model), self.x, self.y)
         for mode in ("transfer", "white-box") if library != UNDEFENDED else ("white-box",):
             for attack_library in self.attack_libraries:
                 bar.update()
@@ -175,7 +176,7 @@ class TrainedEvaluation:
                 self._fill(cell, model, clean_ok, result.x_adv, within_budget=False)
         for name, run, objective in self.adaptive_attacks(model):
             bar.update()
-            zero = math.nan if objective is None else zero_gradient_share(objective, self.x, self.y)
+            zero = math.nan if objective is None else objective_zero_gradient_share(objective, self.x, self.y)
             attack_library = "torchattacks" if name.startswith("autoattack") else "own"
             cell = Cell(library, "adaptive", attack_library, zero_grad_share=zero)
             cell.attack, cell.reason = name, ""
@@ -286,4 +287,5 @@ class TrainedEvaluation:
             if any(c.defense_library == library and c.robust is not None for c in self.cells):
                 self.cells.append(worst_case(self.cells, library))
                 self.cells[-1].attack = "all"
+        attach_model_flags(self.cells, {k: m for k, m in models.items() if not isinstance(m, str)}, self.x)
         return self.cells

@@ -11,21 +11,24 @@ Each function returns the value of its flag; :data:`THRESHOLDS` says from which 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from bridge.runner import eval_mode
-from experiments import evaluation
 
 #: Value from which each flag is raised (``value > threshold``).
 THRESHOLDS = {
     "random_outputs": 0.0,  # share of samples whose logits differ between two forward passes
     "probability_outputs": 0.5,  # share of samples whose outputs look like a probability vector
+    "saturated_softmax": 0.5,  # share of samples whose float32 softmax is exactly one-hot (distillation's cause)
     "zero_grad_share": 0.0,  # share of samples whose loss gradient is exactly zero
-    "single_step_beats_iterative": 0.0,  # robust accuracy under the iterative attack minus the single step's
-    "weaker_attack_beats_white_box": 0.0,  # white-box robust accuracy minus the transfer / black-box one's
+    "single_step_gap": 0.0,  # robust accuracy under the iterative attack minus the single step's
+    "catastrophic_overfitting": 0.1,  # FGSM accuracy minus the iterative one's, where the latter is < half of it
+    "weaker_beats_white_box": 0.0,  # white-box robust accuracy minus the transfer / black-box one's
     "unbounded_incomplete": 0.0,  # 1 - success rate of an unbounded attack (DeepFool, DDN)
     "non_monotone_eps": 0.0,  # the largest rise of robust accuracy from one eps to a larger one
 }
@@ -48,11 +51,46 @@ def probability_outputs(model: nn.Module, x: Tensor, atol: float = 1e-4) -> floa
     return float(((out >= 0).all(1) & ((out.sum(1) - 1).abs() <= atol)).double().mean())
 
 
+@torch.no_grad()
+def saturated_softmax(model: nn.Module, x: Tensor) -> float:
+    """Share of samples whose float32 softmax is exactly one-hot (its largest probability rounds to 1): the
+    cross-entropy's gradient is then zero or denormal, as for a distilled network at T = 1 (Carlini & Wagner
+    2016, "Defensive distillation is not robust to adversarial examples")."""
+    with eval_mode(model):
+        out = model(x).float()
+    return float((out.softmax(1).amax(1) == 1.0).double().mean())
+
+
+def objective_zero_gradient_share(objective, x: Tensor, y: Tensor) -> float:
+    """Share of samples whose gradient of ``objective(x, y)`` (per sample, summed) is exactly zero at x."""
+    xg = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(xg, y).sum(), xg)
+    return float((grad.flatten(1).abs().amax(1) == 0).double().mean())
+
+
 def zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Share of samples whose cross-entropy input gradient is exactly zero (a shattered or saturated
     gradient), in eval mode (the model's mode restored)."""
     with eval_mode(model):
-        return evaluation.zero_gradient_share(evaluation.cross_entropy_objective(model), x, y)
+        return objective_zero_gradient_share(
+            lambda inputs, labels: torch.nn.functional.cross_entropy(model(inputs), labels, reduction="none"), x, y
+        )
+
+
+#: Images the model-level flags look at (enough for a share, cheap for an expensive defended system).
+MODEL_CHECK_N = 64
+
+
+def model_flags(model: nn.Module, x: Tensor) -> dict[str, float]:
+    """The flags of a defended system that need only its outputs, on the first :data:`MODEL_CHECK_N` images:
+    random outputs, probability outputs, a saturated softmax. The global RNG is left as it was."""
+    x = x[:MODEL_CHECK_N]
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        return {
+            "random_outputs": random_outputs(model, x),
+            "probability_outputs": probability_outputs(model, x),
+            "saturated_softmax": saturated_softmax(model, x),
+        }
 
 
 def single_step_beats_iterative(single_step_robust: float, iterative_robust: float) -> float:
@@ -79,3 +117,75 @@ def non_monotone_eps(robust_by_eps: Sequence[tuple[float, float]]) -> float:
 def raised(name: str, value: float) -> bool:
     """Whether the flag ``name`` (a key of :data:`THRESHOLDS`) is raised by ``value``."""
     return value > THRESHOLDS[name]
+
+
+#: The flag columns of every ``defend`` and study row, in order (``flags``: the names of those raised).
+FLAG_COLUMNS = [
+    "random_outputs",
+    "probability_outputs",
+    "saturated_softmax",
+    "zero_grad_share",
+    "single_step_gap",
+    "catastrophic_overfitting",
+    "weaker_beats_white_box",
+    "unbounded_incomplete",
+    "non_monotone_eps",
+    "flags",
+]
+#: Attack names (the ``attack`` column) of single-step and of unbounded (minimal-norm) attacks.
+SINGLE_STEP = ("fgsm",)
+UNBOUNDED = ("deepfool", "ddn")
+#: Rows of the attacks run on the defended system itself, whose gradients the flags are about.
+ATTACKED_MODES = ("white-box", "adaptive")
+_SYSTEM = ["dataset", "model", "defense", "defense_library", "norm", "eps"]
+
+
+def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (tidy ``defend`` rows) with the flags that compare rows of one defended system at one budget:
+
+    - ``single_step_gap`` (rows of iterative attacks on the system): their robust accuracy minus the lowest
+      single-step (FGSM) one's (> 0: the single step beats the iterative attack, masking);
+    - ``catastrophic_overfitting`` (the same rows, the other direction): the lowest FGSM robust accuracy minus
+      theirs where theirs is below half of it, else 0 (Wong et al. 2020, Sec. 5: FGSM training that learned
+      to mask FGSM keeps high FGSM accuracy while PGD accuracy collapses);
+    - ``weaker_beats_white_box`` (rows on the system): their robust accuracy minus the lowest ``transfer`` one's;
+    - ``unbounded_incomplete`` (DeepFool / DDN on the system, no detector): 1 − their success rate;
+    - ``non_monotone_eps``: over the rows of one (system, mode, attack, library) at several eps, the largest rise
+      of robust accuracy from one eps to a larger one;
+    - ``flags``: the names of the raised flags (``zero_grad_share`` only on rows on the system).
+    """
+    table = table.copy()
+    for name in FLAG_COLUMNS[4:-1]:
+        table[name] = math.nan
+    ok = (table["status"] == "ok") & table["robust_acc"].notna()
+    attacked = ok & table["mode"].isin(ATTACKED_MODES)
+    single = table["attack"].isin(SINGLE_STEP)
+    for _, group in table[ok].groupby(_SYSTEM, dropna=False, sort=False):
+        rows = group.index
+        fgsm = group["robust_acc"][attacked[rows] & single[rows]]
+        transfer = group["robust_acc"][group["mode"] == "transfer"]
+        on_system = rows[attacked[rows]]
+        if len(fgsm):
+            iterative = on_system[~single[on_system]]
+            robust = table.loc[iterative, "robust_acc"]
+            table.loc[iterative, "single_step_gap"] = robust - fgsm.min()
+            collapsed = robust < fgsm.min() / 2
+            table.loc[iterative, "catastrophic_overfitting"] = (fgsm.min() - robust).where(collapsed, 0.0)
+        if len(transfer):
+            table.loc[on_system, "weaker_beats_white_box"] = table.loc[on_system, "robust_acc"] - transfer.min()
+    unbounded = attacked & table["attack"].isin(UNBOUNDED) & table["detection_rate"].isna()
+    table.loc[unbounded, "unbounded_incomplete"] = 1 - table.loc[unbounded, "success_rate"]
+    curve = ["dataset", "model", "defense", "defense_library", "mode", "attack", "attack_library", "norm"]
+    for _, group in table[ok].groupby(curve, dropna=False, sort=False):
+        if group["eps"].nunique() > 1:
+            points = list(zip(group["eps"], group["robust_acc"]))
+            table.loc[group.index, "non_monotone_eps"] = non_monotone_eps(points)
+
+    def raised_names(row) -> str:
+        names = [n for n in FLAG_COLUMNS[:-1] if n in row and not pd.isna(row[n]) and raised(n, row[n])]
+        if row["mode"] not in ATTACKED_MODES:
+            names = [n for n in names if n != "zero_grad_share"]
+        return ",".join(names)
+
+    table["flags"] = table.apply(raised_names, axis=1) if len(table) else ""
+    return table

@@ -8,6 +8,12 @@ Accepted names (``DATASETS``):
 - ``mnist``: torchvision MNIST (60,000 / 10,000), layout ``<root>/MNIST/raw/*-ubyte``.
 - ``cifar10``: torchvision CIFAR-10 pickles ``<root>/cifar-10-batches-py`` if present, else an ImageFolder tree
   ``<root>/cifar10_jpeg/{train,test}/<class>/`` whose class folders are in the official label order.
+- ``cifar10-exact``: CIFAR-10 with exact pixels only: the torchvision pickles when present, else the exact pieces
+  of the official pickles in ``<root>/cifar10_exact_partial/cifar10_exact_partial.npz`` (846 test and 4,660
+  train images, in official order; the JPEG tree is lossy). For evaluating on the true test images.
+- ``cifar10-vehicles`` / ``cifar10-animals``: the CIFAR-10 vehicle classes (airplane, automobile, ship, truck)
+  and animal classes (bird, cat, deer, dog, frog, horse), relabelled 0..K-1 in that order: a source and a
+  target task for transfer learning (the offline stand-in for pretraining + Animals-10).
 - ``animals10``: Kaggle ``alessiocorrado99/animals10`` (``raw-img/<italian name>/``), classes renamed to English
   and sorted; stratified seeded 80/20 split; images resized to 64 px unless ``image_size`` is given.
 - ``imagefolder:PATH``: any class-per-folder tree; ``PATH/train`` + ``PATH/test`` (or ``PATH/val``) are used as
@@ -41,7 +47,16 @@ from zoo._imagesets import (
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("mnist-5k", "mnist", "cifar10", "animals10", "imagefolder:PATH")
+DATASETS = (
+    "mnist-5k",
+    "mnist",
+    "cifar10",
+    "cifar10-exact",
+    "cifar10-vehicles",
+    "cifar10-animals",
+    "animals10",
+    "imagefolder:PATH",
+)
 SPLITS = ("train", "test")
 #: Seed of the fixed train/test splits (mnist-5k, animals10, imagefolder without split folders).
 SPLIT_SEED = 0
@@ -52,6 +67,14 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+#: The class subsets of CIFAR-10 offered as datasets of their own (source and target of transfer learning).
+CIFAR10_SUBSETS = {
+    "cifar10-vehicles": ("airplane", "automobile", "ship", "truck"),
+    "cifar10-animals": ("bird", "cat", "deer", "dog", "frog", "horse"),
+}
+#: Datasets whose images are another's test images exactly: a model trained on the value serves them.
+SAME_TASK = {"cifar10-exact": "cifar10"}
+CIFAR10_EXACT_FILE = Path("cifar10_exact_partial") / "cifar10_exact_partial.npz"
 #: Kaggle Animals-10 folder names (Italian) and the English class names used here.
 ANIMALS10_FOLDERS = {
     "cane": "dog",
@@ -164,6 +187,35 @@ def _load_cifar10(root: Path, split: str, image_size: int | None, download: bool
     )
 
 
+def _load_cifar10_exact(root: Path, split: str, image_size: int | None) -> Dataset:
+    if (root / "cifar-10-batches-py").is_dir():
+        return _load_cifar10(root, split, image_size, download=False)
+    path = root / CIFAR10_EXACT_FILE
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"expected exact CIFAR-10 pixels as torchvision pickles {root / 'cifar-10-batches-py'}/ or as {path}, "
+            f"got neither; {_FIX}"
+        )
+    import numpy as np
+
+    with np.load(path) as arrays:
+        pixels, indices = arrays[f"{split}_images"], arrays[f"{split}_indices"]
+        labels = arrays[f"{split}_labels"][indices]
+    images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
+    return TensorImages(resize_tensors(images, image_size), torch.from_numpy(labels.astype("int64")))
+
+
+def _class_subset(ds: Dataset, keep: list[int]) -> Dataset:
+    """The samples of ``ds`` whose label is in ``keep``, relabelled by their position in ``keep``."""
+    relabel = {old: new for new, old in enumerate(keep)}
+    if isinstance(ds, TensorImages):
+        mask = torch.isin(ds.labels, torch.tensor(keep))
+        labels = torch.tensor([relabel[int(label)] for label in ds.labels[mask]], dtype=torch.long)
+        return TensorImages(ds.images[mask], labels)
+    samples = [(path, relabel[label]) for path, label in ds.samples if label in relabel]
+    return ImageFiles(samples, ds.image_size)
+
+
 def _imagefolder_layout(path: Path) -> tuple[list[str], Path | None, Path | None]:
     """Class names and the train/test folders (``None`` when the tree has no split folders)."""
     if not path.is_dir():
@@ -240,8 +292,11 @@ def dataset_info(name: str, data_root: str | os.PathLike | None = None, image_si
     del data_root  # class names of the built-in datasets are fixed; imagefolder carries its own path
     if name in ("mnist-5k", "mnist"):
         return DatasetInfo(name, "mnist", 10, 1, image_size or 28, MNIST_MEAN, MNIST_STD, MNIST_CLASSES)
-    if name == "cifar10":
+    if name in ("cifar10", "cifar10-exact"):
         return DatasetInfo(name, "cifar10", 10, 3, image_size or 32, CIFAR10_MEAN, CIFAR10_STD, CIFAR10_CLASSES)
+    if name in CIFAR10_SUBSETS:
+        classes = CIFAR10_SUBSETS[name]
+        return DatasetInfo(name, "cifar10", len(classes), 3, image_size or 32, CIFAR10_MEAN, CIFAR10_STD, classes)
     size = image_size or DEFAULT_IMAGE_SIZE
     if name == "animals10":
         return DatasetInfo(name, "imagenet", 10, 3, size, IMAGENET_MEAN, IMAGENET_STD, ANIMALS10_CLASSES)
@@ -281,6 +336,11 @@ def load_dataset(
         return _load_mnist(root, split, image_size, download)
     if name == "cifar10":
         return _load_cifar10(root, split, image_size, download)
+    if name in CIFAR10_SUBSETS:
+        keep = [CIFAR10_CLASSES.index(c) for c in CIFAR10_SUBSETS[name]]
+        return _class_subset(_load_cifar10(root, split, image_size, download), keep)
+    if name == "cifar10-exact":
+        return _load_cifar10_exact(root, split, image_size)
     if download:
         raise InvalidParameterError(f"expected download=True only for 'mnist' or 'cifar10', got dataset {name!r}")
     if name == "animals10":

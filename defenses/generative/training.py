@@ -183,8 +183,15 @@ def get_or_train_generator(
 
 
 def check_generator_for(card: dict[str, Any], dataset: str, in_chans: int, image_size: int) -> None:
-    """A generator trained on another dataset or image size is refused, naming both."""
-    if card.get("dataset") != dataset or card.get("image_size") != image_size or card.get("in_chans") != in_chans:
+    """A generator trained on another dataset or image size is refused, naming both (one trained on
+    ``cifar10`` serves ``cifar10-exact``: :data:`zoo.datasets.SAME_TASK`)."""
+    from zoo.datasets import SAME_TASK
+
+    if (
+        card.get("dataset") not in (dataset, SAME_TASK.get(dataset))
+        or card.get("image_size") != image_size
+        or card.get("in_chans") != in_chans
+    ):
         raise InvalidParameterError(
             f"expected a generator for {dataset} ({in_chans}×{image_size}×{image_size}), got one trained on "
             f"{card.get('dataset')!r} ({card.get('in_chans')}×{card.get('image_size')}×{card.get('image_size')})"

@@ -35,13 +35,22 @@ def plain(mnist_workload):
 
 def test_quiet_on_the_plain_cnn(plain):
     model, x, y = plain
-    values = {
-        "random_outputs": flags.random_outputs(model, x),
-        "probability_outputs": flags.probability_outputs(model, x),
-        "zero_grad_share": flags.zero_gradient_share(model, x, y),
-    }
-    assert values == {"random_outputs": 0.0, "probability_outputs": 0.0, "zero_grad_share": 0.0}
+    values = {**flags.model_flags(model, x), "zero_grad_share": flags.zero_gradient_share(model, x, y)}
+    assert values["random_outputs"] == values["probability_outputs"] == values["zero_grad_share"] == 0.0
+    assert values["saturated_softmax"] < 0.5  # a confident CNN saturates float32 on a few easy digits at most
     assert not any(flags.raised(name, value) for name, value in values.items())
+
+
+def test_saturated_softmax_is_flagged_for_a_distilled_like_model(plain):
+    """A network whose logits are T = 100 times larger (what training at T and testing at 1 gives)."""
+    model, x, _ = plain
+
+    class Hot(nn.Module):
+        def forward(self, inputs):
+            return 100 * model(inputs)
+
+    value = flags.saturated_softmax(Hot(), x)
+    assert value > 0.9 and flags.raised("saturated_softmax", value)
 
 
 def test_bit_depth_without_bpda_has_zero_gradients(plain):
@@ -67,10 +76,60 @@ def test_random_model_is_flagged_and_mode_restored(plain):
 
 
 def test_value_flags():
-    assert flags.raised("single_step_beats_iterative", flags.single_step_beats_iterative(0.2, 0.6))
-    assert not flags.raised("single_step_beats_iterative", flags.single_step_beats_iterative(0.6, 0.2))
+    assert flags.raised("single_step_gap", flags.single_step_beats_iterative(0.2, 0.6))
+    assert not flags.raised("single_step_gap", flags.single_step_beats_iterative(0.6, 0.2))
     assert flags.weaker_attack_beats_white_box(0.3, 0.5) == pytest.approx(0.2)
     assert flags.unbounded_incomplete(0.95) == pytest.approx(0.05)
     assert not flags.raised("unbounded_incomplete", flags.unbounded_incomplete(1.0))
     assert flags.non_monotone_eps([(0.1, 0.8), (0.3, 0.2), (0.2, 0.5)]) == 0.0
     assert flags.non_monotone_eps([(0.1, 0.8), (0.2, 0.3), (0.3, 0.6)]) == pytest.approx(0.3)
+
+
+def _row(mode, attack, robust, library="own", **extra):
+    base = {"dataset": "d", "model": "m", "defense": "D", "defense_library": library, "norm": "Linf", "eps": 0.1}
+    return {**base, "mode": mode, "attack": attack, "attack_library": "own", "status": "ok", "robust_acc": robust,
+            "success_rate": extra.pop("success_rate", 0.5), "detection_rate": float("nan"),
+            "zero_grad_share": extra.pop("zero_grad_share", 0.0), **extra}  # fmt: skip
+
+
+def test_table_flags_catch_catastrophic_overfitting_and_masking():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [
+            _row("none", "none", 0.8),
+            _row("transfer", "fgsm", 0.5),
+            _row("white-box", "fgsm", 0.7),  # FGSM on the model keeps 0.7 ...
+            _row("adaptive", "pgd-margin", 0.05),  # ... while PGD collapses: catastrophic overfitting
+            _row("white-box", "fgsm", 0.3, library="art"),
+            _row("adaptive", "pgd-margin", 0.25, library="art"),  # an ordinary gap: quiet
+        ]
+    )
+    flagged = flags.add_table_flags(table).set_index(["defense_library", "mode", "attack"])
+    own_pgd, art_pgd = flagged.loc[("own", "adaptive", "pgd-margin")], flagged.loc[("art", "adaptive", "pgd-margin")]
+    assert own_pgd["catastrophic_overfitting"] == pytest.approx(0.65) and "catastrophic_overfitting" in own_pgd["flags"]
+    assert art_pgd["catastrophic_overfitting"] == 0.0 and art_pgd["flags"] == ""
+    # the white-box FGSM leaves more than the transfer one: a weaker attack beats the white-box one
+    own_fgsm = flagged.loc[("own", "white-box", "fgsm")]
+    assert own_fgsm["weaker_beats_white_box"] == pytest.approx(0.2) and "weaker_beats_white_box" in own_fgsm["flags"]
+
+
+def test_table_flags_single_step_unbounded_and_eps():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [
+            _row("white-box", "fgsm", 0.2),
+            _row("white-box", "pgd", 0.6, zero_grad_share=0.4),  # iterative leaves more: masking
+            _row("white-box", "deepfool", 0.1, eps=float("nan"), success_rate=0.9),
+            _row("transfer", "pgd", 0.9, zero_grad_share=1.0),  # the source's gradient: not a flag of the row
+            _row("white-box", "pgd", 0.7, eps=0.2),  # more accuracy at a larger eps
+        ]
+    )
+    flagged = flags.add_table_flags(table)
+    pgd = flagged.iloc[1]
+    assert pgd["single_step_gap"] == pytest.approx(0.4)
+    assert set(pgd["flags"].split(",")) >= {"single_step_gap", "zero_grad_share", "non_monotone_eps"}
+    assert pgd["non_monotone_eps"] == pytest.approx(0.1)
+    assert flagged.iloc[2]["unbounded_incomplete"] == pytest.approx(0.1)
+    assert flagged.iloc[3]["flags"] == ""

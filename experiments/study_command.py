@@ -1,0 +1,85 @@
+"""``cli.py study NAME``: run one of the three studies (:mod:`experiments.studies`) and write its report."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+#: Budget entries a flag may set (``--n`` sets ``n``...), see :data:`experiments.studies.BUDGETS`.
+BUDGET_FLAGS = ("n", "max_train", "epochs", "defense_epochs", "gen_epochs", "gen_max_train", "restarts", "steps",
+                "n_calibration")  # fmt: skip
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from experiments.studies import BUDGETS, STUDIES
+
+    budgets = "; ".join(f"{k}: " + ", ".join(f"{e}={v}" for e, v in b.items()) for k, b in BUDGETS.items())
+    p = sub.add_parser(
+        "study",
+        help="reproduce one of the three studies, then break it: transfer / adaptive / worst case, with flags",
+        description=f"Studies: {', '.join(STUDIES)}. Default budgets (≤ 30 min on a 2-core CPU): {budgets}.",
+    )
+    p.add_argument("name", help=", ".join(STUDIES))
+    p.add_argument("--data-root", default=None, help="folder with the dataset files (default: $ADVBRIDGE_DATA)")
+    p.add_argument("--out", default=None, help="the study's folder (default: results/study-<name>)")
+    p.add_argument("--resume", action="store_true", help="continue a killed study: finished cells are not rerun")
+    p.add_argument("--only", default=None, help="comma-separated cell names to run (the report covers what is done)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the images and training samples (for a GPU)")
+    for entry in BUDGET_FLAGS:
+        p.add_argument(f"--{entry.replace('_', '-')}", dest=entry, type=int, default=None, help=f"budget: {entry}")
+    p.add_argument("--libraries", default=None, help="attack libraries (default: the study's, e.g. own,art)")
+    p.add_argument("--attack-batch-size", type=int, default=None, help="attack in batches of this size (torchrun)")
+    g = p.add_argument_group("animals10-fs-dd")
+    g.add_argument("--model", default=None, help="timm backbone (default resnet18)")
+    g.add_argument("--dataset", default=None, help="cifar10-animals (default, offline stand-in) or animals10")
+    g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (online)")
+    g.add_argument("--weights", default=None, help="start from these weights instead of the vehicle pretraining")
+    g.add_argument("--finetune", choices=("all", "head"), default="all")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bridge import distributed
+    from bridge.errors import InvalidParameterError
+    from experiments.compare import results_prefix
+    from experiments.studies import StudyOptions, build_study
+    from experiments.study import run_study
+    from experiments.study_report import write_report
+
+    if args.attack_batch_size is not None and args.attack_batch_size < 1:
+        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
+    options = StudyOptions(
+        data_root=args.data_root,
+        scale=args.scale,
+        budget={k: getattr(args, k) for k in BUDGET_FLAGS if getattr(args, k) is not None},
+        libraries=tuple(s.strip() for s in args.libraries.split(",") if s.strip()) if args.libraries else None,
+        model=args.model,
+        dataset=args.dataset,
+        pretrained=args.pretrained,
+        weights=args.weights,
+        finetune=args.finetune,
+        attack_batch_size=args.attack_batch_size,
+        progress=not args.quiet,
+    )
+    study = build_study(args.name, options)
+    only = None
+    if args.only:
+        only = [s.strip() for s in args.only.split(",") if s.strip()]
+        known = [c.name for c in study.cells]
+        if unknown := [s for s in only if s not in known]:
+            raise InvalidParameterError(f"expected --only cells of {study.name} ({', '.join(known)}), got {unknown}")
+    out = Path(args.out or results_prefix(f"study-{study.name}"))
+    start = time.perf_counter()
+    ran, skipped = run_study(study, out, resume=args.resume, only=only)
+    if not distributed.world().main:
+        return 0
+    paths = write_report(study, out)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"{study.title}: {len(ran)} cells run, {len(skipped)} finished before; {minutes:.1f} min")
+    print((out / "report.md").read_text().split("## Next to")[0])
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

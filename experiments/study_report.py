@@ -1,0 +1,304 @@
+"""A study's report, built from its finished cells on disk (so a resumed study reports what an uninterrupted
+one does): the tidy CSV, the Markdown report pivoted like the study's table, the model cards, the figures.
+
+Each cell of the pivoted table is ``transfer / adaptive / worst case`` robust accuracy in %, over every attack
+library and attack that ran for it:
+
+- ``transfer``: the lowest robust accuracy of the ``transfer`` rows (the attack computed on the undefended
+  twin, what the study did); for the undefended model itself, of its ``white-box`` rows;
+- ``adaptive``: the lowest of the rows run on the defended system (``white-box`` and ``adaptive``: BPDA, EOT,
+  margin loss, AutoAttack, detector-aware, end to end);
+- ``worst case``: per sample over every row of that defended system (the ``worst-case`` row);
+
+followed by the raised gradient-masking flags (:mod:`experiments.flags`) with their largest value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bridge.io import atomic_write, atomic_write_text
+from experiments.defend import format_table
+from experiments.flags import FLAG_COLUMNS
+from experiments.study import Study, done_marker, load_cell
+
+#: The report's files, in ``<out>/``.
+REPORT_FILES = {
+    "results": "results.csv",
+    "eps": "results-eps.csv",
+    "report": "report.md",
+    "cards": "cards.json",
+    "bars": "transfer-vs-adaptive.png",
+    "curves": "robust-vs-eps.png",
+}
+ON_SYSTEM = ("white-box", "adaptive")
+DETAIL_COLUMNS = [
+    "study_defense",
+    "study_attack",
+    "mode",
+    "attack",
+    "attack_library",
+    "clean_acc",
+    "robust_acc",
+    "success_rate",
+    "median_l2",
+    "median_linf",
+    "detection_rate",
+    "fpr",
+    "threshold",
+    "zero_grad_share",
+    "flags",
+]
+
+
+def collect(study: Study, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """The finished cells' rows, eps curves and metadata (unfinished cells are left out)."""
+    tables, curves, metas = [], [], []
+    for cell in study.cells:
+        if not done_marker(out, cell).exists():
+            continue
+        table, curve, meta = load_cell(out, cell)
+        versions = meta.get("versions", {})
+        library_package = {"own": "advbridge", "art": "adversarial-robustness-toolbox", "advlib": "adv-lib"}
+        table["library_version"] = [
+            versions.get(library_package.get(str(lib), str(lib)), "") if isinstance(lib, str) else ""
+            for lib in table["attack_library"]
+        ]
+        table["torch_version"] = versions.get("torch", "")
+        tables.append(table)
+        curves.append(curve)
+        metas.append(meta)
+    results = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    results.insert(0, "study", study.name) if len(results) else None
+    return results, pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(), metas
+
+
+def summarize(results: pd.DataFrame, defense: str, attack: str) -> dict | None:
+    """``clean``, ``transfer``, ``adaptive``, ``worst`` (accuracies) and the raised ``flags`` of one cell."""
+    rows = results[(results["study_defense"] == defense) & (results["study_attack"] == attack)]
+    rows = rows[(rows["status"] == "ok") & rows["robust_acc"].notna()]
+    if not len(rows):
+        return None
+    by_mode = {m: rows[rows["mode"] == m]["robust_acc"] for m in ("none", "transfer", "worst-case")}
+    on_system = rows[rows["mode"].isin(ON_SYSTEM)]["robust_acc"]
+    transfer = by_mode["transfer"] if len(by_mode["transfer"]) else rows[rows["mode"] == "white-box"]["robust_acc"]
+    raised: dict[str, float] = {}
+    for _, row in rows.iterrows():
+        for name in str(row["flags"]).split(",") if isinstance(row["flags"], str) else []:
+            if name:
+                raised[name] = max(raised.get(name, -math.inf), float(row[name]))
+    value = lambda s: float(s.min()) if len(s) else math.nan  # noqa: E731
+    return {
+        "clean": value(by_mode["none"]),
+        "transfer": value(transfer),
+        "adaptive": value(on_system),
+        "worst": value(by_mode["worst-case"]),
+        "flags": raised,
+    }
+
+
+def _pct(value: float) -> str:
+    return "—" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def pivot_markdown(study: Study, results: pd.DataFrame) -> str:
+    """The study's table: one row per defense, a clean column, one column per attack ("T / A / W" + flags)."""
+    lines = ["| defense | clean | " + " | ".join(study.attacks) + " |", "|---" * (2 + len(study.attacks)) + "|"]
+    for defense in study.defenses:
+        cells, clean = [], math.nan
+        for attack in study.attacks:
+            s = summarize(results, defense, attack) if len(results) else None
+            if s is None:
+                cells.append("not run")
+                continue
+            clean = s["clean"] if math.isnan(clean) else clean
+            text = f"{_pct(s['transfer'])} / {_pct(s['adaptive'])} / {_pct(s['worst'])}"
+            if s["flags"]:
+                text += " ⚑ " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(s["flags"].items()))
+            cells.append(text)
+        lines.append(f"| {defense} | {_pct(clean)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def published_markdown(study: Study, results: pd.DataFrame) -> str:
+    """The study's published numbers next to ours (clean; transfer, as the study measured; adaptive)."""
+    if not study.published and not study.published_clean:
+        return "The study published no table of numbers to compare with.\n"
+    head = "| defense | clean: published / ours | " + " | ".join(
+        f"{a}: published / ours transfer / ours adaptive" for a in study.attacks
+    )
+    lines = [head + " |", "|---" * (2 + len(study.attacks)) + "|"]
+    for defense in study.defenses:
+        row = [defense]
+        ours = [summarize(results, defense, a) if len(results) else None for a in study.attacks]
+        clean = next((s["clean"] for s in ours if s is not None), math.nan)
+        pub = study.published_clean.get(defense)
+        row.append(f"{'—' if pub is None else f'{pub:.1f}'} / {_pct(clean)}")
+        for attack, s in zip(study.attacks, ours):
+            pub = study.published.get((defense, attack))
+            pub_text = "—" if pub is None else f"{pub:.1f}"
+            row.append(pub_text + (" / not run" if s is None else f" / {_pct(s['transfer'])} / {_pct(s['adaptive'])}"))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cards_of(study: Study, metas: list[dict]) -> dict[str, dict]:
+    """Every trained model's card (the cells' undefended twins, defended models, generators; the study's
+    own), keyed by a name that says which; the training history is left out."""
+    cards: dict[str, dict] = {}
+
+    def add(name: str, card: dict | None) -> None:
+        if card:
+            cards.setdefault(name, {k: v for k, v in card.items() if k != "history"})
+
+    for meta in metas:
+        add(f"undefended {meta.get('dataset')} {meta.get('model')}", meta.get("undefended_card"))
+        for library, card in (meta.get("cards") or {}).items():
+            add(f"{meta['defense'].get('defense')} ({library}) {meta.get('dataset')}", card)
+        if meta.get("generator_card"):
+            card = meta["generator_card"]
+            add(f"generator {card.get('generator')} {card.get('dataset')}", card)
+    for name, card in study.cards().items():
+        add(name, card)
+    return cards
+
+
+def save_bars(study: Study, results: pd.DataFrame, path: Path) -> Path:
+    """Transfer, adaptive and worst-case robust accuracy of every cell (and the published number)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, published = [], [], []
+    for defense in study.defenses:
+        for attack in study.attacks:
+            s = summarize(results, defense, attack) if len(results) else None
+            if s is None:
+                continue
+            labels.append(f"{defense}\n{attack}")
+            values.append([s["transfer"], s["adaptive"], s["worst"]])
+            pub = study.published.get((defense, attack))
+            published.append(math.nan if pub is None else pub / 100)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 4))
+    width = 0.27
+    for i, (name, color) in enumerate(
+        [("transfer (as the study)", "tab:blue"), ("adaptive", "tab:red"), ("worst case", "black")]
+    ):
+        ax.bar(
+            [j + (i - 1) * width for j in range(len(labels))], [v[i] for v in values], width, label=name, color=color
+        )
+    if any(not math.isnan(p) for p in published):
+        ax.scatter(
+            range(len(labels)), published, marker="*", s=120, color="gold", edgecolor="k", label="published", zorder=3
+        )
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("robust accuracy")
+    ax.set_title(study.title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def save_curves(study: Study, results: pd.DataFrame, curves: pd.DataFrame, path: Path) -> Path:
+    """Robust accuracy vs eps per defense: minimal-norm attacks' curves (adaptive: the lowest over the rows on
+    the system, solid; transfer, dashed), budget attacks as points at their eps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = list(study.attacks)
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.4), squeeze=False)
+    colors = dict(zip(study.defenses, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, attack in zip(axes[0], attacks):
+        curve = curves[curves["study_attack"] == attack] if len(curves) else curves
+        rows = results[(results["study_attack"] == attack) & (results["status"] == "ok")] if len(results) else results
+        for defense in study.defenses:
+            color = colors.get(defense)
+            if len(curve):
+                c = curve[curve["study_defense"] == defense]
+                for modes, style in ((ON_SYSTEM, "-"), (("transfer",), "--")):
+                    part = c[c["mode"].isin(modes)]
+                    if len(part):
+                        line = part.groupby("eps")["robust_acc"].min()
+                        ax.plot(line.index, line.values, style, color=color, label=f"{defense} ({modes[0]})")
+            elif len(rows):
+                r = rows[(rows["study_defense"] == defense) & rows["eps"].notna()]
+                for modes, marker in ((ON_SYSTEM, "o"), (("transfer",), "x")):
+                    part = r[r["mode"].isin(modes)]
+                    if len(part):
+                        points = part.groupby("eps")["robust_acc"].min()
+                        ax.plot(points.index, points.values, marker, color=color, label=f"{defense} ({modes[0]})")
+        ax.set_title(attack, fontsize=9)
+        ax.set_xlabel("eps")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(0, 1)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.suptitle(study.title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def write_report(study: Study, out: str | Path) -> list[Path]:
+    """Write the report files (:data:`REPORT_FILES`) of the finished cells in ``out``; returns their paths."""
+    out = Path(out)
+    results, curves, metas = collect(study, out)
+    files = {k: out / v for k, v in REPORT_FILES.items()}
+    finished = [c.name for c in study.cells if done_marker(out, c).exists()]
+    missing = [c.name for c in study.cells if c.name not in finished]
+    revisions = sorted({str(m.get("git_revision")) for m in metas})
+    header = [
+        f"# {study.title}",
+        "",
+        f"advbridge {', '.join(revisions) or '?'}; study `{study.name}`; {len(finished)} of {len(study.cells)} "
+        "cells finished" + (f" (not yet: {', '.join(missing)})" if missing else ""),
+        "",
+        *[f"- {note}" for note in study.notes],
+        "",
+        "Each cell: robust accuracy in % as **transfer / adaptive / worst case** (transfer: the attack computed "
+        "on the undefended model, as the study did; adaptive: the lowest over the attacks run on the defended "
+        "system; worst case: per sample over every attack and library), then ⚑ and the gradient-masking flags "
+        "raised in that cell with their largest value.",
+        "",
+        pivot_markdown(study, results),
+        "",
+        "## Next to the published numbers",
+        "",
+        published_markdown(study, results),
+        "## Every row",
+        "",
+        format_table(results, DETAIL_COLUMNS, markdown=True) if len(results) else "(no finished cell)",
+        "",
+        "Flag thresholds (raised when the value exceeds them): "
+        + ", ".join(f"`{n}` > {v:g}" for n, v in _thresholds().items()),
+        "",
+    ]
+    paths = [
+        atomic_write_text(files["results"], results.to_csv(index=False)),
+        atomic_write_text(files["eps"], curves.to_csv(index=False)),
+        atomic_write_text(files["report"], "\n".join(header)),
+        atomic_write_text(
+            files["cards"], json.dumps(cards_of(study, metas), indent=1, sort_keys=True, default=str) + "\n"
+        ),
+    ]
+    if len(results):
+        paths.append(save_bars(study, results, files["bars"]))
+        paths.append(save_curves(study, results, curves, files["curves"]))
+    return paths
+
+
+def _thresholds() -> dict[str, float]:
+    from experiments.flags import THRESHOLDS
+
+    return {n: THRESHOLDS[n] for n in FLAG_COLUMNS[:-1]}

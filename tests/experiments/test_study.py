@@ -1,0 +1,117 @@
+"""The study engine: cells run into one folder, a killed study resumes to the same report, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bridge.defense_spec import DefenseSpec
+from bridge.errors import CheckpointError
+from bridge.spec import AttackSpec, Norm
+from experiments.defend import run_defend
+from experiments.study import Study, StudyCell, run_study
+from experiments.study_report import REPORT_FILES, summarize, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Killed(Exception):
+    pass
+
+
+def tiny_study(workload, calls: list[str], kill_at: str | None = None, steps: int = 10) -> Study:
+    """Two squeezers × FGSM / DeepFool on 16 committed-fixture digits; ``calls`` records the cells run."""
+    small = replace(workload, x=workload.x[:16], y=workload.y[:16])
+    attacks = {"FGSM": AttackSpec(attack="fgsm", norm=Norm.LINF, eps=0.3),
+               "DeepFool": AttackSpec(attack="deepfool", norm=Norm.L2, steps=steps)}  # fmt: skip
+    defenses = {
+        "1-bit depth": DefenseSpec(defense="bit-depth", bits=1),
+        "median": DefenseSpec(defense="median", size=2),
+    }
+    cells = []
+    for label, given in defenses.items():
+        spec = given.resolved("mnist")
+        for attack_label, attack in attacks.items():
+            name = f"{spec.defense}-{attack.attack}"
+
+            def run(prefix, spec=spec, attack=attack, name=name):
+                if name == kill_at:
+                    raise Killed(name)
+                calls.append(name)
+                table, _, _ = run_defend(
+                    spec, attack, small, attack_libraries=["own"], defense_libraries=["own"], out=prefix
+                )
+                return table
+
+            cells.append(StudyCell(name, attack_label, run, lambda row, label=label: label))
+    return Study(
+        name="tiny", title="tiny", cells=cells, key={"steps": steps}, defenses=list(defenses),
+        attacks=list(attacks), published={("median", "DeepFool"): 50.0}, notes=["16 digits"],
+    )  # fmt: skip
+
+
+def test_killed_study_resumes_to_the_same_report(mnist_workload, tmp_path):
+    whole, calls = tmp_path / "whole", []
+    run_study(tiny_study(mnist_workload, calls), whole)
+    write_report(tiny_study(mnist_workload, []), whole)
+    assert calls == ["bit-depth-fgsm", "bit-depth-deepfool", "median-fgsm", "median-deepfool"]
+
+    killed, first = tmp_path / "killed", []
+    with pytest.raises(Killed):
+        run_study(tiny_study(mnist_workload, first, kill_at="median-fgsm"), killed)
+    assert first == ["bit-depth-fgsm", "bit-depth-deepfool"]
+    resumed = []
+    ran, skipped = run_study(tiny_study(mnist_workload, resumed), killed, resume=True)
+    assert resumed == ran == ["median-fgsm", "median-deepfool"]  # no finished cell recomputed
+    assert skipped == ["bit-depth-fgsm", "bit-depth-deepfool"]
+    write_report(tiny_study(mnist_workload, []), killed)
+    for name in ("report", "results", "eps"):
+        assert (whole / REPORT_FILES[name]).read_text() == (killed / REPORT_FILES[name]).read_text(), name
+    assert (killed / REPORT_FILES["bars"]).stat().st_size > 0 and (killed / REPORT_FILES["curves"]).stat().st_size > 0
+
+    results = pd.read_csv(whole / REPORT_FILES["results"])
+    assert {"study", "study_defense", "study_attack", "library_version", "torch_version", "flags"} <= set(results)
+    bit_fgsm = summarize(results, "1-bit depth", "FGSM")
+    # the naive white-box attack on rounding sees zero gradients: flagged, with the measured share
+    assert bit_fgsm["flags"].get("zero_grad_share") == 1.0
+    report = (whole / REPORT_FILES["report"]).read_text()
+    assert "| 1-bit depth |" in report and "zero_grad_share 1.00" in report and "50.0 /" in report
+
+
+def test_resume_with_other_settings_is_refused_and_a_fresh_run_starts_over(mnist_workload, tmp_path):
+    calls = []
+    run_study(tiny_study(mnist_workload, calls), tmp_path, only=["median-fgsm"])
+    with pytest.raises(CheckpointError, match="steps"):
+        run_study(tiny_study(mnist_workload, calls, steps=5), tmp_path, resume=True)
+    assert json.loads((tmp_path / "study.json").read_text())["steps"] == 10
+    report = write_report(tiny_study(mnist_workload, []), tmp_path)[2].read_text()
+    assert "1 of 4 cells finished" in report and "not run" in report
+    again = []
+    run_study(tiny_study(mnist_workload, again), tmp_path, only=["bit-depth-fgsm"])  # no --resume: from scratch
+    assert not (tmp_path / "cells" / "median-fgsm.done").exists() and again == ["bit-depth-fgsm"]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["nope"], "unknown study"),
+        (["cifar10-fs-at", "--scale", "0"], "expected scale > 0"),
+        (["cifar10-fs-at", "--n", "0"], "expected n as an int >= 1"),
+        (["cifar10-fs-at", "--only", "x"], "expected --only cells of cifar10-fs-at"),
+        (["animals10-fs-dd", "--dataset", "cifar10"], "study dataset"),
+    ],
+)
+def test_bad_study_input_exits_2_with_one_line(args, expected, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "study", *args, "--out", str(tmp_path / "s"), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
