@@ -26,6 +26,7 @@ from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.provenance import provenance
 from bridge.runner import AttackResult, run_attack, warm_up
 from bridge.spec import AttackSpec
+from experiments.flags import add_compare_flags
 from experiments.minimal import MINIMAL_FIGURE_TAILS, WORST_CASE, eps_grid_table, save_minimal_figures, worst_case
 from experiments.progress import ProgressStore, merge_results
 from experiments.sharding import attack_slices, batch_seeds
@@ -230,9 +231,13 @@ def _markdown_header(info: dict) -> str:
     return f"advbridge {info['git_revision']}; {extra}\n\n{versions}\n\n"
 
 
+#: What :func:`format_table` shows by default: the per-library columns and the raised flags' names.
+SHOWN_COLUMNS = [*COLUMNS[:-1], "flags", "reason"]
+
+
 def format_table(
     table: pd.DataFrame,
-    columns: Sequence[str] = COLUMNS,
+    columns: Sequence[str] = SHOWN_COLUMNS,
     *,
     markdown: bool = False,
     drop_empty: bool = False,
@@ -355,7 +360,8 @@ def run_compare(
         progress=store,
         show_progress=show_progress,
     )
-    table = summary_table(results, context=workload.context)
+    table = add_compare_flags(summary_table(results, context=workload.context), workload.model, workload.x,
+                              workload.y, minimal=spec.minimal)  # fmt: skip
     grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
     paths: list[Path] = []
     if prefix is not None:

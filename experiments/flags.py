@@ -189,3 +189,29 @@ def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
 
     table["flags"] = table.apply(raised_names, axis=1) if len(table) else ""
     return table
+
+
+#: The flag columns of a ``compare`` row (one undefended model, one attack, each library).
+COMPARE_FLAG_COLUMNS = [*FLAG_COLUMNS[:4], "unbounded_incomplete", "flags"]
+
+
+def add_compare_flags(table: pd.DataFrame, model: nn.Module, x: Tensor, y: Tensor, *, minimal: bool) -> pd.DataFrame:
+    """``table`` (``compare`` rows) with :data:`COMPARE_FLAG_COLUMNS` before ``reason``: the model's output
+    flags and zero-gradient share (one value, every row), and for a minimal-norm attack each library's
+    ``unbounded_incomplete`` (1 − success rate; the worst-case row's too)."""
+    values = {**model_flags(model, x), "zero_grad_share": zero_gradient_share(model, x, y)}
+    table = table.copy()
+    at = list(table.columns).index("reason") if "reason" in table else len(table.columns)
+    for i, name in enumerate(COMPARE_FLAG_COLUMNS[:-1]):
+        column = 1 - table["success_rate"] if name == "unbounded_incomplete" and minimal else values.get(name, math.nan)
+        table.insert(at + i, name, column)
+    ok = table["status"] == "ok"
+    table.insert(
+        at + len(COMPARE_FLAG_COLUMNS) - 1,
+        "flags",
+        [
+            ",".join(n for n in COMPARE_FLAG_COLUMNS[:-1] if good and not pd.isna(row[n]) and raised(n, row[n]))
+            for good, (_, row) in zip(ok, table.iterrows())
+        ],
+    )
+    return table

@@ -22,9 +22,11 @@ adaptive and worst-case numbers. Default budgets (:data:`BUDGETS`) are sized to 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -35,7 +37,7 @@ from bridge.io import OutputPrefix
 from bridge.spec import AttackSpec, Norm
 from experiments.study import Study, StudyCell
 from experiments.workload import Workload, default_device
-from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
+from zoo.checkpoints import CARD_FILE, WEIGHTS_FILE, checkpoint_dir
 from zoo.datasets import dataset_info, load_tensors
 from zoo.training import TrainConfig, get_or_train
 
@@ -58,7 +60,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "mnist-cifar10-vae": {
         "n": 200,
         "max_train": 20000,
-        "epochs": 3,
+        "epochs": 5,
         "gen_epochs": 3,
         "gen_max_train": 20000,
         "restarts": 1,
@@ -126,6 +128,19 @@ def _workload(model, card: dict, dataset: str, n: int, data_root: str | None, of
     )
 
 
+def cached_cards(models: dict[str, tuple[TrainConfig, dict | None]]) -> dict[str, dict]:
+    """The cards of those ``{name: (config, defense key)}`` models that are in the model cache (never trains:
+    the report of a study with unfinished cells lists what exists)."""
+    cards = {}
+    for name, (config, defense) in models.items():
+        resolved = config.resolved()
+        key = resolved.cache_fields() if defense is None else {**resolved.cache_fields(), "defense": defense}
+        card_file = checkpoint_dir(resolved.dataset, resolved.model, key) / CARD_FILE
+        if card_file.is_file():
+            cards[name] = json.loads(card_file.read_text())
+    return cards
+
+
 def _by_library(none: str, defended: str) -> Callable[[pd.Series], str]:
     """Row label: the undefended twin's rows ``none``, ours ``defended``, another library's ``defended (lib)``."""
 
@@ -176,6 +191,8 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
         model, card = get_or_train(twin_config, progress=options.progress)
         return _workload(model, card, "cifar10-exact", budget["n"], options.data_root)
 
+    squeezed_key = {"defense": "train-on-squeezed", "squeezer": median.to_dict()}
+
     @functools.cache
     def squeezed() -> tuple[Workload, dict]:
         model, card = train_on_squeezed(twin_config, median, progress=options.progress)
@@ -223,12 +240,26 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
                 _by_library("none", "feature squeezing"),
             )  # fmt: skip
         )
+    bit_depth = DefenseSpec(defense="bit-depth", bits=5).resolved("cifar10")
+
+    def bit_depth_run(attack: AttackSpec):
+        def run(prefix: OutputPrefix) -> pd.DataFrame:
+            return run_defend(
+                bit_depth, attack, twin(), attack_libraries=libraries, defense_libraries=["own"], out=prefix,
+                show_progress=options.progress, batch_size=options.attack_batch_size,
+            )[0]  # fmt: skip
+
+        return run
+
+    extra = "5-bit depth (not in the study)"
+    for label, attack in attacks.items():
+        cells.append(StudyCell(f"bit-depth-{attack.attack}", label, bit_depth_run(attack), lambda row: extra))
     return Study(
         name=name,
         title="CIFAR-10: feature squeezing (median 2×2) vs FGSM adversarial training (study 002), corrected",
         cells=cells,
         key={"budget": budget, "libraries": libraries, "data_root_given": options.data_root is not None},
-        defenses=["none", "adversarial training", "feature squeezing"],
+        defenses=["none", "adversarial training", "feature squeezing", extra],
         attacks=list(attacks),
         published={
             ("none", "FGSM"): 0.1,
@@ -248,8 +279,15 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
             f"attacks: FGSM L∞ 0.1; DeepFool L2 (50 steps, overshoot 0.02); attack libraries {', '.join(libraries)}; "
             f"adaptive: margin PGD-40 × {budget['restarts']} restarts and AutoAttack (adversarial training), "
             "BPDA through the median (squeezing)",
+            "added to the study's rows: Xu et al.'s CIFAR-10 squeezer (5-bit depth) in front of the plain model, "
+            "the defense whose naive white-box gradient is zero",
         ],
-        cards=lambda: {"trained on median-filtered images (cifar10)": squeezed()[1]},
+        cards=lambda: cached_cards(
+            {
+                "plain classifier (cifar10)": (twin_config, None),
+                "trained on median-filtered images (cifar10)": (twin_config, squeezed_key),
+            }
+        ),
     )
 
 
@@ -270,21 +308,33 @@ def animals10_fs_dd(options: StudyOptions) -> Study:
     source_config = TrainConfig(dataset="cifar10-vehicles", data_root=options.data_root, **common)
     transfer = "given" if options.weights else ("timm" if options.pretrained else "vehicles")
 
-    def weights() -> str | None:
+    def source_weights(train: bool = True) -> str | None:
+        """The starting weights of the target task: the source task's (trained now if ``train``), or given."""
         if transfer != "vehicles":
             return options.weights
-        get_or_train(source_config, progress=options.progress)  # pretraining on the source task (cached)
+        if train:
+            get_or_train(source_config, progress=options.progress)  # pretraining on the source task (cached)
         resolved = source_config.resolved()
         return str(checkpoint_dir(resolved.dataset, resolved.model, resolved.cache_fields()) / WEIGHTS_FILE)
 
+    def target_config(train_source: bool = True) -> TrainConfig:
+        return TrainConfig(
+            dataset=dataset, data_root=options.data_root, weights=source_weights(train_source),
+            pretrained=options.pretrained, finetune=options.finetune, **common,
+        )  # fmt: skip
+
     @functools.cache
     def target() -> tuple[TrainConfig, Any, dict]:
-        config = TrainConfig(
-            dataset=dataset, data_root=options.data_root, weights=weights(), pretrained=options.pretrained,
-            finetune=options.finetune, **common,
-        )  # fmt: skip
+        config = target_config()
         model, card = get_or_train(config, progress=options.progress)
         return config, model, card
+
+    def study_cards() -> dict[str, dict]:
+        models = {f"source task ({source_config.dataset})": (source_config, None)}
+        weights = source_weights(train=False)
+        if weights is None or Path(weights).is_file():
+            models[f"target task ({dataset})"] = (target_config(train_source=False), None)
+        return cached_cards(models)
 
     def workload(offset: int = 0, n: int | None = None) -> Workload:
         _, model, card = target()
@@ -363,6 +413,7 @@ def animals10_fs_dd(options: StudyOptions) -> Study:
             "finetune": options.finetune,
         },  # fmt: skip
         defenses=["none", *detectors, "defensive distillation"],
+        cards=study_cards,
         attacks=list(attacks),
         notes=[
             f"data: {dataset}"
@@ -399,12 +450,13 @@ def mnist_cifar10_vae(options: StudyOptions) -> Study:
         "CIFAR-10": ("cifar10", "cifar10-exact", "advbridge_cifar_cnn", 8 / 255, budget["steps"]),
     }
     defenses = {"VAE purification": "vae-purify", "CVAE labelling": "cvae-label"}
-    cells = []
+    cells, classifiers = [], {}
     for task, (train_set, test_set, model_name, eps, steps) in tasks.items():
         config = TrainConfig(
             dataset=train_set, model=model_name, epochs=budget["epochs"], max_train=budget["max_train"],
             data_root=options.data_root,
         )  # fmt: skip
+        classifiers[f"{task} classifier ({train_set})"] = (config, None)
 
         @functools.cache
         def workload(config=config, test_set=test_set) -> Workload:
@@ -445,6 +497,7 @@ def mnist_cifar10_vae(options: StudyOptions) -> Study:
         key={"budget": budget, "libraries": libraries},
         defenses=[f"{task}: {label}" for task in tasks for label in ("none", *defenses)],
         attacks=["FGSM", "PGD"],
+        cards=lambda: cached_cards(classifiers),
         notes=[
             f"data: MNIST (full, the data root's files) and CIFAR-10 (trained on the JPEG copies, evaluated on the "
             f"exact test images); {budget['max_train']} training images per classifier ({budget['epochs']} epochs), "

@@ -1,0 +1,52 @@
+"""``cli.py study``: each study's command runs one of its cells end to end on the shared data (tiny budgets),
+and writes the report, the tidy CSV, the cards and the figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--n", "8", "--max-train", "256", "--epochs", "1", "--restarts", "1", "--libraries", "own", "--quiet"]
+
+
+def run_study(shared_data: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "study", *args, "--data-root", str(shared_data), "--out", str(out), *TINY],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize(
+    "study, cell, row, extra",
+    [
+        ("cifar10-fs-at", "feature-squeezing-fgsm", "feature squeezing", ["--defense-epochs", "1"]),
+        ("animals10-fs-dd", "detector-threshold-1-pgd", "squeezing detector (threshold 1.0)", ["--steps", "3"]),
+        ("mnist-cifar10-vae", "mnist-vae-purify-fgsm", "MNIST: VAE purification", ["--gen-epochs", "1"]),
+    ],
+)
+def test_a_study_cell_end_to_end(shared_data, tmp_path, study, cell, row, extra):
+    out = tmp_path / study
+    proc = run_study(shared_data, out, study, "--only", cell, *extra)
+    assert "1 cells run" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert f"| {row} |" in report and "not run" in report and f"1 of " in report
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["cell"]) == {cell} and set(results["study"]) == {study}
+    assert {"transfer", "white-box", "adaptive", "worst-case"} <= set(results["mode"])
+    assert results["flags"].notna().any() or "flags" in results  # the column is there for every row
+    cards = json.loads((out / "cards.json").read_text())
+    assert cards and all("accuracy" in c or "test_reconstruction" in c for c in cards.values())
+    for figure in ("transfer-vs-adaptive.png", "robust-vs-eps.png"):
+        assert (out / figure).stat().st_size > 1000
+    # resumed: the finished cell is not rerun, the report is the same
+    again = run_study(shared_data, out, study, "--only", cell, "--resume", *extra)
+    assert "0 cells run, 1 finished before" in again.stdout
+    assert (out / "report.md").read_text() == report
