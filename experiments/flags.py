@@ -149,7 +149,7 @@ def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
       theirs where theirs is below half of it, else 0 (Wong et al. 2020, Sec. 5: FGSM training that learned
       to mask FGSM keeps high FGSM accuracy while PGD accuracy collapses);
     - ``weaker_beats_white_box`` (rows on the system): their robust accuracy minus the lowest ``transfer`` one's;
-    - ``unbounded_incomplete`` (DeepFool / DDN on the system, no detector): 1 − their success rate;
+    - ``unbounded_incomplete`` (DeepFool / DDN on the system, unbounded, no detector): 1 − their success rate;
     - ``non_monotone_eps``: over the rows of one (system, mode, attack, library) at several eps, the largest rise
       of robust accuracy from one eps to a larger one;
     - ``flags``: the names of the raised flags (``zero_grad_share`` only on rows on the system).
@@ -173,7 +173,9 @@ def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
             table.loc[iterative, "catastrophic_overfitting"] = (fgsm.min() - robust).where(collapsed, 0.0)
         if len(transfer):
             table.loc[on_system, "weaker_beats_white_box"] = table.loc[on_system, "robust_acc"] - transfer.min()
-    unbounded = attacked & table["attack"].isin(UNBOUNDED) & table["detection_rate"].isna()
+    family = table["attack"].astype(str).str.split(" ").str[0]  # "deepfool (L2, logits)" is DeepFool
+    # unbounded runs only (no eps: a DeepFool counted within a budget attack's eps may rightly fail)
+    unbounded = attacked & family.isin(UNBOUNDED) & table["eps"].isna() & table["detection_rate"].isna()
     table.loc[unbounded, "unbounded_incomplete"] = 1 - table.loc[unbounded, "success_rate"]
     curve = ["dataset", "model", "defense", "defense_library", "mode", "attack", "attack_library", "norm"]
     for _, group in table[ok].groupby(curve, dropna=False, sort=False):

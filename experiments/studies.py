@@ -47,7 +47,7 @@ STUDIES = ("cifar10-fs-at", "animals10-fs-dd", "mnist-cifar10-vae")
 #: of the defended models (adversarial fine-tuning, distillation), generators' ``gen_epochs`` and
 #: ``gen_max_train``, adaptive PGD ``restarts``, PGD ``steps``. Measured wall times are in the README.
 BUDGETS: dict[str, dict[str, Any]] = {
-    "cifar10-fs-at": {"n": 200, "max_train": 20000, "epochs": 5, "defense_epochs": 2, "restarts": 2},
+    "cifar10-fs-at": {"n": 200, "max_train": 45000, "epochs": 8, "defense_epochs": 2, "restarts": 2},
     "animals10-fs-dd": {
         "n": 200,
         "max_train": 10000,
@@ -60,7 +60,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "mnist-cifar10-vae": {
         "n": 200,
         "max_train": 20000,
-        "epochs": 5,
+        "epochs": 3,
+        "cifar_max_train": 45000,
+        "cifar_epochs": 8,
         "gen_epochs": 3,
         "gen_max_train": 20000,
         "restarts": 1,
@@ -68,10 +70,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
     },
 }
 #: Budget entries multiplied by ``scale``.
-SCALED = ("n", "max_train", "gen_max_train", "n_calibration")
+SCALED = ("n", "max_train", "cifar_max_train", "gen_max_train", "n_calibration")
 #: Attack libraries run by default in each study (``libraries`` overrides).
 LIBRARIES = {
-    "cifar10-fs-at": ("own", "art"),
+    "cifar10-fs-at": ("own", "foolbox"),
     "animals10-fs-dd": ("own", "advlib"),
     "mnist-cifar10-vae": ("own", "torchattacks"),
 }
@@ -431,8 +433,9 @@ def animals10_fs_dd(options: StudyOptions) -> Study:
             f"FPR on {budget['n_calibration']} other clean test images; robust accuracy counts an example as "
             "broken only if it fools the classifier and passes the detector",
             f"attacks: PGD L∞ {eps:.4g} ({budget['steps']} steps), DDN L2 (100 steps); libraries {', '.join(libraries)}; "
-            "adaptive: detector-aware PGD with BPDA (detector; DDN has no detector-aware form, its adaptive entry is "
-            f"then the white-box DDN), margin PGD × {budget['restarts']}, PGD on z/T and DeepFool (distillation)",
+            "adaptive: detector-aware PGD with BPDA (detector: DDN has no detector-aware form, so the detector's "
+            f"DDN cells have transfer rows only), margin PGD × {budget['restarts']}, PGD on z/T and DeepFool "
+            "(distillation)",
         ],
     )
 
@@ -445,17 +448,18 @@ def mnist_cifar10_vae(options: StudyOptions) -> Study:
 
     name = "mnist-cifar10-vae"
     budget, libraries = resolved_budget(name, options), attack_libraries(name, options)
-    tasks = {
-        "MNIST": ("mnist", "mnist", "advbridge_mnist_cnn", 0.3, budget["steps"]),
-        "CIFAR-10": ("cifar10", "cifar10-exact", "advbridge_cifar_cnn", 8 / 255, budget["steps"]),
-    }
+    tasks = {  # train set, test set, classifier, eps, its max_train and epochs
+        "MNIST": ("mnist", "mnist", "advbridge_mnist_cnn", 0.3, budget["max_train"], budget["epochs"]),
+        "CIFAR-10": ("cifar10", "cifar10-exact", "advbridge_cifar_cnn", 8 / 255, budget["cifar_max_train"],
+                     budget["cifar_epochs"]),
+    }  # fmt: skip
     defenses = {"VAE purification": "vae-purify", "CVAE labelling": "cvae-label"}
     cells, classifiers = [], {}
-    for task, (train_set, test_set, model_name, eps, steps) in tasks.items():
+    steps = budget["steps"]
+    for task, (train_set, test_set, model_name, eps, max_train, epochs) in tasks.items():
         config = TrainConfig(
-            dataset=train_set, model=model_name, epochs=budget["epochs"], max_train=budget["max_train"],
-            data_root=options.data_root,
-        )  # fmt: skip
+            dataset=train_set, model=model_name, epochs=epochs, max_train=max_train, data_root=options.data_root
+        )
         classifiers[f"{task} classifier ({train_set})"] = (config, None)
 
         @functools.cache
@@ -500,7 +504,8 @@ def mnist_cifar10_vae(options: StudyOptions) -> Study:
         cards=lambda: cached_cards(classifiers),
         notes=[
             f"data: MNIST (full, the data root's files) and CIFAR-10 (trained on the JPEG copies, evaluated on the "
-            f"exact test images); {budget['max_train']} training images per classifier ({budget['epochs']} epochs), "
+            f"exact test images); classifiers trained on {budget['max_train']} MNIST images ({budget['epochs']} "
+            f"epochs) and {budget['cifar_max_train']} CIFAR-10 images ({budget['cifar_epochs']} epochs), "
             f"generators (latent 16, β 1) on {budget['gen_max_train']} images for {budget['gen_epochs']} epochs; "
             f"first {budget['n']} test images of a seeded permutation",
             "models: advbridge_mnist_cnn, advbridge_cifar_cnn (the CIFAR-10 one is cifar10-fs-at's plain model "

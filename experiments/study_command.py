@@ -6,8 +6,8 @@ import argparse
 import time
 
 #: Budget entries a flag may set (``--n`` sets ``n``...), see :data:`experiments.studies.BUDGETS`.
-BUDGET_FLAGS = ("n", "max_train", "epochs", "defense_epochs", "gen_epochs", "gen_max_train", "restarts", "steps",
-                "n_calibration")  # fmt: skip
+BUDGET_FLAGS = ("n", "max_train", "epochs", "cifar_max_train", "cifar_epochs", "defense_epochs", "gen_epochs",
+                "gen_max_train", "restarts", "steps", "n_calibration")  # fmt: skip
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

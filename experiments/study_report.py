@@ -146,13 +146,59 @@ def published_markdown(study: Study, results: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def details_markdown(results: pd.DataFrame) -> str:
+    """Every row of the finished cells (the tidy CSV's main columns), text columns without ``nan``."""
+    if not len(results):
+        return "(no finished cell)"
+    shown = results.copy()
+    for column in ("attack_library", "flags"):
+        shown[column] = shown[column].fillna("")
+    return format_table(shown, DETAIL_COLUMNS, markdown=True)
+
+
+#: Points by which the adaptive number should fall below the transfer one for the check to pass.
+CHECK_MARGIN = 0.10
+
+
+def checks_markdown(study: Study, results: pd.DataFrame) -> str:
+    """For each cell of a defense: does the adaptive number fall well below the transfer one (what the
+    literature predicts of a defense evaluated by transfer only), and if not, why, from the numbers."""
+    lines = []
+    for defense in study.defenses:
+        for attack in study.attacks:
+            s = summarize(results, defense, attack) if len(results) else None
+            if s is None or defense.endswith("none"):
+                continue
+            t, a, c = s["transfer"], s["adaptive"], s["clean"]
+            if math.isnan(t) or math.isnan(a):
+                verdict = "no adaptive row ran (see Every row)" if math.isnan(a) else "no transfer row ran"
+            elif t - a >= CHECK_MARGIN:
+                verdict = f"adaptive {_pct(a)} % is {100 * (t - a):.1f} points below transfer {_pct(t)} %"
+            elif t <= 0.05 + 0.05 * c:
+                verdict = (
+                    f"not {100 * CHECK_MARGIN:.0f} points apart: the transfer attack alone already leaves "
+                    f"{_pct(t)} % (of {_pct(c)} % clean), nothing is left for an adaptive attack to take"
+                )
+            else:
+                verdict = (
+                    f"adaptive {_pct(a)} % vs transfer {_pct(t)} %: the defense holds against the adaptive "
+                    "attacks that ran"
+                )
+            flags = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s["flags"].items()))
+            lines.append(f"- {defense} × {attack}: {verdict}" + (f"; flags: {flags}" if flags else ""))
+    return "\n".join(lines) or "(no finished cell of a defense)"
+
+
 def cards_of(study: Study, metas: list[dict]) -> dict[str, dict]:
     """Every trained model's card (the cells' undefended twins, defended models, generators; the study's
     own), keyed by a name that says which; the training history is left out."""
     cards: dict[str, dict] = {}
 
+    seen: set[str] = set()
+
     def add(name: str, card: dict | None) -> None:
-        if card:
+        if card and card.get("sha256", name) not in seen:  # one model, one card, under its first name
+            seen.add(card.get("sha256", name))
             cards.setdefault(name, {k: v for k, v in card.items() if k != "history"})
 
     for meta in metas:
@@ -278,7 +324,11 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
         published_markdown(study, results),
         "## Every row",
         "",
-        format_table(results, DETAIL_COLUMNS, markdown=True) if len(results) else "(no finished cell)",
+        details_markdown(results),
+        "",
+        "## Checks",
+        "",
+        checks_markdown(study, results),
         "",
         "Flag thresholds (raised when the value exceeds them): "
         + ", ".join(f"`{n}` > {v:g}" for n, v in _thresholds().items()),
