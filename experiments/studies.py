@@ -50,9 +50,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "cifar10-fs-at": {"n": 200, "max_train": 45000, "epochs": 8, "defense_epochs": 2, "restarts": 2},
     "animals10-fs-dd": {
         "n": 200,
-        "max_train": 10000,
-        "epochs": 4,
-        "defense_epochs": 3,
+        "max_train": 20000,
+        "epochs": 8,
+        "defense_epochs": 8,
         "restarts": 1,
         "steps": 20,
         "n_calibration": 200,

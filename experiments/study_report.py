@@ -118,7 +118,7 @@ def pivot_markdown(study: Study, results: pd.DataFrame) -> str:
             clean = s["clean"] if math.isnan(clean) else clean
             text = f"{_pct(s['transfer'])} / {_pct(s['adaptive'])} / {_pct(s['worst'])}"
             if s["flags"]:
-                text += " ⚑ " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(s["flags"].items()))
+                text += " ⚑ " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(s["flags"].items()))
             cells.append(text)
         lines.append(f"| {defense} | {_pct(clean)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -184,7 +184,7 @@ def checks_markdown(study: Study, results: pd.DataFrame) -> str:
                     f"adaptive {_pct(a)} % vs transfer {_pct(t)} %: the defense holds against the adaptive "
                     "attacks that ran"
                 )
-            flags = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s["flags"].items()))
+            flags = ", ".join(f"{k} {v:.3g}" for k, v in sorted(s["flags"].items()))
             lines.append(f"- {defense} × {attack}: {verdict}" + (f"; flags: {flags}" if flags else ""))
     return "\n".join(lines) or "(no finished cell of a defense)"
 
@@ -226,7 +226,7 @@ def save_bars(study: Study, results: pd.DataFrame, path: Path) -> Path:
             s = summarize(results, defense, attack) if len(results) else None
             if s is None:
                 continue
-            labels.append(f"{defense}\n{attack}")
+            labels.append(f"{defense}\n× {attack}")
             values.append([s["transfer"], s["adaptive"], s["worst"]])
             pub = study.published.get((defense, attack))
             published.append(math.nan if pub is None else pub / 100)
@@ -242,7 +242,7 @@ def save_bars(study: Study, results: pd.DataFrame, path: Path) -> Path:
         ax.scatter(
             range(len(labels)), published, marker="*", s=120, color="gold", edgecolor="k", label="published", zorder=3
         )
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("robust accuracy")
     ax.set_title(study.title, fontsize=9)
@@ -271,18 +271,18 @@ def save_curves(study: Study, results: pd.DataFrame, curves: pd.DataFrame, path:
             color = colors.get(defense)
             if len(curve):
                 c = curve[curve["study_defense"] == defense]
-                for modes, style in ((ON_SYSTEM, "-"), (("transfer",), "--")):
+                for modes, style, name in ((ON_SYSTEM, "-", "adaptive"), (("transfer",), "--", "transfer")):
                     part = c[c["mode"].isin(modes)]
                     if len(part):
                         line = part.groupby("eps")["robust_acc"].min()
-                        ax.plot(line.index, line.values, style, color=color, label=f"{defense} ({modes[0]})")
+                        ax.plot(line.index, line.values, style, color=color, label=f"{defense} ({name})")
             elif len(rows):
                 r = rows[(rows["study_defense"] == defense) & rows["eps"].notna()]
-                for modes, marker in ((ON_SYSTEM, "o"), (("transfer",), "x")):
+                for modes, marker, name in ((ON_SYSTEM, "o", "adaptive"), (("transfer",), "x", "transfer")):
                     part = r[r["mode"].isin(modes)]
                     if len(part):
                         points = part.groupby("eps")["robust_acc"].min()
-                        ax.plot(points.index, points.values, marker, color=color, label=f"{defense} ({modes[0]})")
+                        ax.plot(points.index, points.values, marker, color=color, label=f"{defense} ({name})")
         ax.set_title(attack, fontsize=9)
         ax.set_xlabel("eps")
         ax.set_ylabel("robust accuracy")
