@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from bridge.defense_spec import DefenseSpec, GenerativeDefenseSpec, TrainingDefenseSpec
 from bridge.errors import InvalidParameterError, UnknownNameError, did_you_mean
 from bridge.io import OutputPrefix
 from bridge.spec import AttackSpec, Norm
+from experiments.defend import run_defend
 from experiments.study import Study, StudyCell
 from experiments.workload import Workload, default_device
 from zoo.checkpoints import CARD_FILE, WEIGHTS_FILE, checkpoint_dir
@@ -168,11 +170,24 @@ def _trained_cell(name, attack_label, spec, attack, workload, config, libraries,
     return StudyCell(name, attack_label, run, _by_library(none, defended))
 
 
+def _squeezer_run(spec, attack, workload, libraries, options, *, source=None, calibration=None):
+    """``run(prefix)`` of a squeezer or detector cell: ``run_defend`` on ``workload()`` (``source()``: the
+    transfer attacks' model; ``calibration()``: the detector's held-out clean images), own implementation."""
+
+    def run(prefix: OutputPrefix) -> pd.DataFrame:
+        return run_defend(
+            spec, attack, workload(), attack_libraries=libraries, defense_libraries=["own"], out=prefix,
+            show_progress=options.progress, batch_size=options.attack_batch_size,
+            source=None if source is None else source(), calibration=None if calibration is None else calibration(),
+        )[0]  # fmt: skip
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------- study 002
 def cifar10_fs_at(options: StudyOptions) -> Study:
     """Study 002: FGSM adversarial training vs median-filter squeezing on CIFAR-10 (see the module doc)."""
     from defenses.trainer import train_on_squeezed
-    from experiments.defend import run_defend
     from experiments.defend_trained import defended_config
 
     name = "cifar10-fs-at"
@@ -223,39 +238,27 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
             )  # fmt: skip
         )
 
-    def squeezing_run(attack: AttackSpec):
-        def run(prefix: OutputPrefix) -> pd.DataFrame:
-            workload, _ = squeezed()
-            return run_defend(
-                median, attack, workload, attack_libraries=libraries, defense_libraries=["own"], out=prefix,
-                show_progress=options.progress, batch_size=options.attack_batch_size, source=twin().model,
-            )[0]  # fmt: skip
-
-        return run
-
     for label, attack in attacks.items():
         cells.append(
             StudyCell(
                 f"feature-squeezing-{attack.attack}",
                 label,
-                squeezing_run(attack),
+                _squeezer_run(median, attack, lambda: squeezed()[0], libraries, options, source=lambda: twin().model),
                 _by_library("none", "feature squeezing"),
             )  # fmt: skip
         )
     bit_depth = DefenseSpec(defense="bit-depth", bits=5).resolved("cifar10")
 
-    def bit_depth_run(attack: AttackSpec):
-        def run(prefix: OutputPrefix) -> pd.DataFrame:
-            return run_defend(
-                bit_depth, attack, twin(), attack_libraries=libraries, defense_libraries=["own"], out=prefix,
-                show_progress=options.progress, batch_size=options.attack_batch_size,
-            )[0]  # fmt: skip
-
-        return run
-
     extra = "5-bit depth (not in the study)"
     for label, attack in attacks.items():
-        cells.append(StudyCell(f"bit-depth-{attack.attack}", label, bit_depth_run(attack), lambda row: extra))
+        cells.append(
+            StudyCell(
+                f"bit-depth-{attack.attack}",
+                label,
+                _squeezer_run(bit_depth, attack, twin, libraries, options),
+                lambda row: extra,
+            )
+        )
     return Study(
         name=name,
         title="CIFAR-10: feature squeezing (median 2×2) vs FGSM adversarial training (study 002), corrected",
@@ -296,7 +299,6 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
 # ---------------------------------------------------------------------------------------------- study 003
 def animals10_fs_dd(options: StudyOptions) -> Study:
     """Study 003: the feature-squeezing detector and defensive distillation on a transfer-learned backbone."""
-    from experiments.defend import run_defend
     from experiments.defend_trained import defended_config
 
     name = "animals10-fs-dd"
@@ -354,18 +356,12 @@ def animals10_fs_dd(options: StudyOptions) -> Study:
     detectors = {k: v.resolved(info.family) for k, v in detectors.items()}
     distill = TrainingDefenseSpec(defense="distill", temperature=100.0).resolved(info.family)
 
-    def detector_run(spec: DefenseSpec, attack: AttackSpec):
-        def run(prefix: OutputPrefix) -> pd.DataFrame:
-            calibration = None
-            if spec.threshold is None:  # held-out clean test images after the evaluated ones
-                calibration = workload(budget["n"], budget["n_calibration"]).x
-            return run_defend(
-                spec, attack, workload(), attack_libraries=libraries, defense_libraries=["own"],
-                calibration=calibration, out=prefix, show_progress=options.progress,
-                batch_size=options.attack_batch_size,
-            )[0]  # fmt: skip
+    def calibration() -> torch.Tensor:  # held-out clean test images after the evaluated ones
+        return workload(budget["n"], budget["n_calibration"]).x
 
-        return run
+    def detector_run(spec: DefenseSpec, attack: AttackSpec):
+        held_out = calibration if spec.threshold is None else None
+        return _squeezer_run(spec, attack, workload, libraries, options, calibration=held_out)
 
     cells = []
     for label, spec in detectors.items():
