@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-step-size", default=None, help="adv-pgd training step (default 2.5*eps/steps)")
     g.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
     g.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
+    g.add_argument(
+        "--eps-ramp", type=float, default=None,
+        help="share of training over which eps ramps up from 0 (default 0.25 from scratch, 0 from a warm start)",
+    )  # fmt: skip
     g.add_argument("--train-epochs", type=int, default=None, help="epochs of the defended models (default: --epochs)")
     g.add_argument("--train-max", type=int, default=None, help="train the defended models on at most this many samples")
     g.add_argument("--train-lr", type=float, default=None, help="defended models' peak learning rate")
@@ -154,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", default=None, help="adv-pgd step (default 2.5*eps/steps; adv-fgsm-rs 1.25*eps)")
     p.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
     p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
+    p.add_argument(
+        "--eps-ramp", type=float, default=None,
+        help="share of training over which eps ramps up from 0 (default 0.25 from scratch, 0 from a warm start)",
+    )  # fmt: skip
     p.add_argument("--library", default="own", help="whose trainer runs the defense: own, art")
     p.add_argument("--max-train", type=int, default=None, help="train on at most this many samples")
     p.add_argument("--generator", default=None, help="train a generative model instead: ae, vae, cvae")
@@ -369,6 +377,7 @@ def _training_spec(args: argparse.Namespace, eps, norm, steps, step_size):
         step_size=parse_eps(step_size) if step_size is not None else None,
         ratio=args.ratio,
         temperature=args.temperature,
+        eps_ramp=args.eps_ramp,
     )
 
 
@@ -389,7 +398,7 @@ def _defend_trained(args: argparse.Namespace) -> int:
 
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = _training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
-    spec = spec.resolved(info.family)
+    spec = spec.resolved(info.family, warm_start=args.from_undefended)
     attack = _attack_spec(args, info.family)
     if args.restarts < 1:
         raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")

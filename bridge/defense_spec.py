@@ -168,6 +168,9 @@ TRAINING_DEFENSES = ("adv-fgsm", "adv-fgsm-rs", "adv-pgd", "distill")
 TRAINING_EPS = {"mnist": 0.3, "cifar10": 8 / 255, "imagenet": 4 / 255}
 #: PGD training steps per family when not given (Madry et al.: MNIST 40 × 0.01, CIFAR-10 7 × 2/255).
 TRAINING_STEPS = {"mnist": 40, "cifar10": 7, "imagenet": 5}
+#: Share of the training steps over which adversarial training from scratch ramps eps up from 0 (Gowal et
+#: al. 2018); a warm start (fine-tuning trained weights) starts at the full budget.
+DEFAULT_EPS_RAMP = 0.25
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +189,10 @@ class TrainingDefenseSpec:
         step_size: PGD step (``None``: 2.5·eps/steps; ``adv-fgsm-rs``: 1.25·eps).
         ratio: share of each batch made adversarial, in (0, 1] (``None``: 0.5 for ``adv-fgsm``, else 1).
         temperature: distillation temperature T > 0 (``None``: 100, Papernot et al.'s MNIST choice).
+        eps_ramp: adversarial training: the share of the training steps, in [0, 1), over which eps (and the
+            step) grow linearly from 0 to their values (0: the full budget from the first step; ``None``:
+            :data:`DEFAULT_EPS_RAMP` from scratch, 0 from a warm start). See
+            :mod:`defenses.trainer.adversarial`.
     """
 
     defense: str
@@ -195,6 +202,7 @@ class TrainingDefenseSpec:
     step_size: float | None = None
     ratio: float | None = None
     temperature: float | None = None
+    eps_ramp: float | None = None
 
     def __post_init__(self) -> None:
         check_name("training defense", self.defense, TRAINING_DEFENSES)
@@ -216,26 +224,34 @@ class TrainingDefenseSpec:
             raise InvalidParameterError(
                 f"expected ratio in (0, 1] (the share of each batch made adversarial), got {self.ratio!r}"
             )
+        ramp = self.eps_ramp
+        if ramp is not None and (isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not 0 <= ramp < 1):
+            raise InvalidParameterError(
+                f"expected eps_ramp in [0, 1) (the share of training over which eps ramps up), got {ramp!r}"
+            )
 
     @property
     def adversarial(self) -> bool:
         return self.defense != "distill"
 
-    def resolved(self, family: str) -> TrainingDefenseSpec:
+    def resolved(self, family: str, *, warm_start: bool = False) -> TrainingDefenseSpec:
         """The parameters this defense uses filled in for a dataset family, the others cleared (so that two
-        specs of one defense, and so their cache keys, compare equal)."""
+        specs of one defense, and so their cache keys, compare equal). ``warm_start``: the model starts from
+        trained weights (no eps ramp by default)."""
         if not self.adversarial:
             return TrainingDefenseSpec(defense=self.defense, temperature=float(self.temperature or 100.0))
         eps = float(self.eps if self.eps is not None else TRAINING_EPS.get(family, TRAINING_EPS["imagenet"]))
+        ramp = float(self.eps_ramp if self.eps_ramp is not None else 0.0 if warm_start else DEFAULT_EPS_RAMP)
         if self.defense == "adv-pgd":
             steps = self.steps or TRAINING_STEPS.get(family, TRAINING_STEPS["imagenet"])
             step_size = float(self.step_size or 2.5 * eps / steps)
+            ratio = float(self.ratio or 1.0)
             return replace(
-                self, eps=eps, steps=steps, step_size=step_size, ratio=float(self.ratio or 1.0), temperature=None
+                self, eps=eps, steps=steps, step_size=step_size, ratio=ratio, temperature=None, eps_ramp=ramp
             )
         step_size = float(self.step_size or (1.25 * eps if self.defense == "adv-fgsm-rs" else eps))
         ratio = float(self.ratio or (0.5 if self.defense == "adv-fgsm" else 1.0))
-        return replace(self, eps=eps, steps=1, step_size=step_size, ratio=ratio, temperature=None)
+        return replace(self, eps=eps, steps=1, step_size=step_size, ratio=ratio, temperature=None, eps_ramp=ramp)
 
     def describe(self) -> str:
         """A short human name, e.g. ``'adv-pgd (Linf eps 0.3, 10 × 0.075)'`` or ``'distill (T=100)'``."""
@@ -244,12 +260,18 @@ class TrainingDefenseSpec:
         if self.eps is None:
             return self.defense
         budget = f"{self.norm} eps {self.eps:.4g}"
+        ramp = f", ramp {self.eps_ramp:g}" if self.eps_ramp else ""
         if self.defense == "adv-pgd":
-            return f"adv-pgd ({budget}, {self.steps} × {self.step_size:.4g})"
-        return f"{self.defense} ({budget}, ratio {self.ratio:g})" if self.ratio is not None else self.defense
+            return f"adv-pgd ({budget}, {self.steps} × {self.step_size:.4g}{ramp})"
+        return f"{self.defense} ({budget}, ratio {self.ratio:g}{ramp})" if self.ratio is not None else self.defense
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, ``eps_ramp`` only where it is set and not 0 (added later: the models cached before it,
+        trained at the full budget, keep their keys)."""
+        fields = asdict(self)
+        if not fields["eps_ramp"]:
+            del fields["eps_ramp"]
+        return fields
 
 
 #: Defenses with a generative model (``defenses.generative``): purification by an autoencoder or a VAE,

@@ -361,7 +361,7 @@ def run_compare(
         show_progress=show_progress,
     )
     table = add_compare_flags(summary_table(results, context=workload.context), workload.model, workload.x,
-                              workload.y, minimal=spec.minimal)  # fmt: skip
+                              workload.y, minimal=spec.minimal, card=workload.card)  # fmt: skip
     grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
     paths: list[Path] = []
     if prefix is not None:

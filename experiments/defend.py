@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -58,8 +58,9 @@ from experiments.evaluation import (
     agreement_table,
     check_defense_libraries,
 )
-from experiments.flags import FLAG_COLUMNS, add_table_flags
+from experiments.flags import EVERY_ROW, FLAG_COLUMNS, add_table_flags, training_checks
 from experiments.minimal import DEFAULT_GRID_FACTORS
+from zoo.training_check import TrainingCheck
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,15 @@ def cell_row(cell: Cell) -> dict:
     return row
 
 
-def results_table(cells: Sequence[Cell], spec: DefenseSpec, attack: AttackSpec, context: dict) -> pd.DataFrame:
+def results_table(
+    cells: Sequence[Cell],
+    spec: DefenseSpec,
+    attack: AttackSpec,
+    context: dict,
+    training: Mapping[str, TrainingCheck] | None = None,
+) -> pd.DataFrame:
+    """The tidy rows of a ``defend`` run with every flag; ``training``: the models' training checks
+    (:func:`experiments.flags.training_checks`), for ``failed_training``."""
     table = pd.DataFrame([cell_row(c) for c in cells], columns=COLUMNS)
     attack_name = [c.attack or ("none" if c.mode == "none" else attack.attack) for c in cells]
     tidy = {
@@ -141,8 +150,22 @@ def results_table(cells: Sequence[Cell], spec: DefenseSpec, attack: AttackSpec, 
     }
     for i, (key, value) in enumerate(tidy.items()):
         table.insert(i, key, value)
-    flagged = add_table_flags(table)
+    flagged = add_table_flags(table, training)
     return flagged[list(tidy) + COLUMNS]
+
+
+def failed_training_note(checks: Mapping[str, TrainingCheck]) -> str:
+    """Markdown, one paragraph per model behind a table that did not learn (empty when every model learned):
+    its rows measure no defense."""
+    lines = []
+    for key, check in checks.items():
+        if check.failed:
+            who = "the classifier" if key == EVERY_ROW else f"the {key} model"
+            lines.append(
+                f"> **No defense was evaluated for {who}**: it did not learn ({'; '.join(check.reasons)}). Its "
+                "rows are flagged `failed_training`: their robust accuracy is a model's at chance, not robustness.\n"
+            )
+    return "".join(f"{line}\n" for line in lines)
 
 
 def robust_by_eps(cells: Sequence[Cell], attack: AttackSpec, context: dict, grid: Sequence[float]) -> pd.DataFrame:
@@ -258,7 +281,8 @@ def run_defend(
         source=source,
     )
     cells = evaluation.run()
-    table = results_table(cells, spec, attack, workload.context)
+    checks = training_checks(workload.card)
+    table = results_table(cells, spec, attack, workload.context, checks)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         skip = (() if spec.detector else ("roc", "scores")) + (() if attack.minimal else ("eps",))
@@ -273,7 +297,7 @@ def run_defend(
             attack_libraries=list(attack_libraries),
             defense_libraries=list(defense_libraries),
         )
-        header = markdown_header(info, spec, attack, workload)
+        header = markdown_header(info, spec, attack, workload) + failed_training_note(checks)
         texts = {
             "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
             "agreement": agreement.to_csv(index=False),

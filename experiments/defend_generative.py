@@ -21,10 +21,19 @@ from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.runner import predict
 from bridge.spec import AttackSpec
 from defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
-from experiments.defend import COLUMNS, eps_texts, format_table, markdown_header, results_table, run_info
+from experiments.defend import (
+    COLUMNS,
+    eps_texts,
+    failed_training_note,
+    format_table,
+    markdown_header,
+    results_table,
+    run_info,
+)
 from experiments.defend_figures import save_detector_figures
 from experiments.defend_trained import save_accuracy_figure
 from experiments.evaluation_generative import GenerativeEvaluation
+from experiments.flags import training_checks
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +85,8 @@ def run_defend_generative(
         batch_size=batch_size,
     )
     cells = evaluation.run()
-    table = results_table(cells, spec, attack, workload.context)
+    checks = training_checks(workload.card, card)
+    table = results_table(cells, spec, attack, workload.context, checks)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         skip = (() if spec.detector else ("roc", "scores")) + (() if attack.minimal else ("eps",))
@@ -97,6 +107,7 @@ def run_defend_generative(
         texts = {
             "results": table.assign(git_revision=meta["git_revision"]).to_csv(index=False),
             "markdown": markdown_header(meta, spec, attack, workload)
+            + failed_training_note(checks)
             + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
             + f"\n\nGenerator: {card['generator']}, latent {card['latent_dim']}, test reconstruction error "
             f"{card['test_reconstruction']:.3f} (squared L2 per image), {card['train_samples']} training images, "

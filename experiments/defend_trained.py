@@ -24,8 +24,17 @@ from bridge.errors import UnsupportedDefenseError, check_name
 from bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from bridge.spec import AttackSpec
 from defenses.trainer import train_defended
-from experiments.defend import COLUMNS, eps_texts, format_table, markdown_header, results_table, run_info
-from experiments.evaluation_trained import UNDEFENDED, TrainedEvaluation
+from experiments.defend import (
+    COLUMNS,
+    eps_texts,
+    failed_training_note,
+    format_table,
+    markdown_header,
+    results_table,
+    run_info,
+)
+from experiments.evaluation_trained import TrainedEvaluation
+from experiments.flags import EVERY_ROW, UNDEFENDED, training_checks
 from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
 from zoo.training import TrainConfig
 
@@ -112,7 +121,8 @@ def run_defend_trained(
         batch_size=batch_size,
     )
     cells = evaluation.run()
-    table = results_table(cells, spec, attack, workload.context)
+    checks = training_checks(workload.card, **cards)
+    table = results_table(cells, spec, attack, workload.context, checks)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         info = run_info(
@@ -129,11 +139,13 @@ def run_defend_trained(
             cards=cards,
             checks=evaluation.checks,
         )
-        header = markdown_header(info, spec, attack, workload)
+        header = markdown_header(info, spec, attack, workload) + failed_training_note(checks)
         models = "\n".join(
-            f"- {lib}: test accuracy {c['accuracy']:.4f}, {c.get('train_samples')} training samples, "
-            f"{c.get('epochs_run')} epochs, {c.get('train_seconds')} s ({c.get('art_trainer') or 'own trainer'})"
-            for lib, c in cards.items()
+            f"- {lib}: clean test accuracy {c['accuracy']:.4f}, {c.get('train_samples')} training samples, "
+            f"{c.get('epochs_run')} epochs, {c.get('train_seconds')} s "
+            f"({'undefended twin' if lib == UNDEFENDED else c.get('art_trainer') or 'own trainer'})"
+            + (" — did not learn" if checks.get(lib, checks[EVERY_ROW]).failed else "")
+            for lib, c in {UNDEFENDED: workload.card, **cards}.items()
         )
         texts = {
             "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),

@@ -50,13 +50,11 @@ from experiments.evaluation import (
     perturbation_norms,
     worst_case,
 )
-from experiments.flags import objective_zero_gradient_share
+from experiments.flags import UNDEFENDED, objective_zero_gradient_share  # UNDEFENDED: the twin's rows
 from experiments.sharding import sharded_adversarial
 from own_attacks import deepfool, fgsm, pgd
 from own_attacks._common import batch_view
 
-#: ``defense_library`` of the undefended twin's rows.
-UNDEFENDED = "undefended"
 #: Catastrophic overfitting: FGSM accuracy this far above PGD accuracy, and PGD accuracy below half of it.
 OVERFITTING_GAP = 0.1
 #: PGD steps of the adaptive attacks when the attack itself is a single step (FGSM).

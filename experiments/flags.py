@@ -12,13 +12,15 @@ Each function returns the value of its flag; :data:`THRESHOLDS` says from which 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from bridge.runner import eval_mode
+from zoo.training_check import CHANCE_MARGIN, TrainingCheck, check_card
 
 #: Value from which each flag is raised (``value > threshold``).
 THRESHOLDS = {
@@ -31,7 +33,12 @@ THRESHOLDS = {
     "weaker_beats_white_box": 0.0,  # white-box robust accuracy minus the transfer / black-box one's
     "unbounded_incomplete": 0.0,  # 1 - success rate of an unbounded attack (DeepFool, DDN)
     "non_monotone_eps": 0.0,  # the largest rise of robust accuracy from one eps to a larger one
+    # clean accuracy − 1/K of the model behind the row (a generator's: 1 − MSE / MSE of the mean image);
+    # raised *below* it, or when the model's training loss never fell (zoo.training_check)
+    "failed_training": CHANCE_MARGIN,
 }
+#: Flags raised when their value is below the threshold (the others: above).
+RAISED_BELOW = ("failed_training",)
 
 
 @torch.no_grad()
@@ -116,7 +123,28 @@ def non_monotone_eps(robust_by_eps: Sequence[tuple[float, float]]) -> float:
 
 def raised(name: str, value: float) -> bool:
     """Whether the flag ``name`` (a key of :data:`THRESHOLDS`) is raised by ``value``."""
-    return value > THRESHOLDS[name]
+    return value < THRESHOLDS[name] if name in RAISED_BELOW else value > THRESHOLDS[name]
+
+
+#: The key of :func:`add_table_flags`' ``training`` mapping for the model behind every row.
+EVERY_ROW = "*"
+#: ``defense_library`` of the rows of the undefended model in a table that also has defended ones.
+UNDEFENDED = "undefended"
+
+
+def training_checks(
+    classifier: dict[str, Any], generator: dict[str, Any] | None = None, **models: dict[str, Any]
+) -> dict[str, TrainingCheck]:
+    """The :func:`zoo.training_check.check_card` of the models behind a table's rows, keyed by
+    ``defense_library`` (``EVERY_ROW``: all others): the classifier's card for every row; ``models`` (a
+    trained defense's cards by library) for their rows; a generator's card joins the classifier's for the
+    defended rows (the failing one speaks), the undefended rows keep the classifier's alone."""
+    plain = check_card(classifier)
+    checks = {EVERY_ROW: plain, **{library: check_card(card) for library, card in models.items()}}
+    if generator is not None:
+        made = check_card(generator)
+        checks = {EVERY_ROW: made if made.failed and not plain.failed else plain, UNDEFENDED: plain}
+    return checks
 
 
 #: The flag columns of every ``defend`` and study row, in order (``flags``: the names of those raised).
@@ -130,6 +158,7 @@ FLAG_COLUMNS = [
     "weaker_beats_white_box",
     "unbounded_incomplete",
     "non_monotone_eps",
+    "failed_training",
     "flags",
 ]
 #: Attack names (the ``attack`` column) of single-step and of unbounded (minimal-norm) attacks.
@@ -140,7 +169,7 @@ ATTACKED_MODES = ("white-box", "adaptive")
 _SYSTEM = ["dataset", "model", "defense", "defense_library", "norm", "eps"]
 
 
-def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
+def add_table_flags(table: pd.DataFrame, training: Mapping[str, TrainingCheck] | None = None) -> pd.DataFrame:
     """``table`` (tidy ``defend`` rows) with the flags that compare rows of one defended system at one budget:
 
     - ``single_step_gap`` (rows of iterative attacks on the system): their robust accuracy minus the lowest
@@ -152,11 +181,17 @@ def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
     - ``unbounded_incomplete`` (DeepFool / DDN on the system, unbounded, no detector): 1 − their success rate;
     - ``non_monotone_eps``: over the rows of one (system, mode, attack, library) at several eps, the largest rise
       of robust accuracy from one eps to a larger one;
+    - ``failed_training``: the check value of the model behind the row (``training``: see
+      :func:`training_checks`), raised when that model did not learn;
     - ``flags``: the names of the raised flags (``zero_grad_share`` only on rows on the system).
     """
     table = table.copy()
     for name in FLAG_COLUMNS[4:-1]:
         table[name] = math.nan
+    training = dict(training or {})
+    every = training.pop(EVERY_ROW, None)
+    check_of = [training.get(library, every) for library in table["defense_library"]]
+    table["failed_training"] = [math.nan if c is None else c.value for c in check_of]
     ok = (table["status"] == "ok") & table["robust_acc"].notna()
     attacked = ok & table["mode"].isin(ATTACKED_MODES)
     single = table["attack"].isin(SINGLE_STEP)
@@ -183,36 +218,47 @@ def add_table_flags(table: pd.DataFrame) -> pd.DataFrame:
             points = list(zip(group["eps"], group["robust_acc"]))
             table.loc[group.index, "non_monotone_eps"] = non_monotone_eps(points)
 
-    def raised_names(row) -> str:
-        names = [n for n in FLAG_COLUMNS[:-1] if n in row and not pd.isna(row[n]) and raised(n, row[n])]
+    def raised_names(row, check: TrainingCheck | None) -> str:
+        names = [n for n in FLAG_COLUMNS[:-2] if n in row and not pd.isna(row[n]) and raised(n, row[n])]
         if row["mode"] not in ATTACKED_MODES:
             names = [n for n in names if n != "zero_grad_share"]
-        return ",".join(names)
+        return ",".join(names + (["failed_training"] if check is not None and check.failed else []))
 
-    table["flags"] = table.apply(raised_names, axis=1) if len(table) else ""
+    table["flags"] = [raised_names(row, check) for (_, row), check in zip(table.iterrows(), check_of)]
     return table
 
 
 #: The flag columns of a ``compare`` row (one undefended model, one attack, each library).
-COMPARE_FLAG_COLUMNS = [*FLAG_COLUMNS[:4], "unbounded_incomplete", "flags"]
+COMPARE_FLAG_COLUMNS = [*FLAG_COLUMNS[:4], "unbounded_incomplete", "failed_training", "flags"]
 
 
-def add_compare_flags(table: pd.DataFrame, model: nn.Module, x: Tensor, y: Tensor, *, minimal: bool) -> pd.DataFrame:
+def add_compare_flags(
+    table: pd.DataFrame, model: nn.Module, x: Tensor, y: Tensor, *, minimal: bool, card: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """``table`` (``compare`` rows) with :data:`COMPARE_FLAG_COLUMNS` before ``reason``: the model's output
-    flags and zero-gradient share (one value, every row), and for a minimal-norm attack each library's
-    ``unbounded_incomplete`` (1 − success rate; the worst-case row's too)."""
-    values = {**model_flags(model, x), "zero_grad_share": zero_gradient_share(model, x, y)}
+    flags and zero-gradient share (one value, every row), for a minimal-norm attack each library's
+    ``unbounded_incomplete`` (1 − success rate; the worst-case row's too), and the training check of the
+    model's ``card`` (``failed_training``; nan without a card)."""
+    check = None if card is None else check_card(card)
+    values = {
+        **model_flags(model, x),
+        "zero_grad_share": zero_gradient_share(model, x, y),
+        "failed_training": math.nan if check is None else check.value,
+    }
     table = table.copy()
     at = list(table.columns).index("reason") if "reason" in table else len(table.columns)
     for i, name in enumerate(COMPARE_FLAG_COLUMNS[:-1]):
         column = 1 - table["success_rate"] if name == "unbounded_incomplete" and minimal else values.get(name, math.nan)
         table.insert(at + i, name, column)
     ok = table["status"] == "ok"
+    failed = ["failed_training"] if check is not None and check.failed else []
     table.insert(
         at + len(COMPARE_FLAG_COLUMNS) - 1,
         "flags",
         [
-            ",".join(n for n in COMPARE_FLAG_COLUMNS[:-1] if good and not pd.isna(row[n]) and raised(n, row[n]))
+            ",".join(
+                [n for n in COMPARE_FLAG_COLUMNS[:-2] if good and not pd.isna(row[n]) and raised(n, row[n])] + failed
+            )
             for good, (_, row) in zip(ok, table.iterrows())
         ],
     )

@@ -30,6 +30,7 @@ from bridge.errors import InvalidParameterError, check_name
 from zoo.checkpoints import cached_or_trained, checkpoint_dir, file_sha256, load_checkpoint
 from zoo.datasets import TensorImages, dataset_info, load_dataset
 from zoo.models import FINETUNE_MODES, NormalizedClassifier, create_classifier, set_trainable
+from zoo.training_check import warn_if_failed
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,8 @@ def _set_train_mode(model: NormalizedClassifier, finetune: str) -> None:
 
 #: A training objective: ``objective(model, x, y) -> (loss, counts)``, ``counts`` mapping a name to
 #: ``(correct, out of)`` for the batch (``{"clean": (120, 128), "adv": (64, 64)}``), shown per epoch as shares.
+#: An objective with a method ``at(done)`` is told before each step the share of training done once that
+#: step is taken, in (0, 1] (a curriculum: adversarial training's eps ramp).
 Objective = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, tuple[int, int]]]]
 
 
@@ -317,6 +320,7 @@ def train(
             val_x = val_x.contiguous(memory_format=layout)
         shard = RankBatches(cfg.batch_size)
         trained = shard.wrap(model, device)
+        schedule_budget, initial_loss = getattr(objective, "at", None), None
         for epoch in range(1, cfg.epochs + 1):
             _set_train_mode(model, cfg.finetune)
             order, weights = shard.order(train_idx[torch.randperm(len(train_idx), generator=gen)])
@@ -327,7 +331,11 @@ def train(
                 if cfg.augment:
                     x = augment_batch(x)
                 x = x.contiguous(memory_format=layout)
+                if schedule_budget is not None:
+                    schedule_budget((epoch - 1 + (step + 1) / len(weights)) / cfg.epochs)
                 loss, batch_counts = objective(trained, x, y)
+                if initial_loss is None:
+                    initial_loss = loss.item()
                 optimizer.zero_grad(set_to_none=True)
                 (loss if weights[step] == 1 else loss * weights[step]).backward()
                 if cfg.clip_grad_norm is not None:
@@ -364,12 +372,17 @@ def train(
         model.load_state_dict(best_state)
     model = model.to(memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - start
+    clean_val = None
+    if n_val:  # early stopping on adversarial accuracy: the clean one is measured here
+        clean_val = best_acc if validate is None else evaluate(model, train_ds, val_idx)
     card = trained_card(
         cfg,
         data,
         model,
         **({"world_size": shard.world.size} if shard.world.distributed else {}),
         val_accuracy=best_acc if n_val else None,
+        val_clean_accuracy=clean_val,
+        initial_loss=initial_loss,
         epochs_run=epoch,
         best_epoch=best_epoch or epoch,
         train_seconds=round(seconds, 2),
@@ -523,4 +536,13 @@ def get_or_train(
         what=f"model for {cfg.model} on {cfg.dataset}",
     )
     logger.info("%s in %s (test accuracy %.2f%%)", cfg.model, folder, 100 * card["accuracy"])
+    warn_if_failed(card, describe_model(card))
     return model.to(device).eval(), card
+
+
+def describe_model(card: dict[str, Any]) -> str:
+    """A short name of a trained classifier from its card, e.g. ``'advbridge_mnist_cnn on mnist-5k
+    (adv-pgd, own trainer)'``."""
+    defense = card.get("defense")
+    whose = f", {defense.get('trainer', 'own')} trainer" if defense and "defense" in defense else ""
+    return f"{card['model']} on {card['dataset']}" + (f" ({defense['defense']}{whose})" if defense else "")

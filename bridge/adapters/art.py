@@ -76,6 +76,8 @@ Traps, all handled here:
   output probabilities: both are wrapped as softmax(z/T), and their loss is the cross-entropy on those
   probabilities, −Σ y·log p (``nn.CrossEntropyLoss`` would apply a second softmax). The deployed student is
   the bare network: logits, T = 1;
+- ART's trainers have no eps ramp (they attack at the full budget from the first step): a spec's
+  ``eps_ramp`` becomes 0 in their key and card (:meth:`ArtAdapter.training_spec`);
 - ART's trainers have no validation split or early stopping (all epochs run) and no augmentation (a config
   with augmentation is refused), nor gradient clipping (refused but for FBF). Our optimizer and schedule
   (:func:`zoo.training.make_optimizer`, :func:`~zoo.training.make_schedule`) reach them through
@@ -92,6 +94,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -163,6 +166,9 @@ class ArtAdapter(Adapter):
 
     def training_unsupported_reason(self, spec: TrainingDefenseSpec, config) -> str | None:
         return _art_training_reason(spec, config)
+
+    def training_spec(self, spec: TrainingDefenseSpec) -> TrainingDefenseSpec:
+        return replace(spec, eps_ramp=0.0) if spec.adversarial else spec
 
     def _train_defense(self, config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict]:
         return _train_with_art(config, spec, progress=progress, device=device)

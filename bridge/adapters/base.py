@@ -76,6 +76,10 @@ class Adapter(ABC):
         """Why this library cannot train a resolved ``spec`` with a resolved ``config``, or ``None``."""
         return self.no_defenses or f"{self.name} has no {spec.defense} trainer"
 
+    def training_spec(self, spec: TrainingDefenseSpec) -> TrainingDefenseSpec:
+        """A resolved ``spec`` as this library's trainer runs it (what its cache key and card record)."""
+        return spec
+
     def _train_defense(
         self, config: TrainConfig, spec: TrainingDefenseSpec, *, progress: bool, device: str | torch.device
     ) -> tuple[nn.Module, dict[str, Any]]:

@@ -17,6 +17,7 @@ from bridge.errors import CheckpointError, InvalidParameterError, check_name
 from defenses.generative.models import GENERATORS, ConvGenerator
 from zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
 from zoo.training import batches, stack, training_data
+from zoo.training_check import warn_if_failed
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
     gen.set_state(data.generator_state)  # the seeded generator as the split left it
     val_x, val_y = (t.to(device) for t in stack(data.train_ds, data.val_idx)) if len(data.val_idx) else (None, None)
     start = time.perf_counter()
-    history, best, best_epoch, best_state, epoch = [], float("inf"), 0, None, 0
+    history, best, best_epoch, best_state, epoch, image_sum = [], float("inf"), 0, None, 0, None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = _build(cfg, info).to(device)
@@ -109,6 +110,8 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
             )
             for x, y in batches(data.train_ds, order, cfg.batch_size):
                 x, y = x.to(device), y.to(device)
+                if epoch == 1:  # the mean training image: the baseline a generator must beat
+                    image_sum = x.sum(0) if image_sum is None else image_sum + x.sum(0)
                 loss, terms = model.loss(x, y if model.conditional else None, beta=cfg.beta)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -148,6 +151,9 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
         "latent_dim": cfg.latent_dim,
         "val_reconstruction": best if val_x is not None else None,
         "test_reconstruction": validation_loss(model, test_x.to(device), test_y.to(device)),
+        "mean_image_reconstruction": float(
+            (test_x.to(device) - image_sum / len(data.train_idx)).pow(2).flatten(1).sum(1).mean()
+        ),
         "epochs_run": epoch,
         "best_epoch": best_epoch or epoch,
         "train_samples": len(data.train_idx),
@@ -179,6 +185,7 @@ def get_or_train_generator(
     model, card = cached_or_trained(
         folder, load_generator, lambda: train_generator(cfg, progress=progress, device=device), what="generator"
     )
+    warn_if_failed(card, f"generator {cfg.generator} on {cfg.dataset}")
     return model.to(device), card
 
 

@@ -6,8 +6,8 @@ training on squeezed images).
 """
 
 from defenses.trainer.adversarial import (
+    AdversarialObjective,
     adversarial_examples,
-    adversarial_objective,
     adversarial_validation,
     recipe_defaults,
 )
@@ -17,7 +17,7 @@ from defenses.trainer.train import defense_key, teacher, train_defended, train_o
 
 __all__ = [
     "adversarial_examples",
-    "adversarial_objective",
+    "AdversarialObjective",
     "adversarial_validation",
     "recipe_defaults",
     "distillation_objective",

@@ -10,7 +10,7 @@ from torch import nn
 from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError
-from defenses.trainer.adversarial import adversarial_objective, adversarial_validation
+from defenses.trainer.adversarial import AdversarialObjective, adversarial_validation
 from defenses.trainer.distillation import distillation_objective, temperature_objective
 from zoo.datasets import dataset_info
 from zoo.training import TrainConfig, get_or_train, train
@@ -49,7 +49,7 @@ def train_own(
             config,
             progress=progress,
             device=device,
-            objective=adversarial_objective(spec),
+            objective=AdversarialObjective(spec),
             validate=adversarial_validation(spec),
             channels_last=True,
         )
@@ -72,8 +72,8 @@ def train_defended(
     from the model cache when it is there; the resolved spec and the library are part of the cache key and
     of the card. A library without that trainer raises :class:`~bridge.errors.UnsupportedDefenseError`."""
     family = dataset_info(config.dataset, config.data_root, config.image_size).family
-    spec = spec.resolved(family)
     adapter = get_adapter(library)
+    spec = adapter.training_spec(spec.resolved(family, warm_start=config.weights is not None or config.pretrained))
     resolved = config.resolved()
     reason = adapter.training_unsupported_reason(spec, resolved)
     if reason is not None:  # before the cache is looked at

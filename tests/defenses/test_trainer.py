@@ -72,7 +72,7 @@ def test_adversarially_trained_model_is_more_robust_than_its_plain_twin(test_dig
     x, y = test_digits
     plain, _ = get_or_train(tiny_config(), progress=False)
     trained, card = train_defended(tiny_config(), TrainingDefenseSpec(defense="adv-fgsm-rs"), progress=False)
-    assert card["defense"] == TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist").to_dict()
+    assert card["defense"] == TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist", warm_start=True).to_dict()
     assert {"clean_acc", "adv_acc", "val_acc"} <= set(card["history"][0]) and "PGD-10" in card["validation"]
     # measured: 0.34 (plain) vs 0.53 (FGSM-RS trained) at L∞ 0.15 on these 128 digits, after one epoch
     assert _robust_accuracy(trained, x, y, 0.15) >= _robust_accuracy(plain, x, y, 0.15) + 0.1
