@@ -23,8 +23,9 @@ import pandas as pd
 
 from bridge.io import atomic_write, atomic_write_text
 from experiments.defend import format_table
-from experiments.flags import FLAG_COLUMNS
+from experiments.flags import FLAG_COLUMNS, RAISED_BELOW
 from experiments.study import Study, done_marker, load_cell
+from zoo.training_check import check_card
 
 #: The report's files, in ``<out>/``.
 REPORT_FILES = {
@@ -116,6 +117,11 @@ def pivot_markdown(study: Study, results: pd.DataFrame) -> str:
                 cells.append("not run")
                 continue
             clean = s["clean"] if math.isnan(clean) else clean
+            if "failed_training" in s["flags"]:
+                cells.append(
+                    f"no defense evaluated: a model did not learn (⚑ failed_training {s['flags']['failed_training']:.3g})"
+                )
+                continue
             text = f"{_pct(s['transfer'])} / {_pct(s['adaptive'])} / {_pct(s['worst'])}"
             if s["flags"]:
                 text += " ⚑ " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(s["flags"].items()))
@@ -170,7 +176,9 @@ def checks_markdown(study: Study, results: pd.DataFrame) -> str:
             if s is None or defense.endswith("none"):
                 continue
             t, a, c = s["transfer"], s["adaptive"], s["clean"]
-            if math.isnan(t) or math.isnan(a):
+            if "failed_training" in s["flags"]:
+                verdict = "no defense was evaluated: a model behind it did not learn (see Models)"
+            elif math.isnan(t) or math.isnan(a):
                 verdict = "no adaptive row ran (see Every row)" if math.isnan(a) else "no transfer row ran"
             elif t - a >= CHECK_MARGIN:
                 verdict = f"adaptive {_pct(a)} % is {100 * (t - a):.1f} points below transfer {_pct(t)} %"
@@ -211,6 +219,21 @@ def cards_of(study: Study, metas: list[dict]) -> dict[str, dict]:
     for name, card in study.cards().items():
         add(name, card)
     return cards
+
+
+def models_markdown(cards: dict[str, dict]) -> str:
+    """One line per trained model: its final clean accuracy (a classifier's on the test split, a generator's
+    reconstruction error), and whether it learned (:mod:`zoo.training_check`)."""
+    lines = []
+    for name, card in cards.items():
+        check = check_card(card)
+        if card.get("kind") == "generator":
+            what = f"test reconstruction error {card.get('test_reconstruction', math.nan):.3f}"
+        else:
+            what = f"clean test accuracy {_pct(card.get('accuracy', math.nan))} %"
+        verdict = f" — **did not learn** ({'; '.join(check.reasons)})" if check.failed else ""
+        lines.append(f"- {name}: {what}{verdict}")
+    return "\n".join(lines) or "(no trained model)"
 
 
 def save_bars(study: Study, results: pd.DataFrame, path: Path) -> Path:
@@ -300,6 +323,7 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
     """Write the report files (:data:`REPORT_FILES`) of the finished cells in ``out``; returns their paths."""
     out = Path(out)
     results, curves, metas = collect(study, out)
+    cards = cards_of(study, metas)
     files = {k: out / v for k, v in REPORT_FILES.items()}
     finished = [c.name for c in study.cells if done_marker(out, c).exists()]
     missing = [c.name for c in study.cells if c.name not in finished]
@@ -330,17 +354,19 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
         "",
         checks_markdown(study, results),
         "",
-        "Flag thresholds (raised when the value exceeds them): "
-        + ", ".join(f"`{n}` > {v:g}" for n, v in _thresholds().items()),
+        "Flag thresholds: "
+        + ", ".join(f"`{n}` {'<' if n in RAISED_BELOW else '>'} {v:g}" for n, v in _thresholds().items()),
+        "",
+        "## Models",
+        "",
+        models_markdown(cards),
         "",
     ]
     paths = [
         atomic_write_text(files["results"], results.to_csv(index=False)),
         atomic_write_text(files["eps"], curves.to_csv(index=False)),
         atomic_write_text(files["report"], "\n".join(header)),
-        atomic_write_text(
-            files["cards"], json.dumps(cards_of(study, metas), indent=1, sort_keys=True, default=str) + "\n"
-        ),
+        atomic_write_text(files["cards"], json.dumps(cards, indent=1, sort_keys=True, default=str) + "\n"),
     ]
     if len(results):
         paths.append(save_bars(study, results, files["bars"]))

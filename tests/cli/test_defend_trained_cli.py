@@ -69,3 +69,26 @@ def test_defend_trained_bad_input_exits_2_with_one_line(extra, message, capsys, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_training_forced_to_fail_is_named_in_the_report_and_flags_every_row(tmp_path, capsys, caplog, mnist_workload):
+    argv = ["defend", "--defense", "adv-pgd", "--train-steps", "3", "--attack", "pgd", "--steps", "5"]
+    argv += ["--libraries", "own", "--defense-libraries", "own", "--no-autoattack", "--train-lr", "100"]
+    assert main([*argv, *TINY, "--out", str(tmp_path / "fail")]) == 0
+    table = pd.read_csv(tmp_path / "fail.csv")
+    own, twin = table[table["defense_library"] == "own"], table[table["defense_library"] == "undefended"]
+    assert len(own) >= 4 and own["flags"].str.split(",").apply(lambda f: "failed_training" in f).all()
+    assert (own["failed_training"] < 0.05).all()
+    assert not twin["flags"].fillna("").str.contains("failed_training").any() and (twin["failed_training"] > 0.8).all()
+    report = (tmp_path / "fail.md").read_text()
+    assert "No defense was evaluated for the own model" in report and "— did not learn" in report
+    assert "- undefended: clean test accuracy" in report
+    assert any("(adv-pgd, own trainer) did not learn" in r.getMessage() for r in caplog.records)
+
+
+def test_train_warns_when_the_model_did_not_learn(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
+    argv = ["train", "--defense", "adv-fgsm", "--lr", "100", "--epochs", "1", "--max-train", "256", "--quiet"]
+    assert main(argv) == 0
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING" and "did not learn" in r.getMessage()]
+    assert warning.getMessage().startswith("advbridge_mnist_cnn on mnist-5k (adv-fgsm, own trainer) did not learn (")

@@ -5,6 +5,8 @@ and is much sharper at T = 1 (the saturation that masks gradients)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from fixture_models import MNIST_CNN
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
 from cli import main
-from defenses.trainer import adversarial_examples, train_defended
+from defenses.trainer import AdversarialObjective, adversarial_examples, train_defended
 from own_attacks import pgd
 from zoo.training import TrainConfig, get_or_train
 
@@ -147,3 +149,38 @@ def test_fast_training_defaults_to_wong_et_al_s_recipe_and_given_options_win():
     assert _recipe(fast, lr=None, epochs=5) == {**FAST_RECIPE, "epochs": 5}
     assert _recipe(fast, lr=0.05, optimizer=None)["lr"] == 0.05
     assert _recipe(TrainingDefenseSpec(defense="adv-pgd").resolved("mnist"), lr=None, epochs=3) == {"epochs": 3}
+
+
+def test_the_eps_ramp_grows_the_budget_linearly_then_holds_it():
+    spec = TrainingDefenseSpec(defense="adv-pgd").resolved("mnist")
+    assert (
+        spec.eps_ramp == 0.25
+        and TrainingDefenseSpec(defense="adv-pgd").resolved("mnist", warm_start=True).eps_ramp == 0
+    )
+    objective = AdversarialObjective(spec)
+    for done, share in ((0.05, 0.2), (0.125, 0.5), (0.25, 1.0), (0.9, 1.0)):
+        objective.at(done)
+        budget = objective.budget()
+        assert budget.eps == pytest.approx(0.3 * share) and budget.step_size == pytest.approx(spec.step_size * share)
+    flat = AdversarialObjective(replace(spec, eps_ramp=0.0))
+    flat.at(0.01)
+    assert flat.budget() is flat.spec
+    assert "ramp 0.25" in spec.describe() and "eps_ramp" not in replace(spec, eps_ramp=0.0).to_dict()
+
+
+def test_training_tells_a_curriculum_the_share_done_after_each_step(tmp_path, monkeypatch):
+    from zoo.training import cross_entropy_objective, train
+
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
+    seen = []
+
+    class Recording:
+        def at(self, done):
+            seen.append(done)
+
+        def __call__(self, model, x, y):
+            return cross_entropy_objective(model, x, y)
+
+    _, card = train(tiny_config(epochs=2, max_train=256, patience=5), progress=False, objective=Recording())
+    assert seen == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert card["initial_loss"] > 0 and card["val_clean_accuracy"] == card["val_accuracy"]

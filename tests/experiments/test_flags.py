@@ -133,3 +133,33 @@ def test_table_flags_single_step_unbounded_and_eps():
     assert pgd["non_monotone_eps"] == pytest.approx(0.1)
     assert flagged.iloc[2]["unbounded_incomplete"] == pytest.approx(0.1)
     assert flagged.iloc[3]["flags"] == ""
+
+
+def test_table_flags_name_every_row_of_a_model_that_did_not_learn():
+    import pandas as pd
+
+    twin = {"num_classes": 10, "accuracy": 0.98}
+    collapsed = {"num_classes": 10, "accuracy": 0.075, "val_clean_accuracy": 0.09}
+    checks = flags.training_checks(twin, own=collapsed, art={"num_classes": 10, "accuracy": 0.67})
+    rows = [
+        _row(mode, "pgd", 0.1, library=lib) for lib in ("undefended", "own", "art") for mode in ("none", "white-box")
+    ]
+    flagged = flags.add_table_flags(pd.DataFrame(rows), checks)
+    for _, row in flagged.iterrows():
+        own = row["defense_library"] == "own"
+        assert ("failed_training" in row["flags"].split(",")) == own, row
+        expected = {"undefended": 0.88, "own": -0.01, "art": 0.57}[row["defense_library"]]
+        assert row["failed_training"] == pytest.approx(expected)
+    assert flags.raised("failed_training", 0.01) and not flags.raised("failed_training", 0.06)
+
+
+def test_a_generator_that_did_not_learn_flags_the_defended_rows_only():
+    import pandas as pd
+
+    classifier = {"num_classes": 10, "accuracy": 0.98}
+    generator = {"kind": "generator", "test_reconstruction": 50.0, "mean_image_reconstruction": 50.0}
+    checks = flags.training_checks(classifier, generator)
+    rows = [_row("none", "none", 0.9, library="undefended"), _row("white-box", "pgd", 0.5, library="own")]
+    flagged = flags.add_table_flags(pd.DataFrame(rows), checks)
+    assert flagged["flags"].tolist() == ["", "failed_training"]
+    assert flagged["failed_training"].tolist() == pytest.approx([0.88, 0.0])

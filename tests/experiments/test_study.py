@@ -115,3 +115,28 @@ def test_bad_study_input_exits_2_with_one_line(args, expected, tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_the_report_shows_no_robustness_for_a_model_that_did_not_learn():
+    from experiments.study_report import checks_markdown, models_markdown, pivot_markdown
+
+    def row(defense, mode, robust, flags=""):
+        return {"study_defense": defense, "study_attack": "PGD", "status": "ok", "mode": mode, "robust_acc": robust,
+                "flags": flags, "failed_training": -0.03 if flags else 0.88}  # fmt: skip
+
+    results = pd.DataFrame(
+        [row("none", "none", 0.98), row("none", "white-box", 0.0)]
+        + [row("PGD training", m, 0.07, "failed_training") for m in ("none", "transfer", "white-box")]
+    )
+    study = Study("s", "t", [], {}, defenses=["none", "PGD training"], attacks=["PGD"])
+    pivot = pivot_markdown(study, results)
+    assert "| PGD training | 7.0 | no defense evaluated: a model did not learn (⚑ failed_training -0.03) |" in pivot
+    assert "| none | 98.0 | 0.0 / 0.0 / — |" in pivot
+    assert "PGD training × PGD: no defense was evaluated" in checks_markdown(study, results)
+    cards = {
+        "undefended": {"num_classes": 10, "accuracy": 0.98},
+        "adv-pgd (own)": {"num_classes": 10, "accuracy": 0.075},
+    }
+    models = models_markdown(cards).splitlines()
+    assert models[0] == "- undefended: clean test accuracy 98.0 %"
+    assert models[1].startswith("- adv-pgd (own): clean test accuracy 7.5 % — **did not learn** (clean test accuracy")
