@@ -197,7 +197,7 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
         data_root=options.data_root,
     )  # fmt: skip
     median = DefenseSpec(defense="median", size=2).resolved("cifar10")
-    adversarial = TrainingDefenseSpec(defense="adv-fgsm", eps=0.1, eps_ramp=0).resolved("cifar10")  # the study's recipe
+    adversarial = TrainingDefenseSpec(defense="adv-fgsm", eps=0.1, eps_ramp=0).resolved("cifar10")  # fine-tuned: no ramp
     attacks = {
         "FGSM": AttackSpec(attack="fgsm", norm=Norm.LINF, eps=0.1),
         "DeepFool": AttackSpec(attack="deepfool", norm=Norm.L2, steps=50, overshoot=0.02),
