@@ -177,402 +177,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_options(args: argparse.Namespace) -> dict:
-    return {
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "pretrained": args.pretrained,
-        "weights": args.weights,
-        "finetune": args.finetune,
-        "optimizer": args.optimizer,
-        "schedule": args.schedule,
-        "clip_grad_norm": args.clip_grad_norm,
-    }
+def _print(outcome) -> int:
+    for line in outcome.lines:
+        print(line)
+    if outcome.paths:
+        print("wrote " + ", ".join(str(p) for p in outcome.paths))
+    return 0
 
 
-def _load_workload(args: argparse.Namespace):
-    """The model (trained or from the cache) and ``--n`` seeded test images of ``compare`` and ``defend``."""
-    from experiments.workload import load_workload
+def _check_out(args: argparse.Namespace, name: str) -> None:
+    """An unwritable ``--out`` fails in a second, before torch is even imported."""
+    if getattr(args, "out", None) is not None:
+        from bridge.io import OutputPrefix
 
-    return load_workload(
-        args.dataset,
-        args.model,
-        n=args.n,
-        seed=args.seed,
-        data_root=args.data_root,
-        progress=not args.quiet,
-        **_train_options(args),
-    )
-
-
-def _attack_spec(args: argparse.Namespace, family: str, **extra):
-    """The attack of ``compare`` and ``defend``: ``--eps`` defaults to the dataset's standard budget."""
-    from bridge.errors import InvalidParameterError, check_name
-    from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
-
-    if args.n < 1:
-        raise InvalidParameterError(f"expected --n >= 1, got {args.n}")
-    if args.attack_batch_size is not None and args.attack_batch_size < 1:
-        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
-    check_name("attack", args.attack, ATTACKS)
-    norm = Norm.parse(args.norm) if args.norm else DEFAULT_NORMS[args.attack]
-    eps = parse_eps(args.eps) if args.eps is not None else None
-    if eps is None and args.attack in ("fgsm", "pgd"):
-        eps = standard_eps(family, norm)
-    return AttackSpec(
-        attack=args.attack,
-        norm=norm,
-        eps=eps,
-        steps=args.steps,
-        step_size=parse_eps(args.step_size) if args.step_size else None,
-        random_start=args.random_start,
-        seed=args.seed,
-        **extra,
-    )
+        OutputPrefix.parse(args.out, default_name=name).check_writable()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bridge.io import OutputPrefix
+    _check_out(args, "compare")
+    from experiments.commands import compare
 
-    if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
-        OutputPrefix.parse(args.out, default_name="compare").check_writable()
-
-    from bridge.errors import InvalidParameterError
-    from bridge.spec import parse_eps, standard_eps
-    from experiments.compare import default_out, format_table, parse_libraries, run_compare
-    from experiments.minimal import DEFAULT_GRID_FACTORS
-    from zoo.datasets import dataset_info
-
-    libraries = parse_libraries(args.libraries)
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = _attack_spec(
-        args,
-        info.family,
-        targeted=args.targeted,
-        overshoot=args.overshoot,
-        candidates=args.candidates,
-        gamma=args.gamma,
-        init_norm=args.init_norm,
-        levels=args.levels,
-    )
-    norm = spec.norm
-    if args.eps_grid:
-        eps_grid = [parse_eps(e) for e in args.eps_grid.split(",") if e.strip()]
-    else:
-        eps_grid = [f * standard_eps(info.family, norm) for f in DEFAULT_GRID_FACTORS]
-    if any(e <= 0 for e in eps_grid):
-        raise InvalidParameterError(f"expected every --eps-grid value > 0, got {args.eps_grid}")
-    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec), default_name="compare")
-    out.check_writable()  # the default folder too, before a model is trained or an image attacked
-    workload = _load_workload(args)
-    table, grid, paths = run_compare(
-        spec,
-        libraries,
-        workload,
-        out=out,
-        eps_grid=eps_grid if spec.minimal else None,
-        batch_size=args.attack_batch_size,
-        resume=args.resume,
-        show_progress=not args.quiet,
-    )
-    print(
-        f"{spec.attack} {spec.norm.value} eps={spec.eps} steps={spec.steps} on {len(workload.x)} images of "
-        f"{workload.info.name}, model {workload.context['model']} (clean test accuracy "
-        f"{workload.card.get('accuracy', float('nan')):.4f})"
-    )
-    print(format_table(table))
-    if grid is not None:
-        print(f"\nrobust accuracy at eps ({spec.norm.value}):")
-        print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _print(compare(args))
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
-    from bridge.io import OutputPrefix
+    _check_out(args, "defend")
+    from experiments.commands import defend
 
-    if args.out is not None:  # an unwritable --out fails in a second, before torch is even imported
-        OutputPrefix.parse(args.out, default_name="defend").check_writable()
-
-    from bridge.defense_spec import DEFENSES, GENERATIVE_DEFENSES, TRAINING_DEFENSES, DefenseSpec
-    from bridge.errors import InvalidParameterError, check_name
-    from experiments.compare import parse_libraries
-
-    check_name("defense", args.defense, DEFENSES + TRAINING_DEFENSES + GENERATIVE_DEFENSES)
-    if args.defense in TRAINING_DEFENSES:
-        return _defend_trained(args)
-    if args.defense in GENERATIVE_DEFENSES:
-        return _defend_generative(args)
-    from experiments.defend import (
-        AGREEMENT_COLUMNS,
-        COLUMNS,
-        check_defense_libraries,
-        default_out,
-        format_table,
-        run_defend,
-    )
-    from zoo.datasets import dataset_info
-
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = DefenseSpec(
-        defense=args.defense,
-        bits=args.bits,
-        size=args.size,
-        factor=args.factor,
-        mode=args.mode,
-        threshold=args.threshold,
-        fpr=args.fpr,
-    ).resolved(info.family)
-    attack = _attack_spec(args, info.family)
-    libraries = parse_libraries(args.libraries)
-    defense_libraries = check_defense_libraries(spec, args.defense_libraries)
-    calibrate = spec.detector and spec.threshold is None
-    if calibrate and args.calibration_n < 1:
-        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
-    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
-    out.check_writable()
-    workload = _load_workload(args)
-    calibration = _calibration_images(args, workload) if calibrate else None
-    table, agreement, paths = run_defend(
-        spec,
-        attack,
-        workload,
-        attack_libraries=libraries,
-        defense_libraries=defense_libraries,
-        calibration=calibration,
-        out=out,
-        show_progress=not args.quiet,
-        batch_size=args.attack_batch_size,
-    )
-    print(
-        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
-        f"{len(workload.x)} images of {workload.info.name}, model {workload.context['model']}"
-        + (f", threshold calibrated on {len(calibration)} other clean images at fpr {spec.fpr}" if calibrate else "")
-    )
-    print(format_table(table, COLUMNS))
-    print("\nimplementations of the defense (squeezed images vs own):")
-    print(format_table(agreement, AGREEMENT_COLUMNS))
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-def _calibration_images(args: argparse.Namespace, workload):
-    """``--calibration-n`` clean test images after the evaluated ones in the same seeded order (disjoint)."""
-    from zoo.datasets import load_tensors
-
-    x, _ = load_tensors(args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed)
-    return x[args.n :].to(workload.x.device)
-
-
-def _training_spec(args: argparse.Namespace, eps, norm, steps, step_size):
-    from bridge.defense_spec import TrainingDefenseSpec
-    from bridge.spec import parse_eps
-
-    return TrainingDefenseSpec(
-        defense=args.defense,
-        eps=parse_eps(eps) if eps is not None else None,
-        norm=norm,
-        steps=steps,
-        step_size=parse_eps(step_size) if step_size is not None else None,
-        ratio=args.ratio,
-        temperature=args.temperature,
-        eps_ramp=args.eps_ramp,
-    )
-
-
-def _recipe(spec, **given) -> dict:
-    """Training options: those ``given``, the rest from the defense's recipe (adv-fgsm-rs: Wong et al.'s)."""
-    from defenses.trainer import recipe_defaults
-
-    return {**recipe_defaults(spec), **{k: v for k, v in given.items() if v is not None}}
-
-
-def _defend_trained(args: argparse.Namespace) -> int:
-    from bridge.errors import InvalidParameterError
-    from bridge.io import OutputPrefix
-    from experiments.compare import parse_libraries, results_prefix
-    from experiments.defend import COLUMNS, format_table
-    from experiments.defend_trained import defended_config, run_defend_trained
-    from zoo.datasets import dataset_info
-
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = _training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
-    spec = spec.resolved(info.family, warm_start=args.from_undefended)
-    attack = _attack_spec(args, info.family)
-    if args.restarts < 1:
-        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
-    libraries = parse_libraries(args.libraries)
-    out = OutputPrefix.parse(
-        args.out or results_prefix(f"defend-{args.dataset}-{args.defense}-{attack.attack}-{attack.norm.value}"),
-        default_name="defend",
-    )
-    out.check_writable()
-    workload = _load_workload(args)
-    config = defended_config(
-        workload.card,
-        from_undefended=args.from_undefended,
-        data_root=args.data_root,
-        **_recipe(
-            spec,
-            epochs=args.train_epochs,
-            max_train=args.train_max,
-            lr=args.train_lr,
-            optimizer=args.train_optimizer,
-            schedule=args.train_schedule,
-            clip_grad_norm=args.train_clip_grad_norm,
-        ),
-    )
-    table, checks, paths = run_defend_trained(
-        spec,
-        attack,
-        workload,
-        config,
-        attack_libraries=libraries,
-        defense_libraries=args.defense_libraries,
-        restarts=args.restarts,
-        autoattack=not args.no_autoattack,
-        out=out,
-        show_progress=not args.quiet,
-        batch_size=args.attack_batch_size,
-    )
-    print(
-        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
-        f"{len(workload.x)} images of {workload.info.name}, undefended model {workload.context['model']}"
-    )
-    print(format_table(table, ["attack", *COLUMNS]))
-    for library, check in checks.items():
-        verdict = "CATASTROPHIC OVERFITTING" if check["catastrophic_overfitting"] else "no catastrophic overfitting"
-        print(f"{library}: {verdict} (FGSM accuracy {check['fgsm_acc']:.3f}, PGD {check['pgd_acc']:.3f})")
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-def _generator_config(args: argparse.Namespace, generator: str, *, epochs, max_train, seed=None):
-    from defenses.generative import GeneratorConfig
-
-    options = {"latent_dim": args.latent_dim, "beta": args.beta, "epochs": epochs, "lr": args.lr, "seed": seed}
-    options["batch_size"] = args.batch_size
-    return GeneratorConfig(
-        dataset=args.dataset,
-        generator=generator,
-        max_train=max_train,
-        data_root=args.data_root,
-        **{k: v for k, v in options.items() if v is not None},
-    )
-
-
-def _train_generator(args: argparse.Namespace) -> int:
-    from defenses.generative import get_or_train_generator
-    from zoo.checkpoints import checkpoint_dir
-
-    cfg = _generator_config(args, args.generator, epochs=args.epochs, max_train=args.max_train, seed=args.seed)
-    _, card = get_or_train_generator(cfg, progress=not args.quiet)
-    print(
-        f"{cfg.generator} on {cfg.dataset}: test reconstruction error {card['test_reconstruction']:.3f} "
-        f"(squared L2 per image), {card['epochs_run']} epochs"
-    )
-    print(f"checkpoint: {checkpoint_dir(cfg.dataset, f'generator-{cfg.generator}', cfg.cache_fields())}")
-    return 0
-
-
-def _defend_generative(args: argparse.Namespace) -> int:
-    from bridge.defense_spec import GenerativeDefenseSpec
-    from bridge.errors import InvalidParameterError
-    from bridge.io import OutputPrefix
-    from experiments.compare import parse_libraries
-    from experiments.defend import COLUMNS, default_out, format_table
-    from experiments.defend_generative import run_defend_generative
-    from zoo.datasets import dataset_info
-
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = GenerativeDefenseSpec(
-        defense=args.defense,
-        sample=args.sample,
-        eot=args.eot,
-        refine_steps=args.refine_steps,
-        refine_lr=args.refine_lr,
-        threshold=args.threshold,
-        fpr=args.fpr,
-    ).resolved(info.family)
-    attack = _attack_spec(args, info.family)
-    if args.restarts < 1:
-        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
-    if args.defense_libraries and {s.strip() for s in args.defense_libraries.split(",")} - {"own", ""}:
-        raise InvalidParameterError(
-            f"expected --defense-libraries own for {spec.defense} (no reference library has it), got {args.defense_libraries}"
-        )
-    libraries = parse_libraries(args.libraries)
-    generator = _generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
-    calibrate = spec.detector and spec.threshold is None
-    if calibrate and args.calibration_n < 1:
-        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
-    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
-    out.check_writable()
-    workload = _load_workload(args)
-    calibration = _calibration_images(args, workload) if calibrate else None
-    table, checks, paths = run_defend_generative(
-        spec,
-        attack,
-        workload,
-        generator,
-        attack_libraries=libraries,
-        restarts=args.restarts,
-        calibration=calibration,
-        out=out,
-        show_progress=not args.quiet,
-        batch_size=args.attack_batch_size,
-    )
-    print(
-        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
-        f"{len(workload.x)} images of {workload.info.name}, classifier {workload.context['model']}"
-    )
-    print(format_table(table, ["attack", *COLUMNS]))
-    if checks:
-        print("checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items()))
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _print(defend(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.generator is not None:
-        return _train_generator(args)
-    from experiments.workload import DEFAULT_MODELS
-    from zoo.checkpoints import checkpoint_dir
-    from zoo.datasets import dataset_info
-    from zoo.training import TrainConfig, get_or_train
+    from experiments.commands import train
 
-    spec = None
-    if args.defense is not None:
-        spec = _training_spec(args, args.eps, args.norm, args.steps, args.step_size)
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    options = {"seed": args.seed, "max_train": args.max_train, **_train_options(args)}
-    options = _recipe(spec, **options) if spec is not None else {k: v for k, v in options.items() if v is not None}
-    config = TrainConfig(
-        dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options
-    )
-    if spec is None:
-        _, card = get_or_train(config, progress=not args.quiet)
-    else:
-        from defenses.trainer import train_defended
-
-        _, card = train_defended(config, spec, library=args.library, progress=not args.quiet)
-    defense = f" with {card['defense']['defense']}" if "defense" in card else ""
-    print(
-        f"{card.get('model')} on {card.get('dataset')}{defense}: test accuracy {card.get('accuracy', float('nan')):.4f}"
-    )
-    resolved = config.resolved()
-    key = resolved.cache_fields() if "defense" not in card else {**resolved.cache_fields(), "defense": card["defense"]}
-    if card.get("train_seconds") is not None:
-        print(f"its training took {card['train_seconds']:.1f} s ({card.get('art_trainer') or 'own trainer'})")
-    print(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, key)}")
-    return 0
+    return _print(train(args))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from experiments.matrix import support_matrix
+    from experiments.registry import registered_defenses
 
     print(support_matrix().to_string())
+    print("\ndefenses (defend --defense NAME):")
+    for entry in registered_defenses():
+        print(f"  {entry.name:<15} {entry.kind:<11} {entry.summary}")
     return 0
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -126,8 +126,14 @@ def is_success(pred: Tensor, y: Tensor, targeted: bool) -> Tensor:
     return pred == y if targeted else pred != y
 
 
-def output_problems(x: Tensor, x_adv: Tensor, spec: AttackSpec, l2: Tensor, linf: Tensor) -> list[str]:
-    """What is wrong with an attack's output: shape/dtype/device, [0, 1] range, eps ball."""
+def eps_ball(spec: AttackSpec) -> tuple[str, float] | None:
+    """``(norm, eps)`` of a budget attack's ball; ``None`` for a minimal-norm attack."""
+    return None if spec.eps is None or spec.minimal else (spec.norm.value, spec.eps)
+
+
+def output_problems(x: Tensor, x_adv: Tensor, ball: tuple[str, float] | None, l2: Tensor, linf: Tensor) -> list[str]:
+    """What is wrong with an attack's output: shape/dtype/device, [0, 1] range, the eps ``ball``
+    (``(norm, eps)``, ``None``: unbounded)."""
     problems = []
     if x_adv.shape != x.shape or x_adv.dtype != x.dtype or x_adv.device != x.device:
         problems.append(
@@ -137,13 +143,12 @@ def output_problems(x: Tensor, x_adv: Tensor, spec: AttackSpec, l2: Tensor, linf
         problems.append("output has NaN/Inf")
     elif float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
         problems.append(f"output outside [0, 1]: min {float(x_adv.min()):.3g}, max {float(x_adv.max()):.3g}")
-    if spec.eps is not None and not spec.minimal:
-        dist = linf if spec.norm.value == "Linf" else l2
-        limit = spec.eps * (1 + EPS_REL_TOL) + EPS_ABS_TOL
+    if ball is not None:
+        norm, eps = ball
+        dist = linf if norm == "Linf" else l2
+        limit = eps * (1 + EPS_REL_TOL) + EPS_ABS_TOL
         if float(dist.max()) > limit:
-            problems.append(
-                f"perturbation outside the eps ball: max {spec.norm.value} {float(dist.max()):.6g} > {spec.eps:.6g}"
-            )
+            problems.append(f"perturbation outside the eps ball: max {norm} {float(dist.max()):.6g} > {eps:.6g}")
     return problems
 
 
@@ -218,7 +223,7 @@ def run_attack(
     result.clean_correct = result.clean_pred != y if spec.targeted else result.clean_pred == y
     result.success = is_success(result.adv_pred, y, spec.targeted)
 
-    problems = output_problems(x, x_adv, spec, result.l2, result.linf)
+    problems = output_problems(x, x_adv, eps_ball(spec), result.l2, result.linf)
     if not torch.equal(x, x_before):
         problems.append("the attack modified the caller's input tensor")
     if mode_changed_to is not False:
@@ -226,6 +231,47 @@ def run_attack(
     if problems:
         result.status, result.reason = "invalid", "; ".join(problems)
     return result
+
+
+class InvalidOutputError(RuntimeError):
+    """An attack's output failed the runner's checks (shape, range, eps ball, side effects)."""
+
+
+def run_batch_attack(
+    attack: Callable[[Tensor, Tensor, int], Tensor],
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    seed: int,
+    *,
+    ball: tuple[str, float] | None = None,
+) -> tuple[Tensor, int, int]:
+    """An attack of ours that is no library's spec (an adaptive attack: ``attack(x, y, seed) -> x_adv``),
+    measured as :func:`run_attack` measures a library's: ``model`` (the module it attacks) in eval mode for
+    the call and its mode restored, its forward and backward passes counted, the output checked (shape,
+    [0, 1], the eps ``ball`` ``(norm, eps)`` when given, the caller's ``x`` untouched). The RNGs are left as
+    they are (the caller seeds: :func:`experiments.sharding.sharded_adversarial`).
+
+    Returns:
+        ``(x_adv, forward images, backward images)``.
+
+    Raises:
+        InvalidOutputError: naming every failed check.
+    """
+    x_before = x.clone()
+    counter = PassCounter().attach(model)
+    try:
+        with eval_mode(model):
+            x_adv = attack(x, y, seed).detach()
+    finally:
+        counter.detach()
+    delta = (x_adv - x).flatten(1)
+    problems = output_problems(x, x_adv, ball, delta.norm(p=2, dim=1), delta.abs().amax(dim=1))
+    if not torch.equal(x, x_before):
+        problems.append("the attack modified the caller's input tensor")
+    if problems:
+        raise InvalidOutputError("; ".join(problems))
+    return x_adv, counter.forward_images, counter.backward_images
 
 
 def warm_up(model: nn.Module, x: Tensor, y: Tensor) -> None:

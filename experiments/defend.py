@@ -35,7 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -51,13 +52,8 @@ from bridge.spec import AttackSpec, standard_eps
 from experiments.compare import format_table as compare_format_table
 from experiments.compare import results_prefix
 from experiments.defend_figures import save_detector_figures, save_images
-from experiments.evaluation import (
-    AGREEMENT_COLUMNS,
-    Cell,
-    Evaluation,
-    agreement_table,
-    check_defense_libraries,
-)
+from experiments.engine import Cell
+from experiments.evaluation import AGREEMENT_COLUMNS, Evaluation, agreement_table, check_defense_libraries
 from experiments.flags import EVERY_ROW, FLAG_COLUMNS, add_table_flags, training_checks
 from experiments.minimal import DEFAULT_GRID_FACTORS
 from zoo.training_check import TrainingCheck
@@ -85,7 +81,7 @@ COLUMNS = [
     "flags",
     "reason",
 ]
-#: Every file a ``defend`` run writes, as tails of its output prefix.
+#: Every file a ``defend`` run can write, as tails of its output prefix, in the order they are listed.
 TAILS = {
     "results": ".csv",
     "agreement": "-agreement.csv",
@@ -93,6 +89,7 @@ TAILS = {
     "metadata": ".json",
     "figure": ".png",
     "eps": "-eps.csv",
+    "images": "-images.png",
     "roc": "-roc.png",
     "scores": "-scores.png",
 }
@@ -231,6 +228,47 @@ def run_info(spec, attack: AttackSpec, workload, files: Sequence[Path], **extra)
     return {**info, "files": [p.name for p in files]}
 
 
+def write_defend(
+    prefix: OutputPrefix,
+    spec,
+    attack: AttackSpec,
+    workload,
+    cells: Sequence[Cell],
+    table: pd.DataFrame,
+    checks: Mapping[str, TrainingCheck],
+    *,
+    texts: Mapping[str, str] | None = None,
+    sections: Sequence[str] = (),
+    figures: Mapping[str, Callable[..., Path | list[Path]]],
+    **meta,
+) -> list[Path]:
+    """Write one ``defend`` run's files under ``prefix`` (every kind of defense alike): the results CSV (with
+    the git revision), the Markdown (header, the note on models that did not learn, the table, ``sections``),
+    the JSON (:func:`run_info` with ``meta``), the eps curves of a minimal-norm attack, ``texts`` (further
+    text files by :data:`TAILS` key) and the ``figures`` (by key: ``save(path)``, or ``save(path1, path2)``
+    for the detector's ``"roc"`` and ``"scores"``). Returns the paths in :data:`TAILS` order."""
+    keys = {"results", "markdown", "metadata", *(texts or {}), *figures} | ({"eps"} if attack.minimal else set())
+    files = {k: prefix.file(t) for k, t in TAILS.items() if k in keys or (k == "scores" and "roc" in figures)}
+    info = run_info(spec, attack, workload, list(files.values()), **meta)
+    header = markdown_header(info, spec, attack, workload) + failed_training_note(checks)
+    written = {
+        "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
+        "markdown": header
+        + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
+        + "".join(f"\n\n{section}" for section in sections)
+        + "\n",
+        "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
+        **eps_texts(cells, attack, workload),
+        **(texts or {}),
+    }
+    paths = [atomic_write_text(files[k], written[k]) for k in files if k in written]
+    for key, save in figures.items():
+        saved = save(files["roc"], files["scores"]) if key == "roc" else save(files[key])
+        paths += saved if isinstance(saved, list) else [saved]
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
 def markdown_header(info: dict, spec, attack: AttackSpec, workload) -> str:
     return (
         f"advbridge {info['git_revision']}: {spec.describe()} vs {attack.attack} {attack.norm.value} "
@@ -285,33 +323,18 @@ def run_defend(
     table = results_table(cells, spec, attack, workload.context, checks)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
-        skip = (() if spec.detector else ("roc", "scores")) + (() if attack.minimal else ("eps",))
-        tails = [t for k, t in TAILS.items() if k not in skip]
-        info = run_info(
-            spec,
-            attack,
-            workload,
-            prefix.files(tails),
+        figures: dict = {"figure": partial(save_images, evaluation)}
+        if spec.detector:
+            figures["roc"] = partial(save_detector_figures, evaluation)
+        agreement_md = format_table(agreement, AGREEMENT_COLUMNS, markdown=True)
+        paths = write_defend(
+            prefix, spec, attack, workload, cells, table, checks,
+            texts={"agreement": agreement.to_csv(index=False)},
+            sections=[f"Agreement of the implementations (squeezed images):\n\n{agreement_md}"],
+            figures=figures,
             attack_batch_size=batch_size,
             n_calibration=0 if calibration is None else len(calibration),
             attack_libraries=list(attack_libraries),
             defense_libraries=list(defense_libraries),
-        )
-        header = markdown_header(info, spec, attack, workload) + failed_training_note(checks)
-        texts = {
-            "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
-            "agreement": agreement.to_csv(index=False),
-            "markdown": header
-            + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
-            + "\n\nAgreement of the implementations (squeezed images):\n\n"
-            + format_table(agreement, AGREEMENT_COLUMNS, markdown=True)
-            + "\n",
-            "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
-            **eps_texts(cells, attack, workload),
-        }
-        paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
-        paths.append(save_images(evaluation, prefix.file(TAILS["figure"])))
-        if spec.detector:
-            paths += save_detector_figures(evaluation, prefix.file(TAILS["roc"]), prefix.file(TAILS["scores"]))
-        log.info("wrote %s", ", ".join(str(p) for p in paths))
+        )  # fmt: skip
     return table, agreement, paths

@@ -6,9 +6,9 @@ labelling, the K class-conditional reconstructions of a few inputs).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -17,36 +17,17 @@ from torch import Tensor
 
 from bridge import distributed
 from bridge.defense_spec import GenerativeDefenseSpec
-from bridge.io import OutputPrefix, atomic_write, atomic_write_text
+from bridge.io import OutputPrefix, atomic_write
 from bridge.runner import predict
 from bridge.spec import AttackSpec
 from defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
-from experiments.defend import (
-    COLUMNS,
-    eps_texts,
-    failed_training_note,
-    format_table,
-    markdown_header,
-    results_table,
-    run_info,
-)
+from experiments.defend import results_table, write_defend
 from experiments.defend_figures import save_detector_figures
 from experiments.defend_trained import save_accuracy_figure
 from experiments.evaluation_generative import GenerativeEvaluation
 from experiments.flags import training_checks
 
 log = logging.getLogger(__name__)
-
-TAILS = {
-    "results": ".csv",
-    "markdown": ".md",
-    "metadata": ".json",
-    "figure": ".png",
-    "eps": "-eps.csv",
-    "images": "-images.png",
-    "roc": "-roc.png",
-    "scores": "-scores.png",
-}
 
 
 def run_defend_generative(
@@ -89,40 +70,29 @@ def run_defend_generative(
     table = results_table(cells, spec, attack, workload.context, checks)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
-        skip = (() if spec.detector else ("roc", "scores")) + (() if attack.minimal else ("eps",))
-        tails = [t for k, t in TAILS.items() if k not in skip]
-        generator_card = {k: v for k, v in card.items() if k != "history"}
-        meta = run_info(
-            spec,
-            attack,
-            workload,
-            prefix.files(tails),
+        subtitle = "the undefended classifier and the defense"
+        figures: dict = {
+            "figure": lambda path: save_accuracy_figure(table, spec, path, subtitle),
+            "images": partial(save_generative_images, evaluation),
+        }
+        if spec.detector:
+            figures["roc"] = partial(save_detector_figures, evaluation)
+        generator = (
+            f"Generator: {card['generator']}, latent {card['latent_dim']}, test reconstruction error "
+            f"{card['test_reconstruction']:.3f} (squared L2 per image), {card['train_samples']} training images, "
+            f"{card['epochs_run']} epochs"
+        )
+        paths = write_defend(
+            prefix, spec, attack, workload, cells, table, checks,
+            sections=[generator],
+            figures=figures,
             attack_batch_size=batch_size,
             restarts=restarts,
             attack_libraries=list(attack_libraries),
             n_calibration=0 if calibration is None else len(calibration),
-            generator_card=generator_card,
+            generator_card={k: v for k, v in card.items() if k != "history"},
             checks=evaluation.checks,
-        )
-        texts = {
-            "results": table.assign(git_revision=meta["git_revision"]).to_csv(index=False),
-            "markdown": markdown_header(meta, spec, attack, workload)
-            + failed_training_note(checks)
-            + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
-            + f"\n\nGenerator: {card['generator']}, latent {card['latent_dim']}, test reconstruction error "
-            f"{card['test_reconstruction']:.3f} (squared L2 per image), {card['train_samples']} training images, "
-            f"{card['epochs_run']} epochs\n",
-            "metadata": json.dumps(meta, indent=1, sort_keys=True, default=str) + "\n",
-            **eps_texts(cells, attack, workload),
-        }
-        paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
-        paths.append(
-            save_accuracy_figure(table, spec, prefix.file(TAILS["figure"]), "the undefended classifier and the defense")
-        )
-        paths.append(save_generative_images(evaluation, prefix.file(TAILS["images"])))
-        if spec.detector:
-            paths += save_detector_figures(evaluation, prefix.file(TAILS["roc"]), prefix.file(TAILS["scores"]))
-        log.info("wrote %s", ", ".join(str(p) for p in paths))
+        )  # fmt: skip
     return table, evaluation.checks, paths
 
 

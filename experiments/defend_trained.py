@@ -9,7 +9,6 @@ model and attack; the JSON has each model's card and the catastrophic-overfittin
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import fields, replace
@@ -21,26 +20,16 @@ from bridge import distributed
 from bridge.adapters import LIBRARIES, get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError, check_name
-from bridge.io import OutputPrefix, atomic_write, atomic_write_text
+from bridge.io import OutputPrefix, atomic_write
 from bridge.spec import AttackSpec
 from defenses.trainer import train_defended
-from experiments.defend import (
-    COLUMNS,
-    eps_texts,
-    failed_training_note,
-    format_table,
-    markdown_header,
-    results_table,
-    run_info,
-)
+from experiments.defend import results_table, write_defend
 from experiments.evaluation_trained import TrainedEvaluation
 from experiments.flags import EVERY_ROW, UNDEFENDED, training_checks
 from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
 from zoo.training import TrainConfig
 
 log = logging.getLogger(__name__)
-
-TAILS = {"results": ".csv", "markdown": ".md", "metadata": ".json", "figure": ".png", "eps": "-eps.csv"}
 
 
 def check_training_libraries(
@@ -125,11 +114,17 @@ def run_defend_trained(
     table = results_table(cells, spec, attack, workload.context, checks)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
-        info = run_info(
-            spec,
-            attack,
-            workload,
-            prefix.files([t for k, t in TAILS.items() if k != "eps" or attack.minimal]),
+        models = "\n".join(
+            f"- {lib}: clean test accuracy {c['accuracy']:.4f}, {c.get('train_samples')} training samples, "
+            f"{c.get('epochs_run')} epochs, {c.get('train_seconds')} s "
+            f"({'undefended twin' if lib == UNDEFENDED else c.get('art_trainer') or 'own trainer'})"
+            + (" — did not learn" if checks.get(lib, checks[EVERY_ROW]).failed else "")
+            for lib, c in {UNDEFENDED: workload.card, **cards}.items()
+        )
+        paths = write_defend(
+            prefix, spec, attack, workload, cells, table, checks,
+            sections=[f"Trained models:\n\n{models}"],
+            figures={"figure": lambda path: save_accuracy_figure(table, spec, path)},
             attack_batch_size=batch_size,
             restarts=restarts,
             autoattack=autoattack,
@@ -138,26 +133,7 @@ def run_defend_trained(
             undefended_card={k: v for k, v in workload.card.items() if k != "history"},
             cards=cards,
             checks=evaluation.checks,
-        )
-        header = markdown_header(info, spec, attack, workload) + failed_training_note(checks)
-        models = "\n".join(
-            f"- {lib}: clean test accuracy {c['accuracy']:.4f}, {c.get('train_samples')} training samples, "
-            f"{c.get('epochs_run')} epochs, {c.get('train_seconds')} s "
-            f"({'undefended twin' if lib == UNDEFENDED else c.get('art_trainer') or 'own trainer'})"
-            + (" — did not learn" if checks.get(lib, checks[EVERY_ROW]).failed else "")
-            for lib, c in {UNDEFENDED: workload.card, **cards}.items()
-        )
-        texts = {
-            "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
-            "markdown": header
-            + format_table(table, ["defense", "attack", *COLUMNS], markdown=True)
-            + f"\n\nTrained models:\n\n{models}\n",
-            "metadata": json.dumps(info, indent=1, sort_keys=True, default=str) + "\n",
-            **eps_texts(cells, attack, workload),
-        }
-        paths = [atomic_write_text(prefix.file(TAILS[k]), text) for k, text in texts.items()]
-        paths.append(save_accuracy_figure(table, spec, prefix.file(TAILS["figure"])))
-        log.info("wrote %s", ", ".join(str(p) for p in paths))
+        )  # fmt: skip
     return table, evaluation.checks, paths
 
 

@@ -32,12 +32,11 @@ A random defense is evaluated as it is deployed, one draw per prediction, under 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bridge.defense_spec import GenerativeDefenseSpec
 from bridge.runner import predict, warm_up
@@ -46,20 +45,13 @@ from defenses.detector import calibrate_threshold
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from defenses.preprocessor import PreprocessedClassifier
 from experiments.adaptive import KAPPA, THRESHOLD_MARGIN, margin
-from experiments.evaluation import (
-    Cell,
-    TransferAttacks,
-    attach_model_flags,
-    cross_entropy_objective,
-    fill_detector_cell,
-    perturbation_norms,
-    worst_case,
-)
-from experiments.evaluation_trained import ADAPTIVE_STEPS, UNDEFENDED, margin_objective, pgd_restarts
-from experiments.flags import objective_zero_gradient_share
-from experiments.sharding import BatchAttack, sharded_adversarial
+from experiments.engine import Cell, Detector, Row, Subject, TransferAttacks, cross_entropy_objective, evaluate
+from experiments.evaluation_trained import ADAPTIVE_STEPS, margin_objective, pgd_restarts
+from experiments.flags import UNDEFENDED, objective_zero_gradient_share
 from own_attacks import pgd
 
+#: The reason of a transfer row through the generative defense.
+TRANSFER_CLASSIFIER_REASON = "attack on the undefended classifier ({success:.3f} success there)"
 #: Weight w of the detection hinge of the detector-aware attack (the hinge is in units of the threshold).
 RECON_DETECTION_WEIGHT = 10.0
 
@@ -135,27 +127,16 @@ class GenerativeEvaluation:
         step_size = a.effective_step_size if a.attack == "pgd" else 2.5 * a.eps / steps
         return {"eps": a.eps, "norm": a.norm.value, "steps": steps, "step_size": step_size}
 
-    def _fill(self, cell: Cell, system: nn.Module, clean_ok: Tensor, x_adv: Tensor) -> None:
-        x_adv = x_adv.detach().cpu()
-        wrong = predict(system, x_adv.to(self.x.device)).cpu() != self.y.cpu()
-        cell.clean_ok, cell.fooled = clean_ok, clean_ok & wrong
-        cell.robust = clean_ok & ~cell.fooled
-        cell.x_adv, cell.norms = x_adv, perturbation_norms(x_adv, self.x.cpu())
+    # ------------------------------------------------------------------ subjects
+    def undefended_subject(self) -> Subject:
+        """The classifier alone: each library's attack on it (what the defense has to win back)."""
 
-    # ------------------------------------------------------------------ rows
-    def run_undefended(self, bar) -> None:
-        clean_ok = predict(self.classifier, self.x).cpu() == self.y.cpu()
-        self.cells.append(Cell(UNDEFENDED, "none", "", clean_ok=clean_ok, robust=clean_ok))
-        zero = objective_zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
-        for library in self.attack_libraries:
-            bar.update()
-            cell = Cell(UNDEFENDED, "white-box", library, zero_grad_share=zero)
-            self.cells.append(cell)
-            result = self.transfer_result(library)
-            if result.status != "ok":
-                cell.status, cell.reason = result.status, result.reason
-                continue
-            self._fill(cell, self.classifier, clean_ok, result.x_adv)
+        def rows(clean_ok: Tensor) -> Iterator[Row]:
+            zero = objective_zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
+            for library in self.attack_libraries:
+                yield Row("white-box", library, zero, transfer=True)
+
+        return Subject(UNDEFENDED, self.classifier, rows, n_rows=len(self.attack_libraries))
 
     def adaptive_attacks(self, system: nn.Module):
         """``(name, run, objective)`` of the adaptive end-to-end attacks on the purifier or labeller;
@@ -189,86 +170,47 @@ class GenerativeEvaluation:
             )
         return attacks
 
-    def run_defended(self, bar) -> None:
-        y = self.y.cpu()
+    def defended_subject(self) -> Subject:
+        """classifier ∘ purifier, or the labeller: transfer rows, every library end to end, the adaptive attacks."""
         system = self.defended()
-        clean_ok = predict(system, self.x).cpu() == y
-        self.cells.append(Cell("own", "none", "", clean_ok=clean_ok, robust=clean_ok))
-        if self.spec.random:
-            again = predict(system, self.x).cpu() == y
-            self.checks["random_outputs"] = float((again != clean_ok).double().mean())
-        zero = objective_zero_gradient_share(cross_entropy_objective(system), self.x, self.y)
-        for mode in ("transfer", "white-box"):
-            for library in self.attack_libraries:
-                bar.update()
-                cell = Cell("own", mode, library, zero_grad_share=zero)
-                self.cells.append(cell)
-                if mode == "transfer":
-                    result = self.transfer_result(library)
-                else:
-                    result = self.transfer_result.on(library, system)
-                if result.status != "ok":
-                    cell.status, cell.reason = result.status, result.reason
-                    continue
-                self._fill(cell, system, clean_ok, result.x_adv)
-                if mode == "transfer":
-                    success = float(result.success[result.clean_correct].float().mean())
-                    cell.reason = f"attack on the undefended classifier ({success:.3f} success there)"
-                else:
-                    cell.reason = "end to end through the generator" + (
-                        ", one draw per gradient" if self.spec.random else ""
-                    )
-        for name, run, objective in self.adaptive_attacks(system):
-            bar.update()
-            cell = Cell(
-                "own",
-                "adaptive",
-                "own",
-                attack=name,
-                zero_grad_share=objective_zero_gradient_share(objective, self.x, self.y),
-            )
-            self.cells.append(cell)
-            self._fill(cell, system, clean_ok, self.sharded(run))
 
-    def run_detector(self, bar) -> None:
-        y = self.y.cpu()
+        def rows(clean_ok: Tensor) -> Iterator[Row]:
+            if self.spec.random:
+                again = predict(system, self.x).cpu() == self.y.cpu()
+                self.checks["random_outputs"] = float((again != clean_ok).double().mean())
+            zero = objective_zero_gradient_share(cross_entropy_objective(system), self.x, self.y)
+            draws = ", one draw per gradient" if self.spec.random else ""
+            for mode in ("transfer", "white-box"):
+                for library in self.attack_libraries:
+                    if mode == "transfer":
+                        yield Row(mode, library, zero, reason=TRANSFER_CLASSIFIER_REASON, transfer=True)
+                    else:
+                        yield Row(mode, library, zero, reason=f"end to end through the generator{draws}", target=system)
+            for name, run, objective in self.adaptive_attacks(system):
+                zero = objective_zero_gradient_share(objective, self.x, self.y)
+                yield Row("adaptive", "own", zero, attack=name, run=run)
+
+        adaptive = len(self.adaptive_attacks(system))
+        return Subject("own", system, rows, n_rows=2 * len(self.attack_libraries) + adaptive)
+
+    def detector_subject(self) -> Subject:
+        """The classifier with the reconstruction-error detector beside it: transfer rows, and the
+        detector-aware PGD."""
         detector = self.detector()
-        tau = detector.threshold
-        clean_scores = self.clean_scores = detector.scores(self.x).cpu()
-        clean_ok = predict(self.classifier, self.x).cpu() == y
-        none = Cell("own", "none", "", clean_ok=clean_ok, robust=clean_ok)
-        none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
-        self.cells.append(none)
-        rows: list[tuple[str, str, BatchAttack | None, str]] = [
-            ("transfer", library, None, "attack on the classifier alone, unaware of the detector")
-            for library in self.attack_libraries
-        ]
-        if self.budget:
-            rows.append(("adaptive", "own", partial(self.detector_aware, detector), "detector-aware PGD, end to end"))
-        for mode, library, run, reason in rows:
-            bar.update()
-            cell = Cell("own", mode, library, reason=reason)
-            self.cells.append(cell)
-            if run is None:
-                result = self.transfer_result(library)
-                if result.status != "ok":
-                    cell.status, cell.reason = result.status, result.reason
-                    continue
-                x_adv = result.x_adv
-                cell.zero_grad_share = objective_zero_gradient_share(
-                    cross_entropy_objective(self.classifier), self.x, self.y
-                )
-            else:
-                x_adv = self.sharded(run).cpu()
-                cell.attack = f"pgd detector-aware ({self._budget()['steps']} steps)"
-                cell.zero_grad_share = objective_zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
-            x_adv = x_adv.detach().cpu()
-            cell.norms = perturbation_norms(x_adv, self.x.cpu())
-            fill_detector_cell(cell, detector, self.classifier, x_adv, self.x.device, y, clean_ok, clean_scores)
 
-    def sharded(self, attack: BatchAttack) -> Tensor:
-        """``attack(x, y, seed)`` by attack batch (each on its rank under torchrun), gathered."""
-        return sharded_adversarial(attack, self.x, self.y, seed=self.attack.seed, batch_size=self.batch_size)
+        def rows(clean_ok: Tensor) -> Iterator[Row]:
+            zero = objective_zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
+            for library in self.attack_libraries:
+                reason = "attack on the classifier alone, unaware of the detector"
+                yield Row("transfer", library, zero, reason=reason, transfer=True)
+            if self.budget:
+                zero = objective_zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
+                attack = f"pgd detector-aware ({self._budget()['steps']} steps)"
+                run = partial(self.detector_aware, detector)
+                yield Row("adaptive", "own", zero, attack=attack, reason="detector-aware PGD, end to end", run=run)
+
+        n_rows = len(self.attack_libraries) + int(self.budget)
+        return Subject("own", self.classifier, rows, Detector(detector.scores, detector.threshold), n_rows=n_rows)
 
     def detector_aware(self, detector: ReconstructionDetector, x: Tensor, y: Tensor, seed: int) -> Tensor:
         """PGD on J (module docstring) on one batch: fool the classifier, keep the reconstruction error under τ."""
@@ -295,24 +237,14 @@ class GenerativeEvaluation:
     # ------------------------------------------------------------------ all of it
     def run(self) -> list[Cell]:
         warm_up(self.classifier, self.x, self.y)
-        n, adaptive = len(self.attack_libraries), int(self.budget)
-        if self.spec.defense == "cvae-label" and self.spec.refine_steps:
-            adaptive *= 2
-        total = n + (n + int(self.budget) if self.spec.detector else 2 * n + adaptive)
-        with torch.random.fork_rng(devices=[self.x.device] if self.x.device.type == "cuda" else []):
-            torch.manual_seed(self.attack.seed)  # the draws of a random defense, reproducibly
-            with tqdm(
-                total=total, disable=not self.show_progress, desc=f"defend {self.spec.defense}", unit="cell"
-            ) as bar:
-                self.run_undefended(bar)
-                if self.spec.detector:
-                    self.run_detector(bar)
-                else:
-                    self.run_defended(bar)
-        for library in (UNDEFENDED, "own"):
-            self.cells.append(worst_case(self.cells, library))
-        system = self.classifier if self.spec.detector else self.defended()
-        with torch.random.fork_rng(devices=[self.x.device] if self.x.device.type == "cuda" else []):
-            torch.manual_seed(self.attack.seed)
-            attach_model_flags(self.cells, {UNDEFENDED: self.classifier, "own": system}, self.x)
+        defended = self.detector_subject() if self.spec.detector else self.defended_subject()
+        evaluated = evaluate(
+            [self.undefended_subject(), defended],
+            self.transfer_result,
+            description=f"defend {self.spec.defense}",
+            show_progress=self.show_progress,
+            batch_size=self.batch_size,
+        )
+        self.cells = evaluated.cells
+        self.clean_scores = evaluated.clean_scores.get("own")
         return self.cells

@@ -30,28 +30,28 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
-from bridge.runner import predict, warm_up
+from bridge.runner import warm_up
 from bridge.spec import AttackSpec, Norm
 from experiments.adaptive import margin
-from experiments.evaluation import (
+from experiments.engine import (
+    TRANSFER_REASON,
     Cell,
+    Row,
+    Subject,
     TransferAttacks,
-    attach_model_flags,
     cross_entropy_objective,
-    perturbation_norms,
-    worst_case,
+    evaluate,
 )
 from experiments.flags import UNDEFENDED, objective_zero_gradient_share  # UNDEFENDED: the twin's rows
-from experiments.sharding import sharded_adversarial
 from own_attacks import deepfool, fgsm, pgd
 from own_attacks._common import batch_view
 
@@ -135,59 +135,29 @@ class TrainedEvaluation:
     def budget(self) -> bool:
         return not self.attack.minimal
 
-    def _fill(self, cell: Cell, model: nn.Module, clean_ok: Tensor, x_adv: Tensor, within_budget: bool) -> None:
-        """Per-sample outcome of ``x_adv`` on ``model``: fooled (within the attack's budget when asked)."""
-        y = self.y.cpu()
-        x_adv = x_adv.detach().cpu()
-        l2, linf = perturbation_norms(x_adv, self.x.cpu())
-        wrong = predict(model, x_adv.to(self.x.device)).cpu() != y
-        fooled = clean_ok & wrong
-        if within_budget and self.budget:
-            size = linf if self.attack.norm is Norm.LINF else l2
-            unbounded = float(fooled.sum() / clean_ok.sum().clamp_min(1))
-            fooled = fooled & (size <= self.attack.eps * (1 + 1e-6))
-            cell.reason = f"{cell.reason}; {unbounded:.3f} success unbounded, counted at eps {self.attack.eps:.4g}"
-        cell.clean_ok, cell.fooled, cell.robust = clean_ok, fooled, clean_ok & ~fooled
-        cell.x_adv, cell.norms = x_adv, (l2, linf)
-
     # ------------------------------------------------------------------ one model
-    def run_model(self, library: str, model: nn.Module, bar) -> None:
-        y = self.y.cpu()
-        clean_ok = predict(model, self.x).cpu() == y
-        self.cells.append(Cell(library, "none", "", clean_ok=clean_ok, robust=clean_ok))
-        ce_zero = objective_zero_gradient_share(cross_entropy_objective(model), self.x, self.y)
-        for mode in ("transfer", "white-box") if library != UNDEFENDED else ("white-box",):
-            for attack_library in self.attack_libraries:
-                bar.update()
-                cell = Cell(library, mode, attack_library, zero_grad_share=ce_zero)
-                self.cells.append(cell)
-                if mode == "transfer":
-                    result = self.transfer_result(attack_library)
-                else:
-                    result = self.transfer_result.on(attack_library, model)
-                if result.status != "ok":
-                    cell.status, cell.reason = result.status, result.reason
-                    continue
-                if mode == "transfer":
-                    success = float(result.success[result.clean_correct].float().mean())
-                    cell.reason = f"attack on the undefended model ({success:.3f} success there)"
-                self._fill(cell, model, clean_ok, result.x_adv, within_budget=False)
-        for name, run, objective in self.adaptive_attacks(model):
-            bar.update()
-            zero = math.nan if objective is None else objective_zero_gradient_share(objective, self.x, self.y)
-            attack_library = "torchattacks" if name.startswith("autoattack") else "own"
-            cell = Cell(library, "adaptive", attack_library, zero_grad_share=zero)
-            cell.attack, cell.reason = name, ""
-            self.cells.append(cell)
-            try:
-                x_adv = sharded_adversarial(run, self.x, self.y, seed=self.attack.seed, batch_size=self.batch_size)
-            except Exception as exc:  # a library's failure is a row, as in the runner
-                cell.status, cell.reason = "error", f"{type(exc).__name__}: {exc}"
-                continue
-            self._fill(cell, model, clean_ok, x_adv, within_budget=name.startswith("deepfool"))
-            cell.reason = cell.reason.lstrip("; ")
-        if library != UNDEFENDED:
-            self.overfitting_check(library)
+    def subject(self, library: str, model: nn.Module | str) -> Subject:
+        """The twin or one library's trained model: transfer (trained models only) and white-box rows with
+        every attack library, then the adaptive attacks; a trained model gets the overfitting check."""
+
+        def rows(clean_ok: Tensor) -> Iterator[Row]:
+            ce_zero = objective_zero_gradient_share(cross_entropy_objective(model), self.x, self.y)
+            for mode in ("transfer", "white-box") if library != UNDEFENDED else ("white-box",):
+                for attack_library in self.attack_libraries:
+                    if mode == "transfer":
+                        yield Row(mode, attack_library, ce_zero, reason=TRANSFER_REASON, transfer=True)
+                    else:
+                        yield Row(mode, attack_library, ce_zero, target=model)
+            for name, run, objective in self.adaptive_attacks(model):
+                zero = math.nan if objective is None else objective_zero_gradient_share(objective, self.x, self.y)
+                attack_library = "torchattacks" if name.startswith("autoattack") else "own"
+                yield Row(
+                    "adaptive", attack_library, zero, attack=name, run=run, within_budget=name.startswith("deepfool")
+                )
+
+        n_rows = 0 if isinstance(model, str) else 2 * len(self.attack_libraries) + len(self.adaptive_attacks(model))
+        after = None if library == UNDEFENDED else partial(self.overfitting_check, library)
+        return Subject(library, model, rows, n_rows=n_rows, worst_case_attack="all", after=after)
 
     def adaptive_attacks(self, model: nn.Module):
         """``(name, run, objective)`` of the adaptive attacks for this defense and attack: ``run(x, y, seed)``
@@ -242,13 +212,15 @@ class TrainedEvaluation:
             )
         return attacks
 
-    def overfitting_check(self, library: str) -> None:
-        """Catastrophic overfitting (FGSM training): FGSM accuracy against the adaptive PGD accuracy."""
+    def overfitting_check(self, library: str, cells: Sequence[Cell] | None = None) -> None:
+        """Catastrophic overfitting (FGSM training): FGSM accuracy against the adaptive PGD accuracy, on the
+        ``cells`` of ``library``'s model (default: every cell of the evaluation)."""
         if self.spec.defense not in ("adv-fgsm", "adv-fgsm-rs"):
             return
-        rows = {c.attack: c for c in self.cells if c.defense_library == library and c.mode == "adaptive"}
+        cells = self.cells if cells is None else cells
+        rows = {c.attack: c for c in cells if c.defense_library == library and c.mode == "adaptive"}
         fgsm_cell = rows.get("fgsm") or next(
-            (c for c in self.cells if c.defense_library == library and c.mode == "white-box" and
+            (c for c in cells if c.defense_library == library and c.mode == "white-box" and
              self.attack.attack == "fgsm" and c.attack_library == "own"), None,
         )  # fmt: skip
         pgd_cell = next((c for name, c in rows.items() if name.startswith("pgd-margin")), None)
@@ -273,17 +245,13 @@ class TrainedEvaluation:
     def run(self) -> list[Cell]:
         warm_up(self.undefended, self.x, self.y)
         models = {UNDEFENDED: self.undefended, **self.defended}
-        per_model = 2 * len(self.attack_libraries) + len(self.adaptive_attacks(self.undefended))
-        with tqdm(total=per_model * len(models), disable=not self.show_progress, desc=f"defend {self.spec.defense}",
-                  unit="cell") as bar:  # fmt: skip
-            for library, model in models.items():
-                if isinstance(model, str):
-                    self.cells.append(Cell(library, "none", "", status="unsupported", reason=model))
-                    continue
-                self.run_model(library, model, bar)
-        for library in dict.fromkeys(c.defense_library for c in self.cells):
-            if any(c.defense_library == library and c.robust is not None for c in self.cells):
-                self.cells.append(worst_case(self.cells, library))
-                self.cells[-1].attack = "all"
-        attach_model_flags(self.cells, {k: m for k, m in models.items() if not isinstance(m, str)}, self.x)
+        subjects = [self.subject(library, model) for library, model in models.items()]
+        evaluated = evaluate(
+            subjects,
+            self.transfer_result,
+            description=f"defend {self.spec.defense}",
+            show_progress=self.show_progress,
+            batch_size=self.batch_size,
+        )
+        self.cells = evaluated.cells
         return self.cells

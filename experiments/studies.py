@@ -38,47 +38,11 @@ from bridge.io import OutputPrefix
 from bridge.spec import AttackSpec, Norm
 from experiments.defend import run_defend
 from experiments.study import Study, StudyCell
+from experiments.study_budgets import BUDGETS, LIBRARIES, SCALED, STUDIES
 from experiments.workload import Workload, default_device
 from zoo.checkpoints import CARD_FILE, WEIGHTS_FILE, checkpoint_dir
 from zoo.datasets import dataset_info, load_tensors
 from zoo.training import TrainConfig, get_or_train
-
-STUDIES = ("cifar10-fs-at", "animals10-fs-dd", "mnist-cifar10-vae")
-
-#: Default budgets: ``n`` test images, classifiers' ``max_train`` samples and ``epochs``, ``defense_epochs``
-#: of the defended models (adversarial fine-tuning, distillation), generators' ``gen_epochs`` and
-#: ``gen_max_train``, adaptive PGD ``restarts``, PGD ``steps``. Measured wall times are in the README.
-BUDGETS: dict[str, dict[str, Any]] = {
-    "cifar10-fs-at": {"n": 200, "max_train": 45000, "epochs": 8, "defense_epochs": 2, "restarts": 2},
-    "animals10-fs-dd": {
-        "n": 200,
-        "max_train": 20000,
-        "epochs": 8,
-        "defense_epochs": 8,
-        "restarts": 1,
-        "steps": 20,
-        "n_calibration": 200,
-    },
-    "mnist-cifar10-vae": {
-        "n": 200,
-        "max_train": 20000,
-        "epochs": 3,
-        "cifar_max_train": 45000,
-        "cifar_epochs": 8,
-        "gen_epochs": 3,
-        "gen_max_train": 20000,
-        "restarts": 1,
-        "steps": 20,
-    },
-}
-#: Budget entries multiplied by ``scale``.
-SCALED = ("n", "max_train", "cifar_max_train", "gen_max_train", "n_calibration")
-#: Attack libraries run by default in each study (``libraries`` overrides).
-LIBRARIES = {
-    "cifar10-fs-at": ("own", "foolbox"),
-    "animals10-fs-dd": ("own", "advlib"),
-    "mnist-cifar10-vae": ("own", "torchattacks"),
-}
 
 
 @dataclass(frozen=True)
@@ -197,7 +161,9 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
         data_root=options.data_root,
     )  # fmt: skip
     median = DefenseSpec(defense="median", size=2).resolved("cifar10")
-    adversarial = TrainingDefenseSpec(defense="adv-fgsm", eps=0.1, eps_ramp=0).resolved("cifar10")  # fine-tuned: no ramp
+    adversarial = TrainingDefenseSpec(defense="adv-fgsm", eps=0.1, eps_ramp=0).resolved(
+        "cifar10"
+    )  # fine-tuned: no ramp
     attacks = {
         "FGSM": AttackSpec(attack="fgsm", norm=Norm.LINF, eps=0.1),
         "DeepFool": AttackSpec(attack="deepfool", norm=Norm.L2, steps=50, overshoot=0.02),

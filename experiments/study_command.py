@@ -11,7 +11,7 @@ BUDGET_FLAGS = ("n", "max_train", "epochs", "cifar_max_train", "cifar_epochs", "
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from experiments.studies import BUDGETS, STUDIES
+    from experiments.study_budgets import BUDGETS, STUDIES
 
     budgets = "; ".join(f"{k}: " + ", ".join(f"{e}={v}" for e, v in b.items()) for k, b in BUDGETS.items())
     p = sub.add_parser(

@@ -19,7 +19,7 @@ from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError
 from bridge.spec import AttackSpec
 from defenses.trainer import recipe_defaults, train_defended
-from experiments.evaluation import Cell
+from experiments.engine import Cell
 from experiments.evaluation_trained import UNDEFENDED, TrainedEvaluation
 from own_attacks import pgd
 from zoo.training import TrainConfig, get_or_train, initial_model, training_data

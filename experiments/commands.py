@@ -1,0 +1,389 @@
+"""What ``cli.py``'s commands do, from their parsed options to the lines they print (cli.py only parses and
+prints): ``compare``, ``defend`` (one body; the defense families are registered in
+:mod:`experiments.registry`) and ``train``. Every option is checked before a model is trained or an image
+attacked; a bad one raises a :class:`~bridge.errors.AdvBridgeError` (exit 2, one line).
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.defense_spec import DefenseSpec, GenerativeDefenseSpec, TrainingDefenseSpec
+from bridge.errors import InvalidParameterError, check_name
+from bridge.io import OutputPrefix
+from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
+from experiments.compare import default_out as compare_default_out
+from experiments.compare import format_table as compare_format_table
+from experiments.compare import parse_libraries, run_compare
+from experiments.defend import AGREEMENT_COLUMNS, COLUMNS, check_defense_libraries, default_out, format_table
+from experiments.minimal import DEFAULT_GRID_FACTORS
+from experiments.registry import get_defense, register_defense
+from experiments.workload import DEFAULT_MODELS, load_workload
+from zoo.datasets import dataset_info, load_tensors
+
+
+@dataclass
+class Outcome:
+    """What a command prints: its lines, then the files it wrote."""
+
+    lines: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- options
+def train_options(args: Namespace) -> dict[str, Any]:
+    """The training options shared by every command that may train the classifier."""
+    return {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "pretrained": args.pretrained,
+        "weights": args.weights,
+        "finetune": args.finetune,
+        "optimizer": args.optimizer,
+        "schedule": args.schedule,
+        "clip_grad_norm": args.clip_grad_norm,
+    }
+
+
+def workload_of(args: Namespace):
+    """The model (trained or from the cache) and ``--n`` seeded test images of ``compare`` and ``defend``."""
+    return load_workload(
+        args.dataset,
+        args.model,
+        n=args.n,
+        seed=args.seed,
+        data_root=args.data_root,
+        progress=not args.quiet,
+        **train_options(args),
+    )
+
+
+def attack_spec(args: Namespace, family: str, **extra) -> AttackSpec:
+    """The attack of ``compare`` and ``defend``: ``--eps`` defaults to the dataset's standard budget."""
+    if args.n < 1:
+        raise InvalidParameterError(f"expected --n >= 1, got {args.n}")
+    if args.attack_batch_size is not None and args.attack_batch_size < 1:
+        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
+    check_name("attack", args.attack, ATTACKS)
+    norm = Norm.parse(args.norm) if args.norm else DEFAULT_NORMS[args.attack]
+    eps = parse_eps(args.eps) if args.eps is not None else None
+    if eps is None and args.attack in ("fgsm", "pgd"):
+        eps = standard_eps(family, norm)
+    return AttackSpec(
+        attack=args.attack,
+        norm=norm,
+        eps=eps,
+        steps=args.steps,
+        step_size=parse_eps(args.step_size) if args.step_size else None,
+        random_start=args.random_start,
+        seed=args.seed,
+        **extra,
+    )
+
+
+def training_spec(args: Namespace, eps, norm, steps, step_size) -> TrainingDefenseSpec:
+    """The training-time defense of ``train`` and ``defend`` (each names its budget flags)."""
+    return TrainingDefenseSpec(
+        defense=args.defense,
+        eps=parse_eps(eps) if eps is not None else None,
+        norm=norm,
+        steps=steps,
+        step_size=parse_eps(step_size) if step_size is not None else None,
+        ratio=args.ratio,
+        temperature=args.temperature,
+        eps_ramp=args.eps_ramp,
+    )
+
+
+def recipe(spec: TrainingDefenseSpec, **given) -> dict[str, Any]:
+    """Training options: those ``given``, the rest from the defense's recipe (adv-fgsm-rs: Wong et al.'s)."""
+    from defenses.trainer import recipe_defaults
+
+    return {**recipe_defaults(spec), **{k: v for k, v in given.items() if v is not None}}
+
+
+def generator_config(args: Namespace, generator: str, *, epochs, max_train, seed=None):
+    """The generator's config from the options of ``train --generator`` and of a generative ``defend``."""
+    from defenses.generative import GeneratorConfig
+
+    options = {"latent_dim": args.latent_dim, "beta": args.beta, "epochs": epochs, "lr": args.lr, "seed": seed}
+    options["batch_size"] = args.batch_size
+    return GeneratorConfig(
+        dataset=args.dataset,
+        generator=generator,
+        max_train=max_train,
+        data_root=args.data_root,
+        **{k: v for k, v in options.items() if v is not None},
+    )
+
+
+def calibration_images(args: Namespace, workload):
+    """``--calibration-n`` clean test images after the evaluated ones in the same seeded order (disjoint)."""
+    x, _ = load_tensors(args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed)
+    return x[args.n :].to(workload.x.device)
+
+
+def _check_calibration(args: Namespace, spec) -> bool:
+    calibrate = spec.detector and spec.threshold is None
+    if calibrate and args.calibration_n < 1:
+        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    return calibrate
+
+
+def _check_restarts(args: Namespace) -> None:
+    if args.restarts < 1:
+        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def compare(args: Namespace) -> Outcome:
+    """``compare``: one attack, every library, one model and its images."""
+    libraries = parse_libraries(args.libraries)
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = attack_spec(
+        args,
+        info.family,
+        targeted=args.targeted,
+        overshoot=args.overshoot,
+        candidates=args.candidates,
+        gamma=args.gamma,
+        init_norm=args.init_norm,
+        levels=args.levels,
+    )
+    if args.eps_grid:
+        eps_grid = [parse_eps(e) for e in args.eps_grid.split(",") if e.strip()]
+    else:
+        eps_grid = [f * standard_eps(info.family, spec.norm) for f in DEFAULT_GRID_FACTORS]
+    if any(e <= 0 for e in eps_grid):
+        raise InvalidParameterError(f"expected every --eps-grid value > 0, got {args.eps_grid}")
+    out = OutputPrefix.parse(args.out or compare_default_out(args.dataset, spec), default_name="compare")
+    out.check_writable()  # the default folder too, before a model is trained or an image attacked
+    workload = workload_of(args)
+    table, grid, paths = run_compare(
+        spec,
+        libraries,
+        workload,
+        out=out,
+        eps_grid=eps_grid if spec.minimal else None,
+        batch_size=args.attack_batch_size,
+        resume=args.resume,
+        show_progress=not args.quiet,
+    )
+    lines = [
+        f"{spec.attack} {spec.norm.value} eps={spec.eps} steps={spec.steps} on {len(workload.x)} images of "
+        f"{workload.info.name}, model {workload.context['model']} (clean test accuracy "
+        f"{workload.card.get('accuracy', float('nan')):.4f})",
+        compare_format_table(table),
+    ]
+    if grid is not None:
+        lines += [f"\nrobust accuracy at eps ({spec.norm.value}):", grid.to_string(float_format=lambda v: f"{v:.3f}")]
+    return Outcome(lines, paths)
+
+
+# ---------------------------------------------------------------------------------------------- defend
+def defend(args: Namespace) -> Outcome:
+    """``defend``: the registered defense ``--defense`` evaluated on the workload (one body for every family:
+    the spec and the libraries checked, the output prefix checked, then the models and the evaluation)."""
+    return get_defense(args.defense).run(args)
+
+
+def _header(spec, attack: AttackSpec, workload, model_role: str, extra: str = "") -> str:
+    return (
+        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
+        f"{len(workload.x)} images of {workload.info.name}, {model_role} {workload.context['model']}{extra}"
+    )
+
+
+@register_defense("squeeze-detect", kind="detector", summary="Xu et al.'s feature-squeezing detector")
+@register_defense(
+    "bit-depth", "median", "resample", kind="squeezer", summary="a feature squeezer in front of the classifier"
+)
+def defend_squeezer(args: Namespace) -> Outcome:
+    from experiments.defend import run_defend
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = DefenseSpec(
+        defense=args.defense,
+        bits=args.bits,
+        size=args.size,
+        factor=args.factor,
+        mode=args.mode,
+        threshold=args.threshold,
+        fpr=args.fpr,
+    ).resolved(info.family)
+    attack = attack_spec(args, info.family)
+    libraries = parse_libraries(args.libraries)
+    defense_libraries = check_defense_libraries(spec, args.defense_libraries)
+    calibrate = _check_calibration(args, spec)
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
+    out.check_writable()
+    workload = workload_of(args)
+    calibration = calibration_images(args, workload) if calibrate else None
+    table, agreement, paths = run_defend(
+        spec,
+        attack,
+        workload,
+        attack_libraries=libraries,
+        defense_libraries=defense_libraries,
+        calibration=calibration,
+        out=out,
+        show_progress=not args.quiet,
+        batch_size=args.attack_batch_size,
+    )
+    calibrated = (
+        f", threshold calibrated on {len(calibration)} other clean images at fpr {spec.fpr}" if calibrate else ""
+    )
+    lines = [
+        _header(spec, attack, workload, "model", calibrated),
+        format_table(table, COLUMNS),
+        "\nimplementations of the defense (squeezed images vs own):",
+        format_table(agreement, AGREEMENT_COLUMNS),
+    ]
+    return Outcome(lines, paths)
+
+
+@register_defense(
+    "adv-fgsm", "adv-fgsm-rs", "adv-pgd", "distill", kind="training",
+    summary="trained into the classifier (adversarial training, defensive distillation)",
+)  # fmt: skip
+def defend_trained(args: Namespace) -> Outcome:
+    from experiments.defend_trained import defended_config, run_defend_trained
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
+    spec = spec.resolved(info.family, warm_start=args.from_undefended)
+    attack = attack_spec(args, info.family)
+    _check_restarts(args)
+    libraries = parse_libraries(args.libraries)
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
+    out.check_writable()
+    workload = workload_of(args)
+    config = defended_config(
+        workload.card,
+        from_undefended=args.from_undefended,
+        data_root=args.data_root,
+        **recipe(
+            spec,
+            epochs=args.train_epochs,
+            max_train=args.train_max,
+            lr=args.train_lr,
+            optimizer=args.train_optimizer,
+            schedule=args.train_schedule,
+            clip_grad_norm=args.train_clip_grad_norm,
+        ),
+    )
+    table, checks, paths = run_defend_trained(
+        spec,
+        attack,
+        workload,
+        config,
+        attack_libraries=libraries,
+        defense_libraries=args.defense_libraries,
+        restarts=args.restarts,
+        autoattack=not args.no_autoattack,
+        out=out,
+        show_progress=not args.quiet,
+        batch_size=args.attack_batch_size,
+    )
+    lines = [_header(spec, attack, workload, "undefended model"), format_table(table, ["attack", *COLUMNS])]
+    for library, check in checks.items():
+        verdict = "CATASTROPHIC OVERFITTING" if check["catastrophic_overfitting"] else "no catastrophic overfitting"
+        lines.append(f"{library}: {verdict} (FGSM accuracy {check['fgsm_acc']:.3f}, PGD {check['pgd_acc']:.3f})")
+    return Outcome(lines, paths)
+
+
+@register_defense(
+    "ae-purify", "vae-purify", "cvae-label", "recon-detect", kind="generative",
+    summary="with a generative model (purification, labelling, reconstruction-error detection)",
+)  # fmt: skip
+def defend_generative(args: Namespace) -> Outcome:
+    from experiments.defend_generative import run_defend_generative
+
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = GenerativeDefenseSpec(
+        defense=args.defense,
+        sample=args.sample,
+        eot=args.eot,
+        refine_steps=args.refine_steps,
+        refine_lr=args.refine_lr,
+        threshold=args.threshold,
+        fpr=args.fpr,
+    ).resolved(info.family)
+    attack = attack_spec(args, info.family)
+    _check_restarts(args)
+    if args.defense_libraries and {s.strip() for s in args.defense_libraries.split(",")} - {"own", ""}:
+        raise InvalidParameterError(
+            f"expected --defense-libraries own for {spec.defense} (no reference library has it), got {args.defense_libraries}"
+        )
+    libraries = parse_libraries(args.libraries)
+    generator = generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
+    calibrate = _check_calibration(args, spec)
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
+    out.check_writable()
+    workload = workload_of(args)
+    calibration = calibration_images(args, workload) if calibrate else None
+    table, checks, paths = run_defend_generative(
+        spec,
+        attack,
+        workload,
+        generator,
+        attack_libraries=libraries,
+        restarts=args.restarts,
+        calibration=calibration,
+        out=out,
+        show_progress=not args.quiet,
+        batch_size=args.attack_batch_size,
+    )
+    lines = [_header(spec, attack, workload, "classifier"), format_table(table, ["attack", *COLUMNS])]
+    if checks:
+        lines.append("checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items()))
+    return Outcome(lines, paths)
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train(args: Namespace) -> Outcome:
+    """``train``: a classifier (plain or with a training-time defense, by ``--library``'s trainer) or a
+    generator, trained or taken from the model cache."""
+    from zoo.checkpoints import checkpoint_dir
+
+    if args.generator is not None:
+        from defenses.generative import get_or_train_generator
+
+        cfg = generator_config(args, args.generator, epochs=args.epochs, max_train=args.max_train, seed=args.seed)
+        _, card = get_or_train_generator(cfg, progress=not args.quiet)
+        return Outcome(
+            [
+                f"{cfg.generator} on {cfg.dataset}: test reconstruction error {card['test_reconstruction']:.3f} "
+                f"(squared L2 per image), {card['epochs_run']} epochs",
+                f"checkpoint: {checkpoint_dir(cfg.dataset, f'generator-{cfg.generator}', cfg.cache_fields())}",
+            ]
+        )
+    from zoo.training import TrainConfig, get_or_train
+
+    spec = None if args.defense is None else training_spec(args, args.eps, args.norm, args.steps, args.step_size)
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    options = {"seed": args.seed, "max_train": args.max_train, **train_options(args)}
+    options = recipe(spec, **options) if spec is not None else {k: v for k, v in options.items() if v is not None}
+    config = TrainConfig(
+        dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options
+    )
+    if spec is None:
+        _, card = get_or_train(config, progress=not args.quiet)
+    else:
+        from defenses.trainer import train_defended
+
+        _, card = train_defended(config, spec, library=args.library, progress=not args.quiet)
+    defense = f" with {card['defense']['defense']}" if "defense" in card else ""
+    lines = [
+        f"{card.get('model')} on {card.get('dataset')}{defense}: test accuracy {card.get('accuracy', float('nan')):.4f}"
+    ]
+    resolved = config.resolved()
+    key = resolved.cache_fields() if "defense" not in card else {**resolved.cache_fields(), "defense": card["defense"]}
+    if card.get("train_seconds") is not None:
+        lines.append(f"its training took {card['train_seconds']:.1f} s ({card.get('art_trainer') or 'own trainer'})")
+    lines.append(f"checkpoint: {checkpoint_dir(resolved.dataset, resolved.model, key)}")
+    return Outcome(lines)

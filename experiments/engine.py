@@ -1,0 +1,311 @@
+"""The evaluation engine: one loop that produces every row of every ``defend`` table.
+
+A defense evaluation is a list of :class:`Subject` s — the models whose rows the table has: each library's
+implementation of the defense (``defense_library`` ``own``, ``art``...) and, where the defense trains or
+wraps a model, the undefended one (``undefended``). A subject knows its deployed system (what images are
+judged on) and yields its attacked :class:`Row` s: ``transfer`` (each attack library's attack on the
+undefended model, fed to the system), ``white-box`` (each library attacking a module as it is), ``adaptive``
+(an attack that knows the defense: BPDA, EOT, margin loss, detector-aware...). :func:`evaluate` runs them
+all the same way:
+
+- every attack goes through the runner (:func:`bridge.runner.run_attack` for the libraries,
+  :func:`bridge.runner.run_batch_attack` for the adaptive attacks: pass counting, range and eps-ball
+  checks, the caller's tensors and the model's mode guarded), by attack batch
+  (:mod:`experiments.sharding`, each batch on its rank under ``torchrun``);
+- one judge (:func:`judge`): the system's prediction on the adversarial image, an example counting as
+  fooling a detector system only when it also passes the detector; perturbation norms from the images;
+- one ``none`` row per subject (clean accuracy; a detector's false-positive rate), one ``worst-case`` row
+  per subject (per sample, over every attacked row), the systems' output flags.
+
+The table (:func:`experiments.defend.results_table`) and the files are written from the cells.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bridge.runner import InvalidOutputError, eps_ball, predict, run_batch_attack
+from bridge.spec import AttackSpec, Norm
+from defenses.detector import detection_metrics
+from experiments import flags
+from experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
+
+#: The reason of a transfer row: the attack on the undefended model, and how well it did there.
+TRANSFER_REASON = "attack on the undefended model ({success:.3f} success there)"
+
+
+@dataclass
+class Cell:
+    """One row of the results table, with its per-sample data (CPU tensors)."""
+
+    defense_library: str
+    mode: str
+    attack_library: str
+    status: str = "ok"
+    attack: str = ""  # the attack's name when it is not the run's (the adaptive attacks)
+    reason: str = ""
+    clean_ok: Tensor | None = None  # the system classifies the clean image correctly
+    robust: Tensor | None = None  # ... and the attacked one (not fooled, or fooled and flagged)
+    fooled: Tensor | None = None  # clean_ok and the attack fooled the classifier (and the detector)
+    norms: tuple[Tensor, Tensor] | None = None  # L2, L∞ of x_adv − x
+    x_adv: Tensor | None = None
+    zero_grad_share: float = math.nan
+    adv_scores: Tensor | None = None  # the detector's scores of x_adv
+    fooled_classifier: Tensor | None = None  # detector: clean_ok and the classifier fooled, flagged or not
+    detection: dict | None = None
+    model_flags: dict = field(default_factory=dict)  # the system's output flags (experiments.flags.model_flags)
+    forward_images: int = 0  # passes through the attacked module, counted by the runner
+    backward_images: int = 0
+
+
+def perturbation_norms(x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample L2 and L∞ norms of ``x_adv − x`` (CPU)."""
+    delta = (x_adv - x).flatten(1)
+    return delta.norm(dim=1).cpu(), delta.abs().amax(1).cpu()
+
+
+def cross_entropy_objective(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """The per-sample cross-entropy of ``model`` as an objective ``(x, y) -> (N,)``."""
+    return lambda x, y: torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+
+
+class TransferAttacks:
+    """Each attack library's result on the undefended classifier, computed on first use and shared by every
+    row that needs it (the ``transfer`` rows of each subject, the undefended rows)."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        attack: AttackSpec,
+        num_classes: int,
+        batch_size: int | None = None,
+    ) -> None:
+        self.classifier, self.x, self.y, self.attack, self.num_classes = classifier, x, y, attack, num_classes
+        self.batch_size = batch_size
+        self.results: dict = {}
+
+    def __call__(self, library: str):
+        if library not in self.results:
+            self.results[library] = self.on(library, self.classifier)
+        return self.results[library]
+
+    def on(self, library: str, model: nn.Module):
+        """The same attack, images and batches by ``library`` on another ``model`` (not kept): the white-box
+        rows. By attack batch, each on its rank under torchrun."""
+        return sharded_run_attack(
+            library, model, self.x, self.y, self.attack, num_classes=self.num_classes, batch_size=self.batch_size
+        )
+
+
+@dataclass
+class Detector:
+    """A detector beside the classifier: ``scores(x)`` per image, flagged above ``threshold``."""
+
+    scores: Callable[[Tensor], Tensor]
+    threshold: float
+
+
+@dataclass
+class Row:
+    """One attacked row of a subject: where its adversarial images come from and how they are judged.
+
+    Exactly one of ``transfer`` (the attack library's attack on the undefended model), ``target`` (the
+    attack library's attack on this module) or ``run`` (an adaptive batch attack ``run(x, y, seed)`` of ours
+    or a library's, on ``target`` when given, for the pass counts) makes the images; ``unsupported`` says why
+    none can. ``reason`` may hold ``{success:.3f}``: the library's success rate where it attacked.
+    ``within_budget``: a minimal-norm adaptive attack on a budget run counts only perturbations within eps.
+    """
+
+    mode: str
+    attack_library: str
+    zero_grad_share: float = math.nan
+    attack: str = ""
+    reason: str = ""
+    transfer: bool = False
+    target: nn.Module | None = None
+    run: BatchAttack | None = None
+    unsupported: str | None = None
+    within_budget: bool = False
+
+
+@dataclass
+class Subject:
+    """A model whose rows a table has: ``system`` decides the predictions; ``rows(clean_ok)`` yields its
+    attacked rows in order (a generator: what a row needs, such as its zero-gradient share, is computed when
+    it comes; ``clean_ok``: which clean images the system gets right).
+
+    ``system`` is a string when the subject cannot be built (the reason: one unsupported ``none`` row).
+    ``detector``: flagged adversarial examples do not count as fooling it. ``after(cells)``: a check run on
+    the subject's cells once they are in (catastrophic overfitting). ``n_rows``: for the progress bar.
+    """
+
+    name: str
+    system: nn.Module | str
+    rows: Callable[[Tensor], Iterable[Row]] = lambda clean_ok: ()
+    detector: Detector | None = None
+    n_rows: int = 0
+    worst_case_attack: str = ""
+    after: Callable[[list[Cell]], None] | None = None
+    flags_system: nn.Module | None = None  # whose output flags the rows carry (default: ``system``)
+
+
+def judge(cell: Cell, subject: Subject, x: Tensor, y: Tensor, clean_ok: Tensor, x_adv: Tensor,
+          clean_scores: Tensor | None, attack: AttackSpec, within_budget: bool = False) -> None:  # fmt: skip
+    """Fill ``cell`` with the per-sample outcome of ``x_adv`` against the subject's system: robust if the
+    clean image was right and the adversarial one is not a success (a wrong prediction, unflagged when a
+    detector stands beside the classifier; within eps when ``within_budget``)."""
+    x_adv = x_adv.detach().cpu()
+    cell.norms = perturbation_norms(x_adv, x.cpu())
+    wrong = predict(subject.system, x_adv.to(x.device)).cpu() != y.cpu()
+    if subject.detector is not None:
+        tau = subject.detector.threshold
+        adv_scores = subject.detector.scores(x_adv.to(x.device)).cpu()
+        fooled_classifier = clean_ok & wrong
+        cell.fooled = fooled_classifier & ~(adv_scores > tau)
+        cell.adv_scores, cell.fooled_classifier = adv_scores, fooled_classifier
+        cell.detection = detection_metrics(clean_scores, adv_scores, fooled_classifier, tau)
+    else:
+        cell.fooled = clean_ok & wrong
+        if within_budget and not attack.minimal:
+            l2, linf = cell.norms
+            size = linf if attack.norm is Norm.LINF else l2
+            unbounded = float(cell.fooled.sum() / clean_ok.sum().clamp_min(1))
+            cell.fooled = cell.fooled & (size <= attack.eps * (1 + 1e-6))
+            note = f"{unbounded:.3f} success unbounded, counted at eps {attack.eps:.4g}"
+            cell.reason = "; ".join(part for part in (cell.reason, note) if part)
+    cell.clean_ok, cell.robust, cell.x_adv = clean_ok, clean_ok & ~cell.fooled, x_adv
+
+
+def worst_case(cells: Sequence[Cell], library: str, attack: str = "") -> Cell:
+    """Per sample, over every attacked cell of one subject: robust only if robust in all; the norm is the
+    smallest successful one."""
+    ran = [c for c in cells if c.defense_library == library and c.mode != "none" and c.robust is not None]
+    clean = next(c for c in cells if c.defense_library == library and c.mode == "none")
+    cell = Cell(library, "worst-case", "all", attack=attack, clean_ok=clean.clean_ok)
+    if not ran:
+        cell.status, cell.reason = "unsupported", "no attack ran"
+        return cell
+    cell.robust = torch.stack([c.robust for c in ran]).all(0)
+    cell.fooled = cell.clean_ok & ~cell.robust
+    inf = torch.tensor(math.inf)
+    cell.norms = tuple(torch.stack([torch.where(c.fooled, c.norms[i], inf) for c in ran]).amin(0) for i in range(2))
+    cell.reason = f"per sample, the worst over {len(ran)} attacked rows"
+    if ran[0].detection is not None:
+        cell.detection = {"threshold": ran[0].detection["threshold"]}
+    return cell
+
+
+@dataclass
+class Evaluated:
+    """What :func:`evaluate` leaves: the cells in table order, and the detectors' clean scores by subject."""
+
+    cells: list[Cell]
+    clean_scores: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _forked(x: Tensor):
+    return torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [])
+
+
+def evaluate(
+    subjects: Sequence[Subject],
+    transfer: TransferAttacks,
+    *,
+    description: str = "defend",
+    show_progress: bool = False,
+    batch_size: int | None = None,
+) -> Evaluated:
+    """Every row of every subject, then each subject's worst case and output flags.
+
+    The global RNG is seeded with the attack's seed for the rows (a random defense's draws repeat) and
+    restored afterwards.
+    """
+    x, attack = transfer.x, transfer.attack
+    out = Evaluated([])
+    total = sum(s.n_rows for s in subjects)
+    with _forked(x), tqdm(total=total, disable=not show_progress, desc=description, unit="cell") as bar:
+        torch.manual_seed(attack.seed)
+        for subject in subjects:
+            _evaluate_subject(subject, transfer, out, bar, batch_size)
+    for subject in subjects:
+        if not isinstance(subject.system, str):
+            out.cells.append(worst_case(out.cells, subject.name, subject.worst_case_attack))
+    systems = {s.name: s.flags_system or s.system for s in subjects if not isinstance(s.system, str)}
+    with _forked(x):
+        torch.manual_seed(attack.seed)
+        measured = {name: flags.model_flags(system, x) for name, system in systems.items()}
+    for cell in out.cells:
+        cell.model_flags = measured.get(cell.defense_library, {})
+    return out
+
+
+def _evaluate_subject(subject: Subject, transfer: TransferAttacks, out: Evaluated, bar, batch_size: int | None) -> None:
+    x, y, attack = transfer.x, transfer.y, transfer.attack
+    if isinstance(subject.system, str):
+        out.cells.append(Cell(subject.name, "none", "", status="unsupported", reason=subject.system))
+        return
+    clean_ok = predict(subject.system, x).cpu() == y.cpu()
+    none = Cell(subject.name, "none", "", clean_ok=clean_ok, robust=clean_ok)
+    clean_scores = None
+    if subject.detector is not None:
+        clean_scores = out.clean_scores[subject.name] = subject.detector.scores(x).cpu()
+        tau = subject.detector.threshold
+        none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
+    out.cells.append(none)
+    first = len(out.cells)
+    for row in subject.rows(clean_ok):
+        bar.update()
+        cell = Cell(subject.name, row.mode, row.attack_library, attack=row.attack, reason=row.reason,
+                    zero_grad_share=row.zero_grad_share)  # fmt: skip
+        out.cells.append(cell)
+        if row.unsupported is not None:
+            cell.status, cell.reason = "unsupported", row.unsupported
+            continue
+        if row.run is not None:
+            try:
+                x_adv, passes = _adaptive(row, subject, transfer, batch_size)
+            except InvalidOutputError as exc:
+                cell.status, cell.reason = "invalid", str(exc)
+                continue
+            except Exception as exc:  # an attack's failure is a row, as in the runner
+                cell.status, cell.reason = "error", f"{type(exc).__name__}: {exc}"
+                continue
+            cell.forward_images, cell.backward_images = passes
+        else:
+            result = transfer(row.attack_library) if row.transfer else transfer.on(row.attack_library, row.target)
+            if result.status != "ok":
+                cell.status, cell.reason = result.status, result.reason
+                continue
+            x_adv = result.x_adv
+            cell.forward_images, cell.backward_images = result.forward_images, result.backward_images
+            if "{success" in cell.reason:
+                cell.reason = cell.reason.format(success=float(result.success[result.clean_correct].float().mean()))
+        judge(cell, subject, x, y, clean_ok, x_adv, clean_scores, attack, row.within_budget)
+    if subject.after is not None:
+        subject.after(out.cells[first:])
+
+
+def _adaptive(row: Row, subject: Subject, transfer: TransferAttacks, batch_size: int | None):
+    """An adaptive row's images, by attack batch through the runner's checks; (images, (fwd, bwd) images)."""
+    x, y, attack = transfer.x, transfer.y, transfer.attack
+    counted = row.target if row.target is not None else subject.system
+    passes = [0, 0]
+    # a minimal-norm attack counted within a budget (DeepFool on a PGD run) is unbounded on its own
+    ball = None if row.within_budget else eps_ball(attack)
+
+    def checked(xb: Tensor, yb: Tensor, seed: int) -> Tensor:
+        x_adv, fwd, bwd = run_batch_attack(row.run, counted, xb, yb, seed, ball=ball)
+        passes[0] += fwd
+        passes[1] += bwd
+        return x_adv
+
+    x_adv = sharded_adversarial(checked, x, y, seed=attack.seed, batch_size=batch_size)
+    return x_adv, (passes[0], passes[1])
