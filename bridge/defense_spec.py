@@ -38,14 +38,14 @@ def _is_int(value: object) -> bool:
 
 def check_bits(bits: object) -> int:
     """Bit depth: an integer from 1 to 8."""
-    if not _is_int(bits) or not 1 <= bits <= 8:
+    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
         raise InvalidParameterError(f"expected bits as an integer from 1 to 8, got {bits!r}")
     return bits
 
 
 def check_size(size: object) -> int:
     """Median window: the k of a k×k window, an integer from 2 to 5 (even k: scipy's convention)."""
-    if not _is_int(size) or not 2 <= size <= 5:
+    if not isinstance(size, int) or isinstance(size, bool) or not 2 <= size <= 5:
         raise InvalidParameterError(f"expected size (the k of a k×k window) as an integer from 2 to 5, got {size!r}")
     return size
 

@@ -96,9 +96,9 @@ class AttackSpec:
     """
 
     attack: str
-    norm: Norm | None = None
+    norm: Norm = None  # type: ignore[assignment]  # None: DEFAULT_NORMS, set by __post_init__
     eps: float | None = None
-    steps: int | None = None
+    steps: int = None  # type: ignore[assignment]  # None: DEFAULT_STEPS, set by __post_init__
     step_size: float | None = None
     random_start: bool = False
     overshoot: float = 0.02

@@ -157,49 +157,54 @@ class Subject:
     flags_system: nn.Module | None = None  # whose output flags the rows carry (default: ``system``)
 
 
-def judge(cell: Cell, subject: Subject, x: Tensor, y: Tensor, clean_ok: Tensor, x_adv: Tensor,
-          clean_scores: Tensor | None, attack: AttackSpec, within_budget: bool = False) -> None:  # fmt: skip
-    """Fill ``cell`` with the per-sample outcome of ``x_adv`` against the subject's system: robust if the
-    clean image was right and the adversarial one is not a success (a wrong prediction, unflagged when a
-    detector stands beside the classifier; within eps when ``within_budget``)."""
+def judge(cell: Cell, system: nn.Module, detector: Detector | None, x: Tensor, y: Tensor, clean_ok: Tensor,
+          x_adv: Tensor, clean_scores: Tensor | None, attack: AttackSpec, within_budget: bool = False) -> None:  # fmt: skip
+    """Fill ``cell`` with the per-sample outcome of ``x_adv`` against ``system``: robust if the clean image
+    was right and the adversarial one is not a success (a wrong prediction, unflagged when a ``detector``
+    stands beside the classifier, its ``clean_scores`` given; within eps when ``within_budget``)."""
     x_adv = x_adv.detach().cpu()
-    cell.norms = perturbation_norms(x_adv, x.cpu())
-    wrong = predict(subject.system, x_adv.to(x.device)).cpu() != y.cpu()
-    if subject.detector is not None:
-        tau = subject.detector.threshold
-        adv_scores = subject.detector.scores(x_adv.to(x.device)).cpu()
-        fooled_classifier = clean_ok & wrong
-        cell.fooled = fooled_classifier & ~(adv_scores > tau)
-        cell.adv_scores, cell.fooled_classifier = adv_scores, fooled_classifier
-        cell.detection = detection_metrics(clean_scores, adv_scores, fooled_classifier, tau)
-    else:
-        cell.fooled = clean_ok & wrong
-        if within_budget and not attack.minimal:
-            l2, linf = cell.norms
-            size = linf if attack.norm is Norm.LINF else l2
-            unbounded = float(cell.fooled.sum() / clean_ok.sum().clamp_min(1))
-            cell.fooled = cell.fooled & (size <= attack.eps * (1 + 1e-6))
-            note = f"{unbounded:.3f} success unbounded, counted at eps {attack.eps:.4g}"
-            cell.reason = "; ".join(part for part in (cell.reason, note) if part)
-    cell.clean_ok, cell.robust, cell.x_adv = clean_ok, clean_ok & ~cell.fooled, x_adv
+    l2, linf = cell.norms = perturbation_norms(x_adv, x.cpu())
+    wrong = predict(system, x_adv.to(x.device)).cpu() != y.cpu()
+    fooled = clean_ok & wrong
+    if detector is not None and clean_scores is not None:
+        tau = detector.threshold
+        adv_scores = detector.scores(x_adv.to(x.device)).cpu()
+        cell.adv_scores, cell.fooled_classifier = adv_scores, fooled
+        cell.detection = detection_metrics(clean_scores, adv_scores, fooled, tau)
+        fooled = fooled & ~(adv_scores > tau)
+    elif within_budget and not attack.minimal and attack.eps is not None:
+        size = linf if attack.norm is Norm.LINF else l2
+        unbounded = float(fooled.sum() / clean_ok.sum().clamp_min(1))
+        fooled = fooled & (size <= attack.eps * (1 + 1e-6))
+        note = f"{unbounded:.3f} success unbounded, counted at eps {attack.eps:.4g}"
+        cell.reason = "; ".join(part for part in (cell.reason, note) if part)
+    cell.clean_ok, cell.fooled, cell.robust, cell.x_adv = clean_ok, fooled, clean_ok & ~fooled, x_adv
 
 
 def worst_case(cells: Sequence[Cell], library: str, attack: str = "") -> Cell:
     """Per sample, over every attacked cell of one subject: robust only if robust in all; the norm is the
     smallest successful one."""
-    ran = [c for c in cells if c.defense_library == library and c.mode != "none" and c.robust is not None]
     clean = next(c for c in cells if c.defense_library == library and c.mode == "none")
     cell = Cell(library, "worst-case", "all", attack=attack, clean_ok=clean.clean_ok)
-    if not ran:
+    judged = [c for c in cells if c.defense_library == library and c.mode != "none"]
+    ran = [(c.robust, c.fooled, c.norms) for c in judged if c.robust is not None]  # judge() set all three
+    if not ran or clean.clean_ok is None:
         cell.status, cell.reason = "unsupported", "no attack ran"
         return cell
-    cell.robust = torch.stack([c.robust for c in ran]).all(0)
-    cell.fooled = cell.clean_ok & ~cell.robust
+    cell.robust = torch.stack([robust for robust, _, _ in ran]).all(0)
+    cell.fooled = clean.clean_ok & ~cell.robust
     inf = torch.tensor(math.inf)
-    cell.norms = tuple(torch.stack([torch.where(c.fooled, c.norms[i], inf) for c in ran]).amin(0) for i in range(2))
+    l2, linf = (
+        torch.stack(
+            [torch.where(fooled, norms[i], inf) for _, fooled, norms in ran if fooled is not None and norms]
+        ).amin(0)
+        for i in range(2)
+    )
+    cell.norms = (l2, linf)
     cell.reason = f"per sample, the worst over {len(ran)} attacked rows"
-    if ran[0].detection is not None:
-        cell.detection = {"threshold": ran[0].detection["threshold"]}
+    first = next(c for c in judged if c.robust is not None)
+    if first.detection is not None:
+        cell.detection = {"threshold": first.detection["threshold"]}
     return cell
 
 
@@ -249,15 +254,16 @@ def evaluate(
 
 def _evaluate_subject(subject: Subject, transfer: TransferAttacks, out: Evaluated, bar, batch_size: int | None) -> None:
     x, y, attack = transfer.x, transfer.y, transfer.attack
-    if isinstance(subject.system, str):
-        out.cells.append(Cell(subject.name, "none", "", status="unsupported", reason=subject.system))
+    system, detector = subject.system, subject.detector
+    if isinstance(system, str):
+        out.cells.append(Cell(subject.name, "none", "", status="unsupported", reason=system))
         return
-    clean_ok = predict(subject.system, x).cpu() == y.cpu()
+    clean_ok = predict(system, x).cpu() == y.cpu()
     none = Cell(subject.name, "none", "", clean_ok=clean_ok, robust=clean_ok)
     clean_scores = None
-    if subject.detector is not None:
-        clean_scores = out.clean_scores[subject.name] = subject.detector.scores(x).cpu()
-        tau = subject.detector.threshold
+    if detector is not None:
+        clean_scores = out.clean_scores[subject.name] = detector.scores(x).cpu()
+        tau = detector.threshold
         none.detection = {"fpr": float((clean_scores > tau).double().mean()), "threshold": tau}
     out.cells.append(none)
     first = len(out.cells)
@@ -271,7 +277,7 @@ def _evaluate_subject(subject: Subject, transfer: TransferAttacks, out: Evaluate
             continue
         if row.run is not None:
             try:
-                x_adv, passes = _adaptive(row, subject, transfer, batch_size)
+                x_adv, passes = _adaptive(row.run, row.target or system, row.within_budget, transfer, batch_size)
             except InvalidOutputError as exc:
                 cell.status, cell.reason = "invalid", str(exc)
                 continue
@@ -280,7 +286,12 @@ def _evaluate_subject(subject: Subject, transfer: TransferAttacks, out: Evaluate
                 continue
             cell.forward_images, cell.backward_images = passes
         else:
-            result = transfer(row.attack_library) if row.transfer else transfer.on(row.attack_library, row.target)
+            if row.transfer:
+                result = transfer(row.attack_library)
+            elif row.target is not None:
+                result = transfer.on(row.attack_library, row.target)
+            else:
+                raise ValueError(f"row {row.mode} {row.attack_library}: expected transfer, target or run")
             if result.status != "ok":
                 cell.status, cell.reason = result.status, result.reason
                 continue
@@ -288,21 +299,23 @@ def _evaluate_subject(subject: Subject, transfer: TransferAttacks, out: Evaluate
             cell.forward_images, cell.backward_images = result.forward_images, result.backward_images
             if "{success" in cell.reason:
                 cell.reason = cell.reason.format(success=float(result.success[result.clean_correct].float().mean()))
-        judge(cell, subject, x, y, clean_ok, x_adv, clean_scores, attack, row.within_budget)
+        judge(cell, system, detector, x, y, clean_ok, x_adv, clean_scores, attack, row.within_budget)
     if subject.after is not None:
         subject.after(out.cells[first:])
 
 
-def _adaptive(row: Row, subject: Subject, transfer: TransferAttacks, batch_size: int | None):
-    """An adaptive row's images, by attack batch through the runner's checks; (images, (fwd, bwd) images)."""
+def _adaptive(
+    run: BatchAttack, counted: nn.Module, within_budget: bool, transfer: TransferAttacks, batch_size: int | None
+) -> tuple[Tensor, tuple[int, int]]:
+    """An adaptive row's images by attack batch, each through the runner's checks (passes counted on
+    ``counted``, the module the attack targets); returns the images and the (forward, backward) images."""
     x, y, attack = transfer.x, transfer.y, transfer.attack
-    counted = row.target if row.target is not None else subject.system
     passes = [0, 0]
     # a minimal-norm attack counted within a budget (DeepFool on a PGD run) is unbounded on its own
-    ball = None if row.within_budget else eps_ball(attack)
+    ball = None if within_budget else eps_ball(attack)
 
     def checked(xb: Tensor, yb: Tensor, seed: int) -> Tensor:
-        x_adv, fwd, bwd = run_batch_attack(row.run, counted, xb, yb, seed, ball=ball)
+        x_adv, fwd, bwd = run_batch_attack(run, counted, xb, yb, seed, ball=ball)
         passes[0] += fwd
         passes[1] += bwd
         return x_adv

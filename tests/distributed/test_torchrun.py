@@ -173,3 +173,22 @@ def test_each_rank_takes_its_part_of_every_global_batch(monkeypatch, n):
     assert sum(len(p) for p in parts) == sum(len(c) for c in kept)
     with pytest.raises(Exception, match="multiple of the world size 2"):
         RankBatches(127)
+
+
+DATA_ROOT = ROOT.parent / "shared" / "data"
+TINY_STUDY = ["study", "mnist-cifar10-vae", "--only", "mnist-vae-purify-pgd", "--data-root", str(DATA_ROOT),
+              "--n", "8", "--max-train", "512", "--epochs", "1", "--gen-epochs", "1", "--gen-max-train", "512",
+              "--steps", "5", "--attack-batch-size", "4", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "MNIST").is_dir(), reason="needs full MNIST in ../shared/data (the study's data)")
+def test_a_study_under_torchrun_writes_the_single_process_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path / "cache"))
+    assert one_thread_main([*TINY_STUDY, "--out", str(tmp_path / "one")]) == 0
+    proc = torchrun(
+        [[*TINY_STUDY, "--out", str(tmp_path / "two")]], tmp_path, {"ADVBRIDGE_CACHE": str(tmp_path / "cache")}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("report.md", "results.csv", "results-eps.csv"):
+        one, two = (tmp_path / d / name for d in ("one", "two"))
+        assert one.read_bytes() == two.read_bytes(), f"{name}: the study under torchrun differs"
