@@ -41,7 +41,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
-	$(PY) -m experiments.benchmark
+	$(PY) -m experiments.bench.attacks
 
 clean:
 	rm -rf $(VENV) .pytest_cache results

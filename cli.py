@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_options(p)
     _add_common(p)
 
-    from experiments.study_command import add_parser as add_study_parser
+    from experiments.studies.command import add_parser as add_study_parser
 
     add_study_parser(sub)
 
@@ -225,7 +225,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from experiments.study_command import run
+    from experiments.studies.command import run
 
     return run(args)
 

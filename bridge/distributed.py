@@ -10,6 +10,9 @@ seed it has in a one-process run with the same batch size (:func:`experiments.pr
 the gathered per-sample results, and the tables written from them, are those of a one-process run. Only
 rank 0 writes files; a model that must be trained first is trained by every rank together
 (``DistributedDataParallel``, :mod:`zoo.training`) and saved once by rank 0.
+
+A foundation module, as ``bridge.errors`` and ``bridge.io`` are: it imports nothing of advbridge's but the
+errors, so every layer may use it (``zoo`` trains and caches under ``torchrun`` with it).
 """
 
 from __future__ import annotations

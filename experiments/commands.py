@@ -18,7 +18,8 @@ from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, sta
 from experiments.compare import default_out as compare_default_out
 from experiments.compare import format_table as compare_format_table
 from experiments.compare import parse_libraries, run_compare
-from experiments.defend import AGREEMENT_COLUMNS, COLUMNS, check_defense_libraries, default_out, format_table
+from experiments.defend.report import COLUMNS, default_out, format_table
+from experiments.defend.squeezers import AGREEMENT_COLUMNS, check_defense_libraries
 from experiments.minimal import DEFAULT_GRID_FACTORS
 from experiments.registry import get_defense, register_defense
 from experiments.workload import DEFAULT_MODELS, load_workload
@@ -203,7 +204,7 @@ def _header(spec, attack: AttackSpec, workload, model_role: str, extra: str = ""
     "bit-depth", "median", "resample", kind="squeezer", summary="a feature squeezer in front of the classifier"
 )
 def defend_squeezer(args: Namespace) -> Outcome:
-    from experiments.defend import run_defend
+    from experiments.defend.squeezers import run_defend
 
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = DefenseSpec(
@@ -251,7 +252,7 @@ def defend_squeezer(args: Namespace) -> Outcome:
     summary="trained into the classifier (adversarial training, defensive distillation)",
 )  # fmt: skip
 def defend_trained(args: Namespace) -> Outcome:
-    from experiments.defend_trained import defended_config, run_defend_trained
+    from experiments.defend.run_trained import defended_config, run_defend_trained
 
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
@@ -301,7 +302,7 @@ def defend_trained(args: Namespace) -> Outcome:
     summary="with a generative model (purification, labelling, reconstruction-error detection)",
 )  # fmt: skip
 def defend_generative(args: Namespace) -> Outcome:
-    from experiments.defend_generative import run_defend_generative
+    from experiments.defend.run_generative import run_defend_generative
 
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = GenerativeDefenseSpec(
@@ -362,7 +363,8 @@ def train(args: Namespace) -> Outcome:
                 f"checkpoint: {checkpoint_dir(cfg.dataset, f'generator-{cfg.generator}', cfg.cache_fields())}",
             ]
         )
-    from zoo.training import TrainConfig, get_or_train
+    from zoo.train_config import TrainConfig
+    from zoo.training import get_or_train
 
     spec = None if args.defense is None else training_spec(args, args.eps, args.norm, args.steps, args.step_size)
     info = dataset_info(args.dataset, data_root=args.data_root)
@@ -374,7 +376,7 @@ def train(args: Namespace) -> Outcome:
     if spec is None:
         _, card = get_or_train(config, progress=not args.quiet)
     else:
-        from defenses.trainer import train_defended
+        from bridge.training import train_defended
 
         _, card = train_defended(config, spec, library=args.library, progress=not args.quiet)
     defense = f" with {card['defense']['defense']}" if "defense" in card else ""

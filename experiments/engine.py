@@ -17,7 +17,7 @@ all the same way:
 - one ``none`` row per subject (clean accuracy; a detector's false-positive rate), one ``worst-case`` row
   per subject (per sample, over every attacked row), the systems' output flags.
 
-The table (:func:`experiments.defend.results_table`) and the files are written from the cells.
+The table (:func:`experiments.defend.report.results_table`) and the files are written from the cells.
 """
 
 from __future__ import annotations

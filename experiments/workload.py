@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from bridge.errors import InvalidParameterError
 from zoo.datasets import DatasetInfo, dataset_info, load_tensors
-from zoo.training import TrainConfig, get_or_train, load_trained
+from zoo.train_config import TrainConfig
+from zoo.training import get_or_train, load_trained
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def load_workload(
 ) -> Workload:
     """Load (or train and cache) ``model`` for ``dataset`` and ``n`` seeded test images.
 
-    ``train_options`` go to :class:`zoo.training.TrainConfig` (``epochs``, ``lr``, ``batch_size``,
+    ``train_options`` go to :class:`zoo.train_config.TrainConfig` (``epochs``, ``lr``, ``batch_size``,
     ``pretrained``, ``weights``, ``finetune``...); ``None`` values are dropped so that the config's
     defaults apply (and the cache key stays the same). With ``checkpoint`` (a checkpoint folder, e.g. the
     one ``cli.py train`` prints), that model is used as it is, never trained; it must be for ``dataset``.

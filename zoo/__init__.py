@@ -14,7 +14,9 @@ from zoo.models import (
     read_state_dict,
     set_trainable,
 )
-from zoo.training import TrainConfig, evaluate, get_or_train, train
+from zoo.train_config import TrainConfig
+from zoo.training import get_or_train, train
+from zoo.training_data import evaluate
 
 __all__ = [
     "DATASETS",

@@ -15,200 +15,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bridge import distributed
-from bridge.errors import InvalidParameterError, check_name
-from zoo.checkpoints import cached_or_trained, checkpoint_dir, file_sha256, load_checkpoint
-from zoo.datasets import TensorImages, dataset_info, load_dataset
-from zoo.models import FINETUNE_MODES, NormalizedClassifier, create_classifier, set_trainable
+from bridge.errors import InvalidParameterError
+from zoo.cards import describe_model, trained_card
+from zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
+from zoo.models import NormalizedClassifier, create_classifier, set_trainable
+from zoo.optim import make_optimizer, make_schedule
+from zoo.train_config import TrainConfig
 from zoo.training_check import warn_if_failed
+from zoo.training_data import augment_batch, batches, evaluate, stack, training_data
 
 logger = logging.getLogger(__name__)
-
-#: Bumped when a change to the training code should invalidate cached models.
-CACHE_FORMAT = 1
-DEFAULT_EPOCHS, DEFAULT_LR = 5, 1e-3
-#: Per-model defaults for ``epochs`` and ``lr``: the small MNIST net reaches >= 97 % on mnist-5k only with a
-#: higher rate (28 steps per epoch at batch size 128).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"advbridge_mnist_cnn": {"epochs": 8, "lr": 3e-3}}
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("cosine", "cyclic")
-#: Wong, Rice, Kolter 2020's "fast" recipe (their CIFAR-10 values), which ART's ``AdversarialTrainerFBFPyTorch``
-#: imposes: SGD with momentum 0.9, a cyclic rate 0 → 0.21 → 0, gradient norms clipped at 0.5.
-FAST_RECIPE: dict[str, Any] = {"optimizer": "sgd", "schedule": "cyclic", "lr": 0.21, "clip_grad_norm": 0.5}
-#: Fields added after cache format 1: they enter the cache key only when they differ from these defaults,
-#: so models cached before they existed keep their keys.
-LATER_DEFAULTS = {"optimizer": "adam", "schedule": "cosine", "clip_grad_norm": None}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a trained model (and so its cache key; ``data_root`` excepted).
-
-    Args:
-        dataset: a dataset name (see :data:`zoo.datasets.DATASETS`).
-        model: a timm model name (see ``timm.list_models()``).
-        epochs: maximum number of epochs (``None``: 5, or the model's entry in ``MODEL_DEFAULTS``).
-        lr: the optimizer's peak learning rate (``None``: 1e-3, or the model's entry in ``MODEL_DEFAULTS``).
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
-        schedule: ``"cosine"``: from ``lr`` down to 0 along a cosine over every step; ``"cyclic"``: linearly
-            0 → ``lr`` at 2/5 of the epochs → 0 (Wong et al. 2020, Sec. 5.1).
-        clip_grad_norm: clip the gradients' global L2 norm at this value before each step (``None``: no).
-        batch_size: training batch size.
-        seed: seeds weights, validation split, data order and augmentation.
-        weight_decay: the optimizer's L2 penalty.
-        patience: stop after this many epochs without a better validation accuracy.
-        augment: random crop (padding 4) and horizontal flip; ``None``: on for the ``cifar10`` and
-            ``imagenet`` families, off for ``mnist`` (flipped digits are other digits).
-        finetune: ``"all"`` parameters or only the classifier ``"head"``.
-        pretrained: start from timm's pretrained weights (needs a network).
-        weights: start from a local weights file (head/stem tensors of other shapes are skipped).
-        data_root: where the dataset files are (not part of the cache key).
-        val_fraction: share of the train split held out for validation and early stopping (0 disables both).
-        max_train: keep at most this many training samples (quick runs and tests).
-        image_size: resize images to this side (default: the dataset's).
-    """
-
-    dataset: str
-    model: str
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int = 128
-    seed: int = 0
-    weight_decay: float = 5e-4
-    patience: int = 3
-    augment: bool | None = None
-    finetune: str = "all"
-    pretrained: bool = False
-    weights: str | None = None
-    data_root: str | None = None
-    val_fraction: float = 0.1
-    max_train: int | None = None
-    image_size: int | None = None
-    optimizer: str = "adam"
-    schedule: str = "cosine"
-    clip_grad_norm: float | None = None
-
-    def __post_init__(self) -> None:
-        for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("seed", 0), ("max_train", 1)):
-            value = getattr(self, name)
-            optional = name in ("epochs", "max_train") and value is None
-            if not optional and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise InvalidParameterError(f"expected {name} as an int >= {low}, got {value!r}")
-        for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay)):
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if (name == "lr" and value is None) or (number and (value > 0 if name == "lr" else value >= 0)):
-                continue
-            raise InvalidParameterError(f"expected {name} {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise InvalidParameterError(f"expected val_fraction in [0, 1), got {self.val_fraction!r}")
-        check_name("finetune mode", self.finetune, FINETUNE_MODES)
-        check_name("optimizer", self.optimizer, OPTIMIZERS)
-        check_name("schedule", self.schedule, SCHEDULES)
-        clip = self.clip_grad_norm
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
-            raise InvalidParameterError(f"expected clip_grad_norm > 0 or None, got {clip!r}")
-        if self.weights is not None:
-            self.weights = os.fspath(self.weights)
-
-    def resolved(self) -> TrainConfig:
-        """A copy with the defaults filled in: ``epochs``, ``lr``, and ``augment`` from the dataset family."""
-        defaults = {"epochs": DEFAULT_EPOCHS, "lr": DEFAULT_LR, **MODEL_DEFAULTS.get(self.model, {})}
-        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
-        if self.augment is None:
-            changes["augment"] = dataset_info(self.dataset, self.data_root, self.image_size).family != "mnist"
-        return replace(self, **changes)
-
-    def cache_fields(self) -> dict[str, Any]:
-        """What identifies the trained weights: every field but ``data_root``, ``augment`` resolved, and the
-        starting ``weights`` by the sha256 of their file rather than its path (a moved cache keeps its keys);
-        fields added later (``optimizer``, ``schedule``, ``clip_grad_norm``) only where they are not the default."""
-        fields = asdict(self.resolved())
-        del fields["data_root"]
-        for name, default in LATER_DEFAULTS.items():
-            if fields[name] == default:
-                del fields[name]
-        if self.weights is not None and os.path.isfile(self.weights):
-            fields["weights"] = {"sha256": file_sha256(self.weights)}
-        return {**fields, "cache_format": CACHE_FORMAT}
-
-
-def augment_batch(x: Tensor, pad: int = 4) -> Tensor:
-    """CIFAR-style augmentation on a batch: random crop from a zero-padded image and random horizontal flip.
-
-    Uses the global torch RNG (seeded by :func:`train`).
-
-    Shape:
-        x: ``[N, C, H, W]``; output: the same.
-    """
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    rows = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device) + torch.arange(h, device=x.device)
-    cols = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device) + torch.arange(w, device=x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    # Advanced indices around a slice put their dimensions first: [N, H, W, C].
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    flip = torch.rand(n, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
-
-
-def batches(ds: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """The samples ``indices`` of ``ds`` in batches of ``batch_size``, in that order, as tensors."""
-    if isinstance(ds, TensorImages):
-        for start in range(0, len(indices), batch_size):
-            yield ds.tensors(indices[start : start + batch_size])
-        return
-    # Files are decoded in worker processes; the sampler fixes the (seeded) order.
-    workers = min(4, (os.cpu_count() or 1) - 1)
-    yield from DataLoader(ds, batch_size=batch_size, sampler=indices.tolist(), num_workers=workers)
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, ds: Dataset, indices: Tensor | None = None, batch_size: int = 500) -> float:
-    """Accuracy of ``model`` (left in eval mode) on ``ds`` or on its ``indices``, in [0, 1]."""
-    model.eval()
-    device = next(model.parameters()).device
-    indices = torch.arange(len(ds)) if indices is None else indices
-    correct = 0
-    for x, y in batches(ds, indices, batch_size):
-        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    return correct / max(len(indices), 1)
-
-
-def make_optimizer(cfg: TrainConfig, params: list[Tensor]) -> torch.optim.Optimizer:
-    """The optimizer of a resolved config: Adam, or SGD with momentum 0.9; the config's lr and weight decay."""
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-
-
-def make_schedule(
-    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule of a resolved config, to be stepped once per batch.
-
-    ``cyclic`` sets, before the s-th step (0-based), lr · interp((s + 1) / steps_per_epoch, [0, 2E/5, E],
-    [0, 1, 0]) for E epochs: ART's ``AdversarialTrainerFBFPyTorch`` schedule (which puts the peak at the
-    integer ``2E // 5``: the same when E is a multiple of 5).
-    """
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
-    peak, end = 0.4 * cfg.epochs, float(cfg.epochs)
-
-    def triangle(step: int) -> float:
-        t = (step + 1) / steps_per_epoch
-        return t / peak if t <= peak else max(0.0, (end - t) / (end - peak))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, triangle)
 
 
 class RankBatches:
@@ -392,32 +217,6 @@ def train(
     return model.eval(), card
 
 
-@dataclass
-class TrainingData:
-    """The splits of a training run: validation carved from the train split with the config's seed."""
-
-    info: Any
-    train_ds: Dataset
-    test_ds: Dataset
-    train_idx: Tensor
-    val_idx: Tensor
-    generator_state: Tensor  # the seeded generator after the split: it goes on to shuffle the epochs
-
-
-def training_data(cfg: TrainConfig) -> TrainingData:
-    """The datasets and the seeded train/validation split of a resolved config (every trainer uses it)."""
-    info = dataset_info(cfg.dataset, cfg.data_root, cfg.image_size)
-    train_ds = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)
-    test_ds = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.image_size)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(train_ds), generator=gen)
-    n_val = round(len(train_ds) * cfg.val_fraction)
-    val_idx, train_idx = perm[:n_val], perm[n_val:][: cfg.max_train]
-    if len(train_idx) == 0:
-        raise InvalidParameterError(f"expected training samples left after validation, got none of {len(train_ds)}")
-    return TrainingData(info, train_ds, test_ds, train_idx, val_idx, gen.get_state())
-
-
 def initial_model(cfg: TrainConfig, info: Any, device: str | torch.device = "cpu") -> tuple[NormalizedClassifier, int]:
     """The untrained (or ``weights``/``pretrained``-initialized) classifier of a resolved config, seeded
     with ``cfg.seed`` (the same weights for every trainer), and its number of trainable parameters."""
@@ -433,36 +232,6 @@ def initial_model(cfg: TrainConfig, info: Any, device: str | torch.device = "cpu
         image_size=info.image_size,
     ).to(device)
     return model, set_trainable(model, cfg.finetune)
-
-
-def trained_card(cfg: TrainConfig, data: TrainingData, model: nn.Module, **fields: Any) -> dict[str, Any]:
-    """The card of a trained model: its test accuracy (measured here), the dataset's fields, ``fields``."""
-    info = data.info
-    test_acc = evaluate(model, data.test_ds)
-    logger.info("%s on %s: test accuracy %.2f%%", cfg.model, cfg.dataset, 100 * test_acc)
-    card = {
-        "dataset": cfg.dataset,
-        "model": cfg.model,
-        "accuracy": test_acc,
-        "val_accuracy": None,
-        "family": info.family,
-        "num_classes": info.num_classes,
-        "in_chans": info.in_chans,
-        "image_size": info.image_size,
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "class_names": list(info.class_names),
-        "train_samples": len(data.train_idx),
-        "val_samples": len(data.val_idx),
-        "test_samples": len(data.test_ds),
-    }
-    return {**card, **fields, "config": asdict(cfg)}
-
-
-def stack(ds: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
-    """The samples ``indices`` of ``ds`` as two tensors (images, labels)."""
-    parts = list(batches(ds, indices, 500))
-    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 
 def _validated(validate: Callable[[nn.Module, Tensor, Tensor], float], model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -538,11 +307,3 @@ def get_or_train(
     logger.info("%s in %s (test accuracy %.2f%%)", cfg.model, folder, 100 * card["accuracy"])
     warn_if_failed(card, describe_model(card))
     return model.to(device).eval(), card
-
-
-def describe_model(card: dict[str, Any]) -> str:
-    """A short name of a trained classifier from its card, e.g. ``'advbridge_mnist_cnn on mnist-5k
-    (adv-pgd, own trainer)'``."""
-    defense = card.get("defense")
-    whose = f", {defense.get('trainer', 'own')} trainer" if defense and "defense" in defense else ""
-    return f"{card['model']} on {card['dataset']}" + (f" ({defense['defense']}{whose})" if defense else "")

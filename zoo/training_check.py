@@ -13,7 +13,7 @@ A generator failed when its reconstructions are no better than the mean training
 mean image's squared error that its test reconstructions remove, 1 − MSE(G) / MSE(mean), is below
 :data:`RECONSTRUCTION_MARGIN`.
 
-The check reads only a model's card (:func:`zoo.training.trained_card`, the generators' card), so a cached
+The check reads only a model's card (:func:`zoo.cards.trained_card`, the generators' card), so a cached
 model is checked as a freshly trained one is.
 """
 

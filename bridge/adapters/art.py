@@ -67,7 +67,7 @@ Traps, all handled here:
 - ``AdversarialTrainerFBFPyTorch`` imposes Wong et al.'s recipe: its own learning rate on
   ``param_groups[0]``, cyclic 0 → 0.21 → 0 peaking at epoch ``2E // 5`` (their CIFAR-10 SGD values), and
   gradient norms clipped at 0.5. At 0.21 Adam diverges, so it is refused unless the config is
-  :data:`zoo.training.FAST_RECIPE` (SGD momentum 0.9, cyclic, lr 0.21, clip 0.5), which ours then trains
+  :data:`zoo.train_config.FAST_RECIPE` (SGD momentum 0.9, cyclic, lr 0.21, clip 0.5), which ours then trains
   with too: the same schedule step for step when E is a multiple of 5;
 - ``AdversarialTrainerFBFPyTorch`` takes its weight steps with the model as ``loss_gradient`` left it, in
   eval mode: dropout off, batch norm on running statistics (ours trains in train mode). Not changed here:
@@ -80,7 +80,7 @@ Traps, all handled here:
   ``eps_ramp`` becomes 0 in their key and card (:meth:`ArtAdapter.training_spec`);
 - ART's trainers have no validation split or early stopping (all epochs run) and no augmentation (a config
   with augmentation is refused), nor gradient clipping (refused but for FBF). Our optimizer and schedule
-  (:func:`zoo.training.make_optimizer`, :func:`~zoo.training.make_schedule`) reach them through
+  (:func:`zoo.optim.make_optimizer`, :func:`~zoo.optim.make_schedule`) reach them through
   ``fit(scheduler=)``: the adversarial trainers call ``classifier.fit`` once per batch, so it steps per
   batch as ours; the
   distillation teacher's ``fit`` steps it per epoch; ``DefensiveDistillation`` passes no scheduler, so the
@@ -271,7 +271,7 @@ def _training_classifier(model: nn.Module, config, info, *, loss: nn.Module | No
     """ART's ``PyTorchClassifier`` around ``model`` with the config's optimizer, for ART's trainers."""
     from art.estimators.classification import PyTorchClassifier
 
-    from zoo.training import make_optimizer
+    from zoo.optim import make_optimizer
 
     optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     device = next(model.parameters()).device
@@ -325,7 +325,7 @@ def _adversarial_trainer(spec: TrainingDefenseSpec, classifier, batch_size: int)
 
 
 def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
-    from zoo.training import FAST_RECIPE
+    from zoo.train_config import FAST_RECIPE
 
     if config.augment:
         return "ART's trainers take arrays: no augmentation (train without it)"
@@ -348,7 +348,10 @@ def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
 
 
 def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict[str, Any]]:
-    from zoo.training import initial_model, make_schedule, stack, trained_card, training_data
+    from zoo.cards import trained_card
+    from zoo.optim import make_schedule
+    from zoo.training import initial_model
+    from zoo.training_data import stack, training_data
 
     data = training_data(config)
     x, y = stack(data.train_ds, data.train_idx)

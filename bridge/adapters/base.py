@@ -14,7 +14,7 @@ from bridge.errors import UnsupportedAttackError, UnsupportedDefenseError
 from bridge.spec import AttackSpec
 
 if TYPE_CHECKING:
-    from zoo.training import TrainConfig
+    from zoo.train_config import TrainConfig
 
 
 class Adapter(ABC):
@@ -94,7 +94,7 @@ class Adapter(ABC):
         device: str | torch.device = "cpu",
     ) -> tuple[nn.Module, dict[str, Any]]:
         """The library's training of the resolved ``config`` with the resolved training-time ``spec`` (not
-        cached: :func:`defenses.trainer.train_defended` caches). Returns ``(model, card)``, the model on
+        cached: :func:`bridge.training.train_defended` caches). Returns ``(model, card)``, the model on
         [0, 1] → logits (deployed at T = 1 for distillation), in eval mode; the card as
         :func:`zoo.training.train` writes it. Raises :class:`UnsupportedDefenseError` with the reason."""
         reason = self.training_unsupported_reason(spec, config)

@@ -16,8 +16,8 @@ from tqdm import tqdm
 from bridge.errors import CheckpointError, InvalidParameterError, check_name
 from defenses.generative.models import GENERATORS, ConvGenerator
 from zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
-from zoo.training import batches, stack, training_data
 from zoo.training_check import warn_if_failed
+from zoo.training_data import batches, stack, training_data
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class GeneratorConfig:
         latent_dim: size of the code (≥ 1).
         beta: weight of the KL term (VAE, CVAE; ≥ 0).
         epochs, lr, batch_size, seed, patience, val_fraction, max_train, image_size, data_root: as
-            :class:`zoo.training.TrainConfig`.
+            :class:`zoo.train_config.TrainConfig`.
     """
 
     dataset: str

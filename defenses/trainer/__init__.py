@@ -1,8 +1,8 @@
 """Trainers: defenses applied while the classifier is trained (adversarial training, defensive distillation,
 training on squeezed images).
 
-:func:`train_defended` trains (or takes from the model cache) a classifier with a
-:class:`~bridge.defense_spec.TrainingDefenseSpec`; the resolved spec is part of the cache key and of the card.
+:func:`train_own` trains a classifier with a :class:`~bridge.defense_spec.TrainingDefenseSpec`;
+:func:`bridge.training.train_defended` runs any library's trainer (ours through the ``own`` adapter) and caches.
 """
 
 from defenses.trainer.adversarial import (
@@ -13,7 +13,7 @@ from defenses.trainer.adversarial import (
 )
 from defenses.trainer.distillation import distillation_objective, temperature_objective
 from defenses.trainer.squeezed import train_on_squeezed
-from defenses.trainer.train import defense_key, teacher, train_defended, train_own
+from defenses.trainer.train import teacher, train_own
 
 __all__ = [
     "adversarial_examples",
@@ -22,9 +22,7 @@ __all__ = [
     "recipe_defaults",
     "distillation_objective",
     "temperature_objective",
-    "defense_key",
     "teacher",
-    "train_defended",
     "train_own",
     "train_on_squeezed",
 ]

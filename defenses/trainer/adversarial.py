@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.distributed import unwrap
 from own_attacks import fgsm, pgd
-from zoo.training import FAST_RECIPE
+from zoo.train_config import FAST_RECIPE
 
 #: Validation samples attacked per epoch for early stopping on adversarial accuracy, and PGD's steps there.
 VALIDATION_SAMPLES = 512
@@ -59,7 +59,7 @@ VALIDATION_STEPS = 10
 
 def recipe_defaults(spec: TrainingDefenseSpec) -> dict[str, Any]:
     """The training options a defense defaults to: for ``adv-fgsm-rs`` Wong et al.'s fast recipe
-    (:data:`zoo.training.FAST_RECIPE`: SGD, cyclic rate to 0.21, gradient clipping at 0.5; without it our
+    (:data:`zoo.train_config.FAST_RECIPE`: SGD, cyclic rate to 0.21, gradient clipping at 0.5; without it our
     MNIST net overfits catastrophically within an epoch, measured), which ART's FBF trainer imposes; none
     for the others."""
     return dict(FAST_RECIPE) if spec.defense == "adv-fgsm-rs" else {}

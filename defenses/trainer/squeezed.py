@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import UnsupportedDefenseError
 from defenses.preprocessor import build_squeezer
-from zoo.training import TrainConfig, cross_entropy_objective, get_or_train
+from zoo.train_config import TrainConfig
+from zoo.training import cross_entropy_objective, get_or_train
 
 
 def train_on_squeezed(

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from bridge.errors import InvalidParameterError, UnsupportedAttackError
 from bridge.runner import AttackResult, run_attack
 from bridge.spec import AttackSpec
-from experiments.agreement import smooth_copy
+from experiments.bench.agreement import smooth_copy
 from own_attacks import ddn, deepfool
 
 SHAPES = [(1, 28, 28), (3, 8, 8)]
@@ -212,7 +212,7 @@ def test_deepfool_matches_foolbox_and_advlib_on_mnist(mnist_model, mnist_batch, 
     """On MNIST every sample is clipped (the background sits at 0), so the 2 % norm rule applies.
 
     Measured on the committed classifier (63 correct digits, all compared; ``python -m
-    experiments.agreement --checkpoint tests/fixtures/mnist_cnn`` under ATEN_CPU_CAPABILITY default,
+    experiments.bench.agreement --checkpoint tests/fixtures/mnist_cnn`` under ATEN_CPU_CAPABILITY default,
     avx2, avx512 and with one thread), own in its default channels-last layout: foolbox L2 ≤ 4.4e-7,
     L∞ ≤ 3.7e-7; adv-lib with own's per-step overshoot: L2 ≤ 2.4e-5 (61 of 63 within 1e-5), L∞ ≤ 2.2e-7
     but for one digit at 2.4e-3 under some capabilities (a ReLU switch, norms within 7.5e-6). In the

@@ -12,8 +12,8 @@ from bridge.errors import UnsupportedDefenseError
 from bridge.spec import AttackSpec
 from defenses.detector import SqueezeDetector
 from defenses.preprocessor import BitDepth, MedianFilter
-from experiments.adaptive import detector_aware_pgd, margin
-from experiments.defend import check_defense_libraries, run_defend
+from experiments.defend.adaptive import detector_aware_pgd, margin
+from experiments.defend.squeezers import check_defense_libraries, run_defend
 from own_attacks import pgd
 
 PGD = AttackSpec(attack="pgd", norm="Linf", eps=0.3, steps=10)

@@ -12,7 +12,7 @@ from bridge.defense_spec import GenerativeDefenseSpec
 from bridge.errors import AdvBridgeError
 from bridge.spec import AttackSpec, Norm
 from defenses.generative import ConvGenerator, GeneratorConfig, get_or_train_generator
-from experiments.evaluation_generative import GenerativeEvaluation, eot_objective
+from experiments.defend.generative import GenerativeEvaluation, eot_objective
 
 PGD = AttackSpec(attack="pgd", norm=Norm.LINF, eps=0.3, steps=10)
 #: mnist-5k's 4,000 training digits, 8 epochs (about 55 s per generator on 2 cores): enough for
@@ -134,7 +134,7 @@ def test_cli_defend_bad_generative_input_exits_2(extra, message, capsys):
 
 
 def test_a_generator_of_another_dataset_is_refused(mnist_workload):
-    from experiments.defend_generative import run_defend_generative
+    from experiments.defend.run_generative import run_defend_generative
     from zoo.checkpoints import checkpoint_dir, save_checkpoint
 
     cfg = GeneratorConfig(dataset="mnist-5k", generator="vae", seed=12345)  # a key of this test's own

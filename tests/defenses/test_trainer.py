@@ -14,10 +14,12 @@ from fixture_models import MNIST_CNN
 
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
+from bridge.training import train_defended
 from cli import main
-from defenses.trainer import AdversarialObjective, adversarial_examples, train_defended
+from defenses.trainer import AdversarialObjective, adversarial_examples
 from own_attacks import pgd
-from zoo.training import TrainConfig, get_or_train
+from zoo.train_config import TrainConfig
+from zoo.training import get_or_train
 
 WEIGHTS = str(MNIST_CNN / "model.safetensors")
 
@@ -143,7 +145,7 @@ def test_cli_train_bad_defense_exits_2(extra, message, capsys):
 
 def test_fast_training_defaults_to_wong_et_al_s_recipe_and_given_options_win():
     from cli import _recipe
-    from zoo.training import FAST_RECIPE
+    from zoo.train_config import FAST_RECIPE
 
     fast = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist")
     assert _recipe(fast, lr=None, epochs=5) == {**FAST_RECIPE, "epochs": 5}

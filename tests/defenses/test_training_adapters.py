@@ -18,11 +18,14 @@ from bridge.adapters.art import _adversarial_trainer, _Probabilities, _Probabili
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError
 from bridge.spec import AttackSpec
-from defenses.trainer import recipe_defaults, train_defended
+from bridge.training import train_defended
+from defenses.trainer import recipe_defaults
+from experiments.defend.trained import UNDEFENDED, TrainedEvaluation
 from experiments.engine import Cell
-from experiments.evaluation_trained import UNDEFENDED, TrainedEvaluation
 from own_attacks import pgd
-from zoo.training import TrainConfig, get_or_train, initial_model, training_data
+from zoo.train_config import TrainConfig
+from zoo.training import get_or_train, initial_model
+from zoo.training_data import training_data
 
 WEIGHTS = str(MNIST_CNN / "model.safetensors")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from experiments.agreement import agreement_table
-from experiments.benchmark import benchmark
-from experiments.benchmark import main as benchmark_main
+from experiments.bench.agreement import agreement_table
+from experiments.bench.attacks import benchmark
+from experiments.bench.attacks import main as benchmark_main
 
 
 def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
@@ -65,10 +65,10 @@ def test_agreement_pgd_rows(agreement):
 
 @pytest.mark.parametrize("script", ["agreement", "benchmark"])
 def test_scripts_refuse_an_unwritable_out_before_running(script, capsys, monkeypatch):
-    import experiments.agreement
-    import experiments.benchmark
+    import experiments.bench.agreement
+    import experiments.bench.attacks
 
-    module = {"agreement": experiments.agreement, "benchmark": experiments.benchmark}[script]
+    module = {"agreement": experiments.bench.agreement, "benchmark": experiments.bench.attacks}[script]
     monkeypatch.setattr(module, "load_workload", lambda *a, **k: pytest.fail("ran although --out is unwritable"))
     assert module.main(["--out", "/proc/advbridge/x.csv"]) == 2
     err = capsys.readouterr().err

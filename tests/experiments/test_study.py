@@ -14,9 +14,9 @@ import pytest
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import CheckpointError
 from bridge.spec import AttackSpec, Norm
-from experiments.defend import run_defend
-from experiments.study import Study, StudyCell, run_study
-from experiments.study_report import REPORT_FILES, summarize, write_report
+from experiments.defend.squeezers import run_defend
+from experiments.studies.engine import Study, StudyCell, run_study
+from experiments.studies.report import REPORT_FILES, summarize, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,7 +118,7 @@ def test_bad_study_input_exits_2_with_one_line(args, expected, tmp_path):
 
 
 def test_the_report_shows_no_robustness_for_a_model_that_did_not_learn():
-    from experiments.study_report import checks_markdown, models_markdown, pivot_markdown
+    from experiments.studies.report import checks_markdown, models_markdown, pivot_markdown
 
     def row(defense, mode, robust, flags=""):
         return {"study_defense": defense, "study_attack": "PGD", "status": "ok", "mode": mode, "robust_acc": robust,

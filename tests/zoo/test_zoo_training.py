@@ -12,7 +12,9 @@ import torch
 from bridge.errors import InvalidParameterError, UnknownNameError
 from zoo import training
 from zoo.models import NormalizedClassifier
-from zoo.training import TrainConfig, augment_batch, get_or_train, train
+from zoo.train_config import TrainConfig
+from zoo.training import get_or_train, train
+from zoo.training_data import augment_batch
 
 QUICK = {"dataset": "mnist-5k", "model": "advbridge_mnist_cnn", "epochs": 1, "batch_size": 100}
 

@@ -1,12 +1,12 @@
 """A study: the cells of a published table, each one ``defend`` evaluation, run to one folder and resumable.
 
-A study (:mod:`experiments.studies`) is a list of :class:`StudyCell`: one (defense, attack) cell of the study's
+A study (:mod:`experiments.studies.catalog`) is a list of :class:`StudyCell`: one (defense, attack) cell of the study's
 own table. Running a cell runs a ``defend`` evaluation (squeezers, training-time or generative defenses, the
 same engine as ``cli.py defend``), which writes its own files under ``<out>/cells/<name>``; a ``.done`` marker
 written last says the cell is finished. ``--resume`` skips finished cells (nothing finished is recomputed) if
 the study's key (``<out>/study.json``: the study and its budget) is the one saved; without it the study starts
 over. The report is then built from the files on disk only, so that a resumed study and an uninterrupted one
-write the same report (:mod:`experiments.study_report`).
+write the same report (:mod:`experiments.studies.report`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Two tables (tidy, one row per cell):
   - ``white-box``: the defended system attacked with its exact gradients (for bit depth: zero almost
     everywhere, so a naive attack looks defeated; ``zero_grad_share`` says so);
   - ``adaptive``: the attack that knows the defense (BPDA through non-differentiable squeezers; for the
-    detector, :func:`~experiments.adaptive.detector_aware_pgd` with BPDA);
+    detector, :func:`~experiments.defend.adaptive.detector_aware_pgd` with BPDA);
   - ``worst-case``: per sample, robust only if no ran cell of that defense implementation broke it;
 
   and ``clean_acc``, ``robust_acc`` (the share of samples classified correctly both clean and under attack,
@@ -36,25 +36,20 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from bridge import distributed
 from bridge.defense_spec import DefenseSpec
-from bridge.errors import UnsupportedDefenseError
 from bridge.io import OutputPrefix, atomic_write_text
 from bridge.provenance import provenance
 from bridge.spec import AttackSpec, standard_eps
 from experiments.compare import format_table as compare_format_table
 from experiments.compare import results_prefix
-from experiments.defend_figures import save_detector_figures, save_images
 from experiments.engine import Cell
-from experiments.evaluation import AGREEMENT_COLUMNS, Evaluation, agreement_table, check_defense_libraries
-from experiments.flags import EVERY_ROW, FLAG_COLUMNS, add_table_flags, training_checks
+from experiments.flags import EVERY_ROW, FLAG_COLUMNS, add_table_flags
 from experiments.minimal import DEFAULT_GRID_FACTORS
 from zoo.training_check import TrainingCheck
 
@@ -274,67 +269,3 @@ def markdown_header(info: dict, spec, attack: AttackSpec, workload) -> str:
         f"advbridge {info['git_revision']}: {spec.describe()} vs {attack.attack} {attack.norm.value} "
         f"eps={attack.eps} steps={attack.steps}; {workload.context}; n={len(workload.x)}\n\n"
     )
-
-
-def run_defend(
-    spec: DefenseSpec,
-    attack: AttackSpec,
-    workload,
-    *,
-    attack_libraries: Sequence[str],
-    defense_libraries: Sequence[str] | None = None,
-    calibration: Tensor | None = None,
-    out: str | Path | OutputPrefix | None = None,
-    show_progress: bool = False,
-    batch_size: int | None = None,
-    source: nn.Module | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    """Evaluate a resolved ``spec`` on a workload; returns (results, agreement, paths written).
-
-    ``calibration``: held-out clean images for the detector's threshold (required when ``spec`` is a
-    detector without a fixed threshold). Libraries in ``defense_libraries`` that lack the defense raise
-    :class:`UnsupportedDefenseError`; those that lack one backward pass get ``unsupported`` rows. ``source``:
-    the undefended model the transfer attacks are computed on, when the workload's model behind the squeezer
-    was trained for it (default: the workload's model).
-    """
-    if spec.detector and spec.threshold is None and calibration is None:
-        raise UnsupportedDefenseError("the detector needs held-out clean images to calibrate its threshold")
-    defense_libraries = check_defense_libraries(spec, defense_libraries)
-    prefix = None if out is None else OutputPrefix.of(out)
-    if prefix is not None:
-        prefix.check_writable()
-    agreement = agreement_table(spec, workload.x)
-    evaluation = Evaluation(
-        spec,
-        attack,
-        workload.model,
-        workload.x,
-        workload.y,
-        num_classes=workload.info.num_classes,
-        attack_libraries=attack_libraries,
-        defense_libraries=defense_libraries,
-        calibration=calibration,
-        show_progress=show_progress,
-        batch_size=batch_size,
-        source=source,
-    )
-    cells = evaluation.run()
-    checks = training_checks(workload.card)
-    table = results_table(cells, spec, attack, workload.context, checks)
-    paths: list[Path] = []
-    if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
-        figures: dict = {"figure": partial(save_images, evaluation)}
-        if spec.detector:
-            figures["roc"] = partial(save_detector_figures, evaluation)
-        agreement_md = format_table(agreement, AGREEMENT_COLUMNS, markdown=True)
-        paths = write_defend(
-            prefix, spec, attack, workload, cells, table, checks,
-            texts={"agreement": agreement.to_csv(index=False)},
-            sections=[f"Agreement of the implementations (squeezed images):\n\n{agreement_md}"],
-            figures=figures,
-            attack_batch_size=batch_size,
-            n_calibration=0 if calibration is None else len(calibration),
-            attack_libraries=list(attack_libraries),
-            defense_libraries=list(defense_libraries),
-        )  # fmt: skip
-    return table, agreement, paths

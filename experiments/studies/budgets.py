@@ -1,4 +1,4 @@
-"""The studies' names and default budgets, apart from the studies themselves (:mod:`experiments.studies`) so
+"""The studies' names and default budgets, apart from the studies themselves (:mod:`experiments.studies.catalog`) so
 that ``cli.py study --help`` answers without importing torch."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``defend`` for the generative defenses: train (or take from the cache) the generator, evaluate the
-defended system next to the undefended classifier (:mod:`experiments.evaluation_generative`), and write
+defended system next to the undefended classifier (:mod:`experiments.defend.generative`), and write
 the tables, the JSON and the figures: accuracy bars, and the images (clean, adversarial, reconstructed; for
 labelling, the K class-conditional reconstructions of a few inputs).
 """
@@ -21,10 +21,10 @@ from bridge.io import OutputPrefix, atomic_write
 from bridge.runner import predict
 from bridge.spec import AttackSpec
 from defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
-from experiments.defend import results_table, write_defend
-from experiments.defend_figures import save_detector_figures
-from experiments.defend_trained import save_accuracy_figure
-from experiments.evaluation_generative import GenerativeEvaluation
+from experiments.defend.figures import save_detector_figures
+from experiments.defend.generative import GenerativeEvaluation
+from experiments.defend.report import results_table, write_defend
+from experiments.defend.run_trained import save_accuracy_figure
 from experiments.flags import training_checks
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Benchmark: own attacks vs every library, and vs the plain forward+backward floor.
 
-    python -m experiments.benchmark [--n 500] [--attacks fgsm,pgd] [--repeats 3] [--out results/benchmark]
+    python -m experiments.bench.attacks [--n 500] [--attacks fgsm,pgd] [--repeats 3] [--out results/benchmark]
 
 For each attack it runs every supported library on the same model and images (through the runner,
 so every library pays the same hook overhead) and prints, measured in this one run:
@@ -39,7 +39,7 @@ from bridge.adapters import LIBRARIES, get_adapter
 from bridge.errors import check_name
 from bridge.runner import run_attack
 from bridge.spec import AttackSpec
-from experiments.report import output_prefix, print_and_save, user_errors_exit_2
+from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 from experiments.workload import load_workload
 from own_attacks._common import working_layout
 

@@ -1,17 +1,17 @@
-"""``cli.py study NAME``: run one of the three studies (:mod:`experiments.studies`) and write its report."""
+"""``cli.py study NAME``: run one of the three studies (:mod:`experiments.studies.catalog`) and write its report."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-#: Budget entries a flag may set (``--n`` sets ``n``...), see :data:`experiments.studies.BUDGETS`.
+#: Budget entries a flag may set (``--n`` sets ``n``...), see :data:`experiments.studies.catalog.BUDGETS`.
 BUDGET_FLAGS = ("n", "max_train", "epochs", "cifar_max_train", "cifar_epochs", "defense_epochs", "gen_epochs",
                 "gen_max_train", "restarts", "steps", "n_calibration")  # fmt: skip
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from experiments.study_budgets import BUDGETS, STUDIES
+    from experiments.studies.budgets import BUDGETS, STUDIES
 
     budgets = "; ".join(f"{k}: " + ", ".join(f"{e}={v}" for e, v in b.items()) for k, b in BUDGETS.items())
     p = sub.add_parser(
@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from bridge import distributed
     from bridge.errors import InvalidParameterError
     from experiments.compare import results_prefix
-    from experiments.studies import StudyOptions, build_study
-    from experiments.study import run_study
-    from experiments.study_report import write_report
+    from experiments.studies.catalog import StudyOptions, build_study
+    from experiments.studies.engine import run_study
+    from experiments.studies.report import write_report
 
     if args.attack_batch_size is not None and args.attack_batch_size < 1:
         raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")

@@ -2,8 +2,8 @@
 
 Each library's trainer (``own``, ``art``) trains the defended model, or takes it from the model cache, with
 the undefended twin's config (dataset, model, seed, batch size...) and the defense's own budget; then
-:class:`~experiments.evaluation_trained.TrainedEvaluation` attacks the twin and every trained model. The
-tables and files are those of :func:`experiments.defend.run_defend`; the figure is robust accuracy per
+:class:`~experiments.defend.trained.TrainedEvaluation` attacks the twin and every trained model. The
+tables and files are those of :func:`experiments.defend.report.run_defend`; the figure is robust accuracy per
 model and attack; the JSON has each model's card and the catastrophic-overfitting checks.
 """
 
@@ -22,12 +22,12 @@ from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError, check_name
 from bridge.io import OutputPrefix, atomic_write
 from bridge.spec import AttackSpec
-from defenses.trainer import train_defended
-from experiments.defend import results_table, write_defend
-from experiments.evaluation_trained import TrainedEvaluation
+from bridge.training import train_defended
+from experiments.defend.report import results_table, write_defend
+from experiments.defend.trained import TrainedEvaluation
 from experiments.flags import EVERY_ROW, UNDEFENDED, training_checks
 from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
-from zoo.training import TrainConfig
+from zoo.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -11,7 +12,9 @@ from torch import Tensor
 from bridge.adapters import get_adapter
 from bridge.io import atomic_write
 from bridge.runner import predict
-from experiments.evaluation import Evaluation
+
+if TYPE_CHECKING:
+    from experiments.defend.squeezers import Evaluation
 
 
 def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:

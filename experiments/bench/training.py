@@ -1,6 +1,6 @@
 """Benchmark: one epoch of own adversarial training vs ART's trainer, and vs the floor of the passes it needs.
 
-    python -m experiments.benchmark_training [--dataset mnist-5k] [--n 2048] [--defense adv-pgd] [--steps 10]
+    python -m experiments.bench.training [--dataset mnist-5k] [--n 2048] [--defense adv-pgd] [--steps 10]
         [--batch-size 128] [--repeats 2] [--threads T] [--out results/benchmark-training]
 
 Both libraries train the same model (``advbridge_mnist_cnn``, the same seeded initial weights) for one
@@ -15,7 +15,7 @@ the trainer's own ``train_seconds`` (the training loop; the card's test evaluati
   overhead beyond those passes; ours runs channels-last, so it can be below 1);
 - ``own_speedup`` = the library's seconds ÷ own seconds (ART row > 1: own is faster; 1.0 on the own row);
   target ≥ 2 for ``adv-pgd``;
-- ``peak_mb``: peak resident memory above the level before the run (as :mod:`experiments.benchmark`).
+- ``peak_mb``: peak resident memory above the level before the run (as :mod:`experiments.bench.attacks`).
 
 Each of ``--repeats`` rounds runs the floor and both trainers once, in a new random order; the best time
 of each is kept. Results go to ``<out>.csv`` / ``<out>.md``.
@@ -37,9 +37,11 @@ import torch.nn.functional as F
 from bridge.adapters import get_adapter
 from bridge.defense_spec import TRAINING_DEFENSES, TrainingDefenseSpec
 from bridge.errors import InvalidParameterError, check_name
-from experiments.benchmark import peak_memory, reset_peak_memory
-from experiments.report import output_prefix, print_and_save, user_errors_exit_2
-from zoo.training import TrainConfig, initial_model, stack, training_data
+from experiments.bench.attacks import peak_memory, reset_peak_memory
+from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
+from zoo.train_config import TrainConfig
+from zoo.training import initial_model
+from zoo.training_data import stack, training_data
 
 TARGET_SPEEDUP = 2.0
 LIBRARIES = ("own", "art")

@@ -2,7 +2,7 @@
 that gradient masking cannot fool.
 
 For the undefended twin (``defense_library`` ``undefended``) and each trained model it runs, with the
-``mode`` column of :mod:`experiments.defend`:
+``mode`` column of :mod:`experiments.defend.report`:
 
 - ``none``: clean accuracy;
 - ``transfer`` (trained models only): the attack computed on the undefended twin by each attack library;
@@ -41,7 +41,7 @@ from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.runner import warm_up
 from bridge.spec import AttackSpec, Norm
-from experiments.adaptive import margin
+from experiments.defend.adaptive import margin
 from experiments.engine import (
     TRANSFER_REASON,
     Cell,

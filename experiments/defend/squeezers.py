@@ -3,7 +3,7 @@
 For each implementation of a squeezer (``defense_library``) the defended system is the squeezer in front of
 the classifier, with ``transfer`` / ``white-box`` (the exact backward pass) / ``adaptive`` (BPDA where the
 squeezer has no useful gradient) rows for every attack library; the detector has one subject, the classifier
-with Xu et al.'s detector beside it, attacked by the detector-aware PGD (see :mod:`experiments.defend` for
+with Xu et al.'s detector beside it, attacked by the detector-aware PGD (see :mod:`experiments.defend.report` for
 what each mode means).
 """
 
@@ -13,20 +13,25 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from bridge import distributed
 from bridge.adapters import LIBRARIES, get_adapter
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import UnsupportedDefenseError, check_name
+from bridge.io import OutputPrefix
 from bridge.runner import warm_up
 from bridge.spec import AttackSpec
 from defenses.detector import SqueezeDetector, calibrate_threshold
 from defenses.preprocessor import PreprocessedClassifier
 from experiments import flags
-from experiments.adaptive import detector_aware_pgd
+from experiments.defend.adaptive import detector_aware_pgd
+from experiments.defend.figures import save_detector_figures, save_images
+from experiments.defend.report import format_table, results_table, write_defend
 from experiments.engine import (
     TRANSFER_REASON,
     Cell,
@@ -37,6 +42,7 @@ from experiments.engine import (
     cross_entropy_objective,
     evaluate,
 )
+from experiments.flags import training_checks
 
 AGREEMENT_COLUMNS = [
     "squeezer",
@@ -250,7 +256,7 @@ class Evaluation:
         return None
 
     def detector_aware(self, detector: SqueezeDetector, x: Tensor, y: Tensor, seed: int) -> Tensor:
-        """The detector-aware PGD (:func:`experiments.adaptive.detector_aware_pgd`) on one batch."""
+        """The detector-aware PGD (:func:`experiments.defend.adaptive.detector_aware_pgd`) on one batch."""
         a = self.attack
         return detector_aware_pgd(
             detector,
@@ -281,3 +287,67 @@ class Evaluation:
         self.cells = evaluated.cells
         self.clean_scores = evaluated.clean_scores.get("own") if self.spec.detector else None
         return self.cells
+
+
+def run_defend(
+    spec: DefenseSpec,
+    attack: AttackSpec,
+    workload,
+    *,
+    attack_libraries: Sequence[str],
+    defense_libraries: Sequence[str] | None = None,
+    calibration: Tensor | None = None,
+    out: str | Path | OutputPrefix | None = None,
+    show_progress: bool = False,
+    batch_size: int | None = None,
+    source: nn.Module | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """Evaluate a resolved ``spec`` on a workload; returns (results, agreement, paths written).
+
+    ``calibration``: held-out clean images for the detector's threshold (required when ``spec`` is a
+    detector without a fixed threshold). Libraries in ``defense_libraries`` that lack the defense raise
+    :class:`UnsupportedDefenseError`; those that lack one backward pass get ``unsupported`` rows. ``source``:
+    the undefended model the transfer attacks are computed on, when the workload's model behind the squeezer
+    was trained for it (default: the workload's model).
+    """
+    if spec.detector and spec.threshold is None and calibration is None:
+        raise UnsupportedDefenseError("the detector needs held-out clean images to calibrate its threshold")
+    defense_libraries = check_defense_libraries(spec, defense_libraries)
+    prefix = None if out is None else OutputPrefix.of(out)
+    if prefix is not None:
+        prefix.check_writable()
+    agreement = agreement_table(spec, workload.x)
+    evaluation = Evaluation(
+        spec,
+        attack,
+        workload.model,
+        workload.x,
+        workload.y,
+        num_classes=workload.info.num_classes,
+        attack_libraries=attack_libraries,
+        defense_libraries=defense_libraries,
+        calibration=calibration,
+        show_progress=show_progress,
+        batch_size=batch_size,
+        source=source,
+    )
+    cells = evaluation.run()
+    checks = training_checks(workload.card)
+    table = results_table(cells, spec, attack, workload.context, checks)
+    paths: list[Path] = []
+    if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
+        figures: dict = {"figure": partial(save_images, evaluation)}
+        if spec.detector:
+            figures["roc"] = partial(save_detector_figures, evaluation)
+        agreement_md = format_table(agreement, AGREEMENT_COLUMNS, markdown=True)
+        paths = write_defend(
+            prefix, spec, attack, workload, cells, table, checks,
+            texts={"agreement": agreement.to_csv(index=False)},
+            sections=[f"Agreement of the implementations (squeezed images):\n\n{agreement_md}"],
+            figures=figures,
+            attack_batch_size=batch_size,
+            n_calibration=0 if calibration is None else len(calibration),
+            attack_libraries=list(attack_libraries),
+            defense_libraries=list(defense_libraries),
+        )  # fmt: skip
+    return table, agreement, paths

@@ -1,6 +1,6 @@
 """Benchmark: labelling by the closest class-conditional reconstruction vs the floor of its decoder passes.
 
-    python -m experiments.benchmark_generative [--dataset mnist] [--data-root ../shared/data] [--n 1000]
+    python -m experiments.bench.generative [--dataset mnist] [--data-root ../shared/data] [--n 1000]
         [--refine-steps 0,5] [--latent-dim 16] [--epochs 5] [--repeats 3] [--threads T]
         [--out results/benchmark-generative]
 
@@ -31,7 +31,7 @@ import torch
 
 from bridge.errors import InvalidParameterError
 from defenses.generative import GeneratorConfig, ReconstructionLabeller, get_or_train_generator
-from experiments.report import output_prefix, print_and_save, user_errors_exit_2
+from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 
 TARGET = 1.5
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from bridge.io import atomic_write, atomic_write_text
-from experiments.defend import format_table
+from experiments.defend.report import format_table
 from experiments.flags import FLAG_COLUMNS, RAISED_BELOW
-from experiments.study import Study, done_marker, load_cell
+from experiments.studies.engine import Study, done_marker, load_cell
 from zoo.training_check import check_card
 
 #: The report's files, in ``<out>/``.

@@ -1,6 +1,6 @@
 """Measured agreement of own PGD-L2, DeepFool and DDN with the reference libraries, on real MNIST digits.
 
-    python -m experiments.agreement [--n 64] [--checkpoint tests/fixtures/mnist_cnn] [--out results/agreement]
+    python -m experiments.bench.agreement [--n 64] [--checkpoint tests/fixtures/mnist_cnn] [--out results/agreement]
 
 Prints and writes (``<out>.csv`` / ``<out>.md``) the numbers that the README's agreement table quotes
 for ``advbridge_mnist_cnn`` (with ``--checkpoint tests/fixtures/mnist_cnn``: the weights the test suite
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from bridge.provenance import git_revision
 from bridge.runner import AttackResult, predict, run_attack
 from bridge.spec import AttackSpec
-from experiments.report import output_prefix, print_and_save, user_errors_exit_2
+from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 from experiments.workload import load_workload
 from own_attacks import ddn, deepfool, pgd
 

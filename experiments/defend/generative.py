@@ -1,7 +1,7 @@
 """The evaluation of a generative defense: the undefended classifier, the defended system, and attacks that
 know the generator.
 
-Rows, with the ``mode`` column of :mod:`experiments.defend`:
+Rows, with the ``mode`` column of :mod:`experiments.defend.report`:
 
 - ``undefended``: ``none`` (clean accuracy of the classifier alone) and ``white-box`` (each attack
   library on it: what the defense has to win back);
@@ -44,9 +44,9 @@ from bridge.spec import AttackSpec
 from defenses.detector import calibrate_threshold
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from defenses.preprocessor import PreprocessedClassifier
-from experiments.adaptive import KAPPA, THRESHOLD_MARGIN, margin
+from experiments.defend.adaptive import KAPPA, THRESHOLD_MARGIN, margin
+from experiments.defend.trained import ADAPTIVE_STEPS, margin_objective, pgd_restarts
 from experiments.engine import Cell, Detector, Row, Subject, TransferAttacks, cross_entropy_objective, evaluate
-from experiments.evaluation_trained import ADAPTIVE_STEPS, margin_objective, pgd_restarts
 from experiments.flags import UNDEFENDED, objective_zero_gradient_share
 from own_attacks import pgd
 
