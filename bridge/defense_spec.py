@@ -234,6 +234,11 @@ class TrainingDefenseSpec:
     def adversarial(self) -> bool:
         return self.defense != "distill"
 
+    @property
+    def detector(self) -> bool:
+        """A training-time defense is never a detector (the families' common question)."""
+        return False
+
     def resolved(self, family: str, *, warm_start: bool = False) -> TrainingDefenseSpec:
         """The parameters this defense uses filled in for a dataset family, the others cleared (so that two
         specs of one defense, and so their cache keys, compare equal). ``warm_start``: the model starts from

@@ -128,18 +128,6 @@ def calibration_images(args: Namespace, workload):
     return x[args.n :].to(workload.x.device)
 
 
-def _check_calibration(args: Namespace, spec) -> bool:
-    calibrate = spec.detector and spec.threshold is None
-    if calibrate and args.calibration_n < 1:
-        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
-    return calibrate
-
-
-def _check_restarts(args: Namespace) -> None:
-    if args.restarts < 1:
-        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
-
-
 # ---------------------------------------------------------------------------------------------- compare
 def compare(args: Namespace) -> Outcome:
     """``compare``: one attack, every library, one model and its images."""
@@ -187,162 +175,139 @@ def compare(args: Namespace) -> Outcome:
 
 # ---------------------------------------------------------------------------------------------- defend
 def defend(args: Namespace) -> Outcome:
-    """``defend``: the registered defense ``--defense`` evaluated on the workload (one body for every family:
-    the spec and the libraries checked, the output prefix checked, then the models and the evaluation)."""
-    return get_defense(args.defense).run(args)
-
-
-def _header(spec, attack: AttackSpec, workload, model_role: str, extra: str = "") -> str:
-    return (
-        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
-        f"{len(workload.x)} images of {workload.info.name}, {model_role} {workload.context['model']}{extra}"
+    """``defend``: the registered defense ``--defense`` evaluated on the workload, one body for every family:
+    the spec, the attack and the libraries checked, the output prefix checked, then the classifier, the
+    calibration images of a detector, and the family's evaluation (its models, the engine, the files)."""
+    family = get_defense(args.defense).family
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    spec = family.spec(args, info.family)
+    attack = attack_spec(args, info.family)
+    family.check(args, spec)
+    libraries = parse_libraries(args.libraries)
+    calibrate = spec.detector and spec.threshold is None
+    if calibrate and args.calibration_n < 1:
+        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
+    out.check_writable()
+    workload = workload_of(args)
+    calibration = calibration_images(args, workload) if calibrate else None
+    table, lines, paths = family.run(args, spec, attack, workload, libraries, out, calibration)
+    calibrated = (
+        f", threshold calibrated on {len(calibration)} other clean images at fpr {spec.fpr}" if calibrate else ""
     )
+    header = (
+        f"{spec.describe()} vs {attack.attack} {attack.norm.value} eps={attack.eps} steps={attack.steps} on "
+        f"{len(workload.x)} images of {workload.info.name}, {family.role} {workload.context['model']}{calibrated}"
+    )
+    return Outcome([header, format_table(table, family.columns), *lines], paths)
+
+
+def _check_restarts(args: Namespace) -> None:
+    if args.restarts < 1:
+        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
 
 
 @register_defense("squeeze-detect", kind="detector", summary="Xu et al.'s feature-squeezing detector")
 @register_defense(
     "bit-depth", "median", "resample", kind="squeezer", summary="a feature squeezer in front of the classifier"
 )
-def defend_squeezer(args: Namespace) -> Outcome:
-    from experiments.defend.squeezers import run_defend
+class Squeezers:
+    """Feature squeezers and the squeezing detector: every library's implementation, on the classifier."""
 
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = DefenseSpec(
-        defense=args.defense,
-        bits=args.bits,
-        size=args.size,
-        factor=args.factor,
-        mode=args.mode,
-        threshold=args.threshold,
-        fpr=args.fpr,
-    ).resolved(info.family)
-    attack = attack_spec(args, info.family)
-    libraries = parse_libraries(args.libraries)
-    defense_libraries = check_defense_libraries(spec, args.defense_libraries)
-    calibrate = _check_calibration(args, spec)
-    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
-    out.check_writable()
-    workload = workload_of(args)
-    calibration = calibration_images(args, workload) if calibrate else None
-    table, agreement, paths = run_defend(
-        spec,
-        attack,
-        workload,
-        attack_libraries=libraries,
-        defense_libraries=defense_libraries,
-        calibration=calibration,
-        out=out,
-        show_progress=not args.quiet,
-        batch_size=args.attack_batch_size,
-    )
-    calibrated = (
-        f", threshold calibrated on {len(calibration)} other clean images at fpr {spec.fpr}" if calibrate else ""
-    )
-    lines = [
-        _header(spec, attack, workload, "model", calibrated),
-        format_table(table, COLUMNS),
-        "\nimplementations of the defense (squeezed images vs own):",
-        format_table(agreement, AGREEMENT_COLUMNS),
-    ]
-    return Outcome(lines, paths)
+    role, columns = "model", COLUMNS
+
+    def spec(self, args: Namespace, family: str) -> DefenseSpec:
+        fields = ("bits", "size", "factor", "mode", "threshold", "fpr")
+        return DefenseSpec(defense=args.defense, **{k: getattr(args, k) for k in fields}).resolved(family)
+
+    def check(self, args: Namespace, spec: DefenseSpec) -> None:
+        check_defense_libraries(spec, args.defense_libraries)
+
+    def run(self, args, spec, attack, workload, libraries, out, calibration):
+        from experiments.defend.squeezers import run_defend
+
+        table, agreement, paths = run_defend(
+            spec, attack, workload, attack_libraries=libraries,
+            defense_libraries=check_defense_libraries(spec, args.defense_libraries), calibration=calibration,
+            out=out, show_progress=not args.quiet, batch_size=args.attack_batch_size,
+        )  # fmt: skip
+        lines = [
+            "\nimplementations of the defense (squeezed images vs own):",
+            format_table(agreement, AGREEMENT_COLUMNS),
+        ]
+        return table, lines, paths
 
 
 @register_defense(
     "adv-fgsm", "adv-fgsm-rs", "adv-pgd", "distill", kind="training",
     summary="trained into the classifier (adversarial training, defensive distillation)",
 )  # fmt: skip
-def defend_trained(args: Namespace) -> Outcome:
-    from experiments.defend.run_trained import defended_config, run_defend_trained
+class TrainedDefenses:
+    """Training-time defenses: each library's trained model and the undefended twin."""
 
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
-    spec = spec.resolved(info.family, warm_start=args.from_undefended)
-    attack = attack_spec(args, info.family)
-    _check_restarts(args)
-    libraries = parse_libraries(args.libraries)
-    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
-    out.check_writable()
-    workload = workload_of(args)
-    config = defended_config(
-        workload.card,
-        from_undefended=args.from_undefended,
-        data_root=args.data_root,
-        **recipe(
-            spec,
-            epochs=args.train_epochs,
-            max_train=args.train_max,
-            lr=args.train_lr,
-            optimizer=args.train_optimizer,
-            schedule=args.train_schedule,
-            clip_grad_norm=args.train_clip_grad_norm,
-        ),
-    )
-    table, checks, paths = run_defend_trained(
-        spec,
-        attack,
-        workload,
-        config,
-        attack_libraries=libraries,
-        defense_libraries=args.defense_libraries,
-        restarts=args.restarts,
-        autoattack=not args.no_autoattack,
-        out=out,
-        show_progress=not args.quiet,
-        batch_size=args.attack_batch_size,
-    )
-    lines = [_header(spec, attack, workload, "undefended model"), format_table(table, ["attack", *COLUMNS])]
-    for library, check in checks.items():
-        verdict = "CATASTROPHIC OVERFITTING" if check["catastrophic_overfitting"] else "no catastrophic overfitting"
-        lines.append(f"{library}: {verdict} (FGSM accuracy {check['fgsm_acc']:.3f}, PGD {check['pgd_acc']:.3f})")
-    return Outcome(lines, paths)
+    role, columns = "undefended model", ["attack", *COLUMNS]
+
+    def spec(self, args: Namespace, family: str) -> TrainingDefenseSpec:
+        spec = training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
+        return spec.resolved(family, warm_start=args.from_undefended)
+
+    def check(self, args: Namespace, spec: TrainingDefenseSpec) -> None:
+        _check_restarts(args)
+
+    def run(self, args, spec, attack, workload, libraries, out, calibration):
+        from experiments.defend.run_trained import defended_config, run_defend_trained
+
+        given = {"epochs": args.train_epochs, "max_train": args.train_max, "lr": args.train_lr,
+                 "optimizer": args.train_optimizer, "schedule": args.train_schedule,
+                 "clip_grad_norm": args.train_clip_grad_norm}  # fmt: skip
+        config = defended_config(
+            workload.card, from_undefended=args.from_undefended, data_root=args.data_root, **recipe(spec, **given)
+        )
+        table, checks, paths = run_defend_trained(
+            spec, attack, workload, config, attack_libraries=libraries, defense_libraries=args.defense_libraries,
+            restarts=args.restarts, autoattack=not args.no_autoattack, out=out, show_progress=not args.quiet,
+            batch_size=args.attack_batch_size,
+        )  # fmt: skip
+        lines = [
+            f"{library}: {'CATASTROPHIC OVERFITTING' if c['catastrophic_overfitting'] else 'no catastrophic overfitting'}"
+            f" (FGSM accuracy {c['fgsm_acc']:.3f}, PGD {c['pgd_acc']:.3f})"
+            for library, c in checks.items()
+        ]
+        return table, lines, paths
 
 
 @register_defense(
     "ae-purify", "vae-purify", "cvae-label", "recon-detect", kind="generative",
     summary="with a generative model (purification, labelling, reconstruction-error detection)",
 )  # fmt: skip
-def defend_generative(args: Namespace) -> Outcome:
-    from experiments.defend.run_generative import run_defend_generative
+class GenerativeDefenses:
+    """Defenses with a generator (ours only): purification, labelling, reconstruction-error detection."""
 
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = GenerativeDefenseSpec(
-        defense=args.defense,
-        sample=args.sample,
-        eot=args.eot,
-        refine_steps=args.refine_steps,
-        refine_lr=args.refine_lr,
-        threshold=args.threshold,
-        fpr=args.fpr,
-    ).resolved(info.family)
-    attack = attack_spec(args, info.family)
-    _check_restarts(args)
-    if args.defense_libraries and {s.strip() for s in args.defense_libraries.split(",")} - {"own", ""}:
-        raise InvalidParameterError(
-            f"expected --defense-libraries own for {spec.defense} (no reference library has it), got {args.defense_libraries}"
-        )
-    libraries = parse_libraries(args.libraries)
-    generator = generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
-    calibrate = _check_calibration(args, spec)
-    out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
-    out.check_writable()
-    workload = workload_of(args)
-    calibration = calibration_images(args, workload) if calibrate else None
-    table, checks, paths = run_defend_generative(
-        spec,
-        attack,
-        workload,
-        generator,
-        attack_libraries=libraries,
-        restarts=args.restarts,
-        calibration=calibration,
-        out=out,
-        show_progress=not args.quiet,
-        batch_size=args.attack_batch_size,
-    )
-    lines = [_header(spec, attack, workload, "classifier"), format_table(table, ["attack", *COLUMNS])]
-    if checks:
-        lines.append("checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items()))
-    return Outcome(lines, paths)
+    role, columns = "classifier", ["attack", *COLUMNS]
+
+    def spec(self, args: Namespace, family: str) -> GenerativeDefenseSpec:
+        fields = ("sample", "eot", "refine_steps", "refine_lr", "threshold", "fpr")
+        return GenerativeDefenseSpec(defense=args.defense, **{k: getattr(args, k) for k in fields}).resolved(family)
+
+    def check(self, args: Namespace, spec: GenerativeDefenseSpec) -> None:
+        _check_restarts(args)
+        if args.defense_libraries and {s.strip() for s in args.defense_libraries.split(",")} - {"own", ""}:
+            raise InvalidParameterError(
+                f"expected --defense-libraries own for {spec.defense} (no reference library has it), "
+                f"got {args.defense_libraries}"
+            )
+        generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
+
+    def run(self, args, spec, attack, workload, libraries, out, calibration):
+        from experiments.defend.run_generative import run_defend_generative
+
+        generator = generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
+        table, checks, paths = run_defend_generative(
+            spec, attack, workload, generator, attack_libraries=libraries, restarts=args.restarts,
+            calibration=calibration, out=out, show_progress=not args.quiet, batch_size=args.attack_batch_size,
+        )  # fmt: skip
+        lines = ["checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items())] if checks else []
+        return table, lines, paths
 
 
 # ---------------------------------------------------------------------------------------------- train

@@ -1,9 +1,13 @@
 """The defenses ``defend`` evaluates, registered by name the way timm registers models.
 
-A defense family registers the function that evaluates it under each of its names::
+A defense family registers itself under each of its names::
 
     @register_defense("bit-depth", "median", "resample", kind="squeezer", summary="...")
-    def defend_squeezer(options) -> Outcome: ...
+    class Squeezers: ...
+
+A family is an object with ``spec(options, dataset_family)`` (the resolved spec, checked), ``check(options,
+spec)`` (what else must hold before any work: the libraries that implement it...), ``run(...)`` (its models,
+the engine on its subjects, the files) and ``role``/``columns`` (how its table is printed).
 
 :func:`get_defense` finds one by name (an unknown name is refused with the closest names), and
 :func:`registered_defenses` lists the registry (``cli.py list``). Each family builds its spec from the options,
@@ -21,26 +25,26 @@ from bridge.errors import check_name
 
 @dataclass(frozen=True)
 class RegisteredDefense:
-    """One registered name: its family (``kind``), what it is, and the function that evaluates it."""
+    """One registered name: its ``kind``, what it is, and the family object that evaluates it."""
 
     name: str
     kind: str
     summary: str
-    run: Callable[[Any], Any]
+    family: Any
 
 
 _REGISTRY: dict[str, RegisteredDefense] = {}
 
 
-def register_defense(*names: str, kind: str, summary: str) -> Callable[[Callable], Callable]:
-    """Register the decorated function as the evaluation of every defense in ``names``."""
+def register_defense(*names: str, kind: str, summary: str) -> Callable[[type], type]:
+    """Register an instance of the decorated family class as the evaluation of every defense in ``names``."""
 
-    def register(run: Callable) -> Callable:
+    def register(family: type) -> type:
         for name in names:
             if name in _REGISTRY:
                 raise ValueError(f"defense {name!r} is registered twice")
-            _REGISTRY[name] = RegisteredDefense(name, kind, summary, run)
-        return run
+            _REGISTRY[name] = RegisteredDefense(name, kind, summary, family())
+        return family
 
     return register
 
