@@ -45,7 +45,7 @@ from defenses.detector import calibrate_threshold
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from defenses.preprocessor import PreprocessedClassifier
 from experiments.defend.adaptive import KAPPA, THRESHOLD_MARGIN, margin
-from experiments.defend.trained import ADAPTIVE_STEPS, margin_objective, pgd_restarts
+from experiments.defend.trained import adaptive_budget, margin_objective, margin_pgd
 from experiments.engine import Cell, Detector, Row, Subject, TransferAttacks, cross_entropy_objective, evaluate
 from experiments.flags import UNDEFENDED, objective_zero_gradient_share
 from own_attacks import pgd
@@ -121,12 +121,6 @@ class GenerativeEvaluation:
     def budget(self) -> bool:
         return not self.attack.minimal
 
-    def _budget(self) -> dict:
-        a = self.attack
-        steps = a.steps if a.attack == "pgd" else ADAPTIVE_STEPS
-        step_size = a.effective_step_size if a.attack == "pgd" else 2.5 * a.eps / steps
-        return {"eps": a.eps, "norm": a.norm.value, "steps": steps, "step_size": step_size}
-
     # ------------------------------------------------------------------ subjects
     def undefended_subject(self) -> Subject:
         """The classifier alone: each library's attack on it (what the defense has to win back)."""
@@ -143,31 +137,16 @@ class GenerativeEvaluation:
         ``run(x, y, seed)`` attacks one batch."""
         if not self.budget:
             return []
-        s, budget = self.spec, self._budget()
-        steps = budget["steps"]
+        s, budget = self.spec, adaptive_budget(self.attack)
         objective = eot_objective(margin_objective(system), s.eot)
         eot = f", EOT {s.eot}" if s.random else ""
-        attacks = [
-            (
-                f"pgd-margin end to end ({self.restarts} restarts × {steps} steps{eot})",
-                lambda x, y, seed: pgd_restarts(
-                    system, x, y, restarts=self.restarts, objective=objective, seed=seed, **budget
-                ),
-                objective,
-            )
-        ]
+        name, run, objective = margin_pgd(system, budget, self.restarts, " end to end", objective)
+        attacks = [(f"{name}{eot})", run, objective)]
         if s.defense == "cvae-label" and s.refine_steps:
-            bpda = self.defended(bpda=True)
-            bpda_objective = margin_objective(bpda)
-            attacks.append(
-                (
-                    f"pgd-margin, BPDA over the refinement ({self.restarts} restarts × {steps} steps)",
-                    lambda x, y, seed: pgd_restarts(
-                        bpda, x, y, restarts=self.restarts, objective=bpda_objective, seed=seed, **budget
-                    ),
-                    bpda_objective,
-                )
+            name, run, objective = margin_pgd(
+                self.defended(bpda=True), budget, self.restarts, ", BPDA over the refinement"
             )
+            attacks.append((name + ")", run, objective))
         return attacks
 
     def defended_subject(self) -> Subject:
@@ -205,7 +184,7 @@ class GenerativeEvaluation:
                 yield Row("transfer", library, zero, reason=reason, transfer=True)
             if self.budget:
                 zero = objective_zero_gradient_share(lambda x, t: detector.score(x), self.x, self.y)
-                attack = f"pgd detector-aware ({self._budget()['steps']} steps)"
+                attack = f"pgd detector-aware ({adaptive_budget(self.attack)['steps']} steps)"
                 run = partial(self.detector_aware, detector)
                 yield Row("adaptive", "own", zero, attack=attack, reason="detector-aware PGD, end to end", run=run)
 
@@ -223,7 +202,7 @@ class GenerativeEvaluation:
         def fools_both(x: Tensor, y: Tensor) -> Tensor:
             return (classifier(x).argmax(1) != y) & (detector.score(x) <= tau)
 
-        budget = self._budget()
+        budget = adaptive_budget(self.attack)
         return pgd(
             classifier,
             x,

@@ -100,6 +100,32 @@ def margin_objective(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
     return lambda x, y: margin(model(x), y)
 
 
+def adaptive_budget(attack: AttackSpec) -> dict:
+    """The PGD budget of the adaptive attacks: the run's PGD, or for a single step (FGSM) :data:`ADAPTIVE_STEPS`
+    steps of 2.5·eps/steps."""
+    steps = attack.steps if attack.attack == "pgd" else ADAPTIVE_STEPS
+    step_size = attack.effective_step_size if attack.attack == "pgd" else 2.5 * attack.eps / steps
+    return {"eps": attack.eps, "norm": attack.norm.value, "steps": steps, "step_size": step_size}
+
+
+def margin_pgd(
+    model: nn.Module,
+    budget: dict,
+    restarts: int,
+    label: str = "",
+    objective: Callable[[Tensor, Tensor], Tensor] | None = None,
+    detail: str = "",
+) -> tuple[str, Callable[[Tensor, Tensor, int], Tensor], Callable[[Tensor, Tensor], Tensor]]:
+    """``(name, run, objective)`` of PGD on the margin loss of ``model`` (or on ``objective``) from ``restarts``
+    random starts: the adaptive attack every defense gets; ``label`` and ``detail`` complete its name."""
+    objective = objective or margin_objective(model)
+
+    def run(x: Tensor, y: Tensor, seed: int) -> Tensor:
+        return pgd_restarts(model, x, y, restarts=restarts, objective=objective, seed=seed, **budget)
+
+    return f"pgd-margin{label} ({restarts} restarts × {budget['steps']} steps{detail})", run, objective
+
+
 def scaled_cross_entropy(model: nn.Module, temperature: float) -> Callable[[Tensor, Tensor], Tensor]:
     return lambda x, y: F.cross_entropy(model(x) / temperature, y, reduction="none")
 
@@ -167,19 +193,8 @@ class TrainedEvaluation:
         distill = not self.spec.adversarial
         attacks = []
         if self.budget:
-            steps = a.steps if a.attack == "pgd" else ADAPTIVE_STEPS
-            step_size = a.effective_step_size if a.attack == "pgd" else 2.5 * a.eps / steps
-            budget = {"eps": a.eps, "norm": a.norm.value, "steps": steps, "step_size": step_size}
-            objective = margin_objective(model)
-            attacks.append(
-                (
-                    f"pgd-margin ({self.restarts} restarts × {steps} steps)",
-                    lambda x, y, seed: pgd_restarts(
-                        model, x, y, restarts=self.restarts, objective=objective, seed=seed, **budget
-                    ),
-                    objective,
-                )
-            )
+            budget = adaptive_budget(a)
+            attacks.append(margin_pgd(model, budget, self.restarts))
             if distill:
                 scaled = scaled_cross_entropy(model, self.spec.temperature)
                 attacks.append(
