@@ -140,13 +140,10 @@ class GenerativeEvaluation:
         s, budget = self.spec, adaptive_budget(self.attack)
         objective = eot_objective(margin_objective(system), s.eot)
         eot = f", EOT {s.eot}" if s.random else ""
-        name, run, objective = margin_pgd(system, budget, self.restarts, " end to end", objective)
-        attacks = [(f"{name}{eot})", run, objective)]
+        attacks = [margin_pgd(system, budget, self.restarts, " end to end", objective, eot)]
         if s.defense == "cvae-label" and s.refine_steps:
-            name, run, objective = margin_pgd(
-                self.defended(bpda=True), budget, self.restarts, ", BPDA over the refinement"
-            )
-            attacks.append((name + ")", run, objective))
+            bpda = self.defended(bpda=True)
+            attacks.append(margin_pgd(bpda, budget, self.restarts, ", BPDA over the refinement"))
         return attacks
 
     def defended_subject(self) -> Subject:
