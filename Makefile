@@ -24,10 +24,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Other CPUs round differently: PyTorch picks its kernels per instruction set. The agreement and property
-# tests run once per capability this CPU has (ATEN_CPU_CAPABILITY; those above it, and any torch does not
-# honour, are skipped, saying so) and once with one thread: tests/portable.py.
-PORTABLE_TESTS := tests/agreement tests/properties
+# Other CPUs round differently: PyTorch picks its kernels per instruction set. The agreement, property and
+# generative-defense tests (on committed models) run once per capability this CPU has (ATEN_CPU_CAPABILITY;
+# those above it, and any torch does not honour, are skipped, saying so) and once with one thread:
+# tests/portable.py.
+PORTABLE_TESTS := tests/agreement tests/properties tests/defenses/test_generative_defend.py
 test-portable: install
 	$(PY) tests/portable.py $(PORTABLE_TESTS)
 
