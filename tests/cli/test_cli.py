@@ -91,3 +91,15 @@ def test_train_reuses_the_cached_model_and_prints_its_folder(capsys, mnist_workl
     assert f"test accuracy {mnist_workload.card['accuracy']:.4f}" in printed
     folder = Path(printed.split("checkpoint: ")[1].strip())
     assert (folder / "card.json").exists() and (folder / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["", "compare", "defend", "train", "study", "list"])
+def test_help_answers_without_importing_torch_or_pandas(command):
+    cli = ROOT / "cli.py"
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(cli), *([command] if command else []), "--help"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "pandas", "numpy"}, sorted(imported & {"torch", "pandas", "numpy"})
