@@ -230,7 +230,7 @@ def write_defend(
     workload,
     cells: Sequence[Cell],
     table: pd.DataFrame,
-    checks: Mapping[str, TrainingCheck],
+    training: Mapping[str, TrainingCheck],
     *,
     texts: Mapping[str, str] | None = None,
     sections: Sequence[str] = (),
@@ -239,13 +239,13 @@ def write_defend(
 ) -> list[Path]:
     """Write one ``defend`` run's files under ``prefix`` (every kind of defense alike): the results CSV (with
     the git revision), the Markdown (header, the note on models that did not learn, the table, ``sections``),
-    the JSON (:func:`run_info` with ``meta``), the eps curves of a minimal-norm attack, ``texts`` (further
+    the JSON (:func:`run_info` with ``meta``; ``training``: the models' training checks, for the note), the eps curves of a minimal-norm attack, ``texts`` (further
     text files by :data:`TAILS` key) and the ``figures`` (by key: ``save(path)``, or ``save(path1, path2)``
     for the detector's ``"roc"`` and ``"scores"``). Returns the paths in :data:`TAILS` order."""
     keys = {"results", "markdown", "metadata", *(texts or {}), *figures} | ({"eps"} if attack.minimal else set())
     files = {k: prefix.file(t) for k, t in TAILS.items() if k in keys or (k == "scores" and "roc" in figures)}
     info = run_info(spec, attack, workload, list(files.values()), **meta)
-    header = markdown_header(info, spec, attack, workload) + failed_training_note(checks)
+    header = markdown_header(info, spec, attack, workload) + failed_training_note(training)
     written = {
         "results": table.assign(git_revision=info["git_revision"]).to_csv(index=False),
         "markdown": header

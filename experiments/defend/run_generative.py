@@ -66,8 +66,8 @@ def run_defend_generative(
         batch_size=batch_size,
     )
     cells = evaluation.run()
-    checks = training_checks(workload.card, card)
-    table = results_table(cells, spec, attack, workload.context, checks)
+    training = training_checks(workload.card, card)
+    table = results_table(cells, spec, attack, workload.context, training)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         subtitle = "the undefended classifier and the defense"
@@ -83,7 +83,7 @@ def run_defend_generative(
             f"{card['epochs_run']} epochs"
         )
         paths = write_defend(
-            prefix, spec, attack, workload, cells, table, checks,
+            prefix, spec, attack, workload, cells, table, training,
             sections=[generator],
             figures=figures,
             attack_batch_size=batch_size,

@@ -110,19 +110,19 @@ def run_defend_trained(
         batch_size=batch_size,
     )
     cells = evaluation.run()
-    checks = training_checks(workload.card, **cards)
-    table = results_table(cells, spec, attack, workload.context, checks)
+    training = training_checks(workload.card, **cards)
+    table = results_table(cells, spec, attack, workload.context, training)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         models = "\n".join(
             f"- {lib}: clean test accuracy {c['accuracy']:.4f}, {c.get('train_samples')} training samples, "
             f"{c.get('epochs_run')} epochs, {c.get('train_seconds')} s "
             f"({'undefended twin' if lib == UNDEFENDED else c.get('art_trainer') or 'own trainer'})"
-            + (" — did not learn" if checks.get(lib, checks[EVERY_ROW]).failed else "")
+            + (" — did not learn" if training.get(lib, training[EVERY_ROW]).failed else "")
             for lib, c in {UNDEFENDED: workload.card, **cards}.items()
         )
         paths = write_defend(
-            prefix, spec, attack, workload, cells, table, checks,
+            prefix, spec, attack, workload, cells, table, training,
             sections=[f"Trained models:\n\n{models}"],
             figures={"figure": lambda path: save_accuracy_figure(table, spec, path)},
             attack_batch_size=batch_size,

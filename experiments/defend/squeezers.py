@@ -332,8 +332,8 @@ def run_defend(
         source=source,
     )
     cells = evaluation.run()
-    checks = training_checks(workload.card)
-    table = results_table(cells, spec, attack, workload.context, checks)
+    training = training_checks(workload.card)
+    table = results_table(cells, spec, attack, workload.context, training)
     paths: list[Path] = []
     if prefix is not None and distributed.world().main:  # under torchrun rank 0 writes
         figures: dict = {"figure": partial(save_images, evaluation)}
@@ -341,7 +341,7 @@ def run_defend(
             figures["roc"] = partial(save_detector_figures, evaluation)
         agreement_md = format_table(agreement, AGREEMENT_COLUMNS, markdown=True)
         paths = write_defend(
-            prefix, spec, attack, workload, cells, table, checks,
+            prefix, spec, attack, workload, cells, table, training,
             texts={"agreement": agreement.to_csv(index=False)},
             sections=[f"Agreement of the implementations (squeezed images):\n\n{agreement_md}"],
             figures=figures,
