@@ -40,11 +40,13 @@ class TrainingCheck:
         value: classifiers: clean accuracy − 1/K; generators: 1 − MSE(G) / MSE(mean image).
         failed: whether the model did not learn.
         reasons: why, one phrase each (empty when it learned).
+        kind: ``"classifier"`` or ``"generator"``.
     """
 
     value: float
     failed: bool
     reasons: tuple[str, ...] = ()
+    kind: str = "classifier"  # or "generator"
 
     def warning(self, what: str) -> str:
         """One line naming the model and the numbers."""
@@ -96,12 +98,12 @@ def generator_check(card: dict[str, Any]) -> TrainingCheck:
     errors per image; a card without the latter, written before it existed, passes)."""
     mse, baseline = card.get("test_reconstruction"), card.get("mean_image_reconstruction")
     if mse is None or not baseline:
-        return TrainingCheck(math.nan, False)
+        return TrainingCheck(math.nan, False, kind="generator")
     value = 1.0 - mse / baseline
     if value >= RECONSTRUCTION_MARGIN:
-        return TrainingCheck(value, False)
+        return TrainingCheck(value, False, kind="generator")
     reason = f"test reconstruction error {mse:.3f} vs the mean image's {baseline:.3f} (removes {value:.1%})"
-    return TrainingCheck(value, True, (reason,))
+    return TrainingCheck(value, True, (reason,), kind="generator")
 
 
 def check_card(card: dict[str, Any]) -> TrainingCheck:

@@ -152,10 +152,11 @@ def failed_training_note(checks: Mapping[str, TrainingCheck]) -> str:
     lines = []
     for key, check in checks.items():
         if check.failed:
-            who = "the classifier" if key == EVERY_ROW else f"the {key} model"
+            rows = "the defended system" if key == EVERY_ROW else f"the {key} model"
             lines.append(
-                f"> **No defense was evaluated for {who}**: it did not learn ({'; '.join(check.reasons)}). Its "
-                "rows are flagged `failed_training`: their robust accuracy is a model's at chance, not robustness.\n"
+                f"> **No defense was evaluated for {rows}**: its {check.kind} did not learn "
+                f"({'; '.join(check.reasons)}). Its rows are flagged `failed_training`: their numbers measure a "
+                "model that did not learn, not robustness.\n"
             )
     return "".join(f"{line}\n" for line in lines)
 

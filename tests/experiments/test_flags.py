@@ -163,3 +163,13 @@ def test_a_generator_that_did_not_learn_flags_the_defended_rows_only():
     flagged = flags.add_table_flags(pd.DataFrame(rows), checks)
     assert flagged["flags"].tolist() == ["", "failed_training"]
     assert flagged["failed_training"].tolist() == pytest.approx([0.88, 0.0])
+
+
+def test_the_report_names_the_model_that_did_not_learn():
+    from experiments.defend.report import failed_training_note
+
+    classifier = {"num_classes": 10, "accuracy": 0.98}
+    generator = {"kind": "generator", "test_reconstruction": 60.0, "mean_image_reconstruction": 50.0}
+    note = failed_training_note(flags.training_checks(classifier, generator))
+    assert note.startswith("> **No defense was evaluated for the defended system**: its generator did not learn (")
+    assert failed_training_note(flags.training_checks(classifier)) == ""
