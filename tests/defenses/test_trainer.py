@@ -144,13 +144,13 @@ def test_cli_train_bad_defense_exits_2(extra, message, capsys):
 
 
 def test_fast_training_defaults_to_wong_et_al_s_recipe_and_given_options_win():
-    from cli import _recipe
+    from experiments.commands import recipe
     from zoo.train_config import FAST_RECIPE
 
     fast = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist")
-    assert _recipe(fast, lr=None, epochs=5) == {**FAST_RECIPE, "epochs": 5}
-    assert _recipe(fast, lr=0.05, optimizer=None)["lr"] == 0.05
-    assert _recipe(TrainingDefenseSpec(defense="adv-pgd").resolved("mnist"), lr=None, epochs=3) == {"epochs": 3}
+    assert recipe(fast, lr=None, epochs=5) == {**FAST_RECIPE, "epochs": 5}
+    assert recipe(fast, lr=0.05, optimizer=None)["lr"] == 0.05
+    assert recipe(TrainingDefenseSpec(defense="adv-pgd").resolved("mnist"), lr=None, epochs=3) == {"epochs": 3}
 
 
 def test_the_eps_ramp_grows_the_budget_linearly_then_holds_it():
