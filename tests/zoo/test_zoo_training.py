@@ -12,9 +12,10 @@ import torch
 from bridge.errors import InvalidParameterError, UnknownNameError
 from zoo import training
 from zoo.models import NormalizedClassifier
-from zoo.train_config import TrainConfig
+from zoo.optim import make_optimizer, make_schedule
+from zoo.train_config import FAST_RECIPE, TrainConfig
 from zoo.training import get_or_train, train
-from zoo.training_data import augment_batch
+from zoo.training_data import augment_batch, training_data
 
 QUICK = {"dataset": "mnist-5k", "model": "advbridge_mnist_cnn", "epochs": 1, "batch_size": 100}
 
@@ -99,13 +100,13 @@ def test_config_validation(changes: dict, error: type[Exception], message: str) 
 def test_recipe_fields_enter_the_cache_key_only_when_set() -> None:
     plain = TrainConfig("mnist-5k", "advbridge_mnist_cnn").cache_fields()
     assert not {"optimizer", "schedule", "clip_grad_norm"} & set(plain)  # keys cached before them still hold
-    fast = TrainConfig("mnist-5k", "advbridge_mnist_cnn", **training.FAST_RECIPE).cache_fields()
-    assert {k: fast[k] for k in training.FAST_RECIPE} == training.FAST_RECIPE and fast != plain
+    fast = TrainConfig("mnist-5k", "advbridge_mnist_cnn", **FAST_RECIPE).cache_fields()
+    assert {k: fast[k] for k in FAST_RECIPE} == FAST_RECIPE and fast != plain
 
 
 def _learning_rates(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
-    optimizer = training.make_optimizer(cfg, [torch.zeros(1, requires_grad=True)])
-    schedule, rates = training.make_schedule(cfg, optimizer, steps_per_epoch), []
+    optimizer = make_optimizer(cfg, [torch.zeros(1, requires_grad=True)])
+    schedule, rates = make_schedule(cfg, optimizer, steps_per_epoch), []
     for _ in range(cfg.epochs * steps_per_epoch):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
@@ -114,7 +115,7 @@ def _learning_rates(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
 
 
 def test_cyclic_schedule_is_wong_et_al_s_and_art_fbf_s() -> None:
-    cfg = TrainConfig("mnist-5k", "advbridge_mnist_cnn", epochs=5, **training.FAST_RECIPE).resolved()
+    cfg = TrainConfig("mnist-5k", "advbridge_mnist_cnn", epochs=5, **FAST_RECIPE).resolved()
     rates = _learning_rates(cfg, 7)
     # ART's AdversarialTrainerFBFPyTorch.fit: lr before batch b of epoch e is
     # interp(e + (b + 1) / nb_batches, [0, 2 * E // 5, E], [0, 0.21, 0])
@@ -130,7 +131,7 @@ def test_gradient_clipping_reaches_the_weights() -> None:
     start = TrainConfig(**{**QUICK, "epochs": 1}, max_train=200, val_fraction=0.0, optimizer="sgd", lr=1.0)
     clipped = TrainConfig(**{**QUICK, "epochs": 1}, max_train=200, val_fraction=0.0, optimizer="sgd", lr=1.0,
                           clip_grad_norm=1e-6, weight_decay=0.0)  # fmt: skip
-    initial, _ = training.initial_model(start.resolved(), training.training_data(start.resolved()).info)
+    initial, _ = training.initial_model(start.resolved(), training_data(start.resolved()).info)
     moved = {name: train(cfg, progress=False)[0].state_dict() for name, cfg in (("free", start), ("clipped", clipped))}
     shift = {
         k: sum(float((v - initial.state_dict()[n]).norm() ** 2) for n, v in s.items()) ** 0.5 for k, s in moved.items()
