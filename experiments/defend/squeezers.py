@@ -159,7 +159,6 @@ class Evaluation:
         # was itself trained for it (the CIFAR-10 study trains one on median-filtered images)
         self.source = classifier if source is None else source
         self.transfer_result = TransferAttacks(self.source, x, y, attack, num_classes, batch_size)
-        self.systems: dict[str, nn.Module] = {}  # each implementation's defended system, for its output flags
         self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
         self._threshold: float | None = None
 
@@ -177,7 +176,6 @@ class Evaluation:
         forward_only = self.purifier(library, "exact")
         if isinstance(forward_only, str):
             forward_only = self.purifier(library, "bpda")
-        self.systems[library] = forward_only
 
         def rows(clean_ok: Tensor) -> Iterator[Row]:
             for mode in ("transfer", "white-box", "adaptive"):
@@ -220,7 +218,6 @@ class Evaluation:
         """The classifier with the squeezing detector beside it: transfer rows unaware of the detector, and the
         detector-aware PGD with the squeezers' exact gradients (white-box) and with BPDA (adaptive)."""
         detector = self.detector("exact")
-        self.systems["own"] = self.classifier
 
         def rows(clean_ok: Tensor) -> Iterator[Row]:
             for mode in ("transfer", "white-box", "adaptive"):
