@@ -26,6 +26,27 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
 
 
+def _add_training_defense_options(g, prefix: str) -> None:
+    """The training budget (``defend``'s spelt ``--train-eps``..., beside the attack's ``--eps``) and the other
+    options of a training-time defense."""
+    g.add_argument(
+        f"{prefix}eps", default=None, help="adversarial training budget (default: the dataset's standard L∞)"
+    )
+    g.add_argument(f"{prefix}norm", default="Linf", help="adv-pgd training norm: Linf or L2")
+    g.add_argument(
+        f"{prefix}steps", type=int, default=None, help="adv-pgd training steps (default: 40 MNIST, 7 CIFAR-10)"
+    )
+    g.add_argument(
+        f"{prefix}step-size", default=None, help="adv-pgd step (default 2.5*eps/steps; adv-fgsm-rs 1.25*eps)"
+    )
+    g.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
+    g.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
+    g.add_argument(
+        "--eps-ramp", type=float, default=None,
+        help="share of training over which eps ramps up from 0 (default 0.25 from scratch, 0 from a warm start)",
+    )  # fmt: skip
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset", default="mnist-5k", help="mnist-5k (embedded), mnist, cifar10, animals10, imagefolder:PATH"
@@ -117,16 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="whose implementations of the defense to evaluate, comma-separated (default: every library that has it)",
     )
     g = p.add_argument_group("training-time defenses (--eps/--steps are the attack's; the training budget has its own)")
-    g.add_argument("--train-eps", default=None, help="training budget (default: the dataset's standard L∞)")
-    g.add_argument("--train-norm", default="Linf", help="adv-pgd training norm: Linf or L2")
-    g.add_argument("--train-steps", type=int, default=None, help="adv-pgd training steps (default: 40 MNIST, 7 CIFAR)")
-    g.add_argument("--train-step-size", default=None, help="adv-pgd training step (default 2.5*eps/steps)")
-    g.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
-    g.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
-    g.add_argument(
-        "--eps-ramp", type=float, default=None,
-        help="share of training over which eps ramps up from 0 (default 0.25 from scratch, 0 from a warm start)",
-    )  # fmt: skip
+    _add_training_defense_options(g, prefix="--train-")
     g.add_argument("--train-epochs", type=int, default=None, help="epochs of the defended models (default: --epochs)")
     g.add_argument("--train-max", type=int, default=None, help="train the defended models on at most this many samples")
     g.add_argument("--train-lr", type=float, default=None, help="defended models' peak learning rate")
@@ -152,16 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--defense", default=None, help="training-time defense: adv-fgsm, adv-fgsm-rs, adv-pgd, distill")
-    p.add_argument("--eps", default=None, help="adversarial training budget (default: the dataset's standard L∞)")
-    p.add_argument("--norm", default="Linf", help="adv-pgd: Linf or L2")
-    p.add_argument("--steps", type=int, default=None, help="adv-pgd steps (default: 40 MNIST, 7 CIFAR-10)")
-    p.add_argument("--step-size", default=None, help="adv-pgd step (default 2.5*eps/steps; adv-fgsm-rs 1.25*eps)")
-    p.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
-    p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
-    p.add_argument(
-        "--eps-ramp", type=float, default=None,
-        help="share of training over which eps ramps up from 0 (default 0.25 from scratch, 0 from a warm start)",
-    )  # fmt: skip
+    _add_training_defense_options(p, prefix="--")
     p.add_argument("--library", default="own", help="whose trainer runs the defense: own, art")
     p.add_argument("--max-train", type=int, default=None, help="train on at most this many samples")
     p.add_argument("--generator", default=None, help="train a generative model instead: ae, vae, cvae")

@@ -100,6 +100,15 @@ class OutputPrefix:
         """``out`` itself if it is an :class:`OutputPrefix`, else :meth:`parse` of it."""
         return out if isinstance(out, OutputPrefix) else cls.parse(out)
 
+    @classmethod
+    def writable(cls, out: str | os.PathLike | OutputPrefix | None) -> OutputPrefix | None:
+        """The prefix of ``out`` (``None``: no files) after :meth:`check_writable`."""
+        if out is None:
+            return None
+        prefix = cls.of(out)
+        prefix.check_writable()
+        return prefix
+
     def file(self, tail: str) -> Path:
         """``<prefix><tail>``, e.g. ``tail='-eps.csv'``; never ``Path.with_suffix`` (it eats dots of the name)."""
         return self.prefix.with_name(self.prefix.name + tail)

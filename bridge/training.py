@@ -11,14 +11,19 @@ from torch import nn
 from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import UnsupportedDefenseError
+from defenses.trainer.adversarial import REVISIONS
 from zoo.datasets import dataset_info
 from zoo.train_config import TrainConfig
 from zoo.training import get_or_train
 
 
 def defense_key(spec: TrainingDefenseSpec, library: str) -> dict[str, Any]:
-    """What a resolved ``spec`` adds to the cache key and the card: the spec, and whose trainer unless ours."""
-    return spec.to_dict() if library == "own" else {**spec.to_dict(), "trainer": library}
+    """What a resolved ``spec`` adds to the cache key and the card: the spec, and whose trainer unless ours;
+    for ours, the revision of its algorithm where it changed (:data:`defenses.trainer.adversarial.REVISIONS`)."""
+    if library != "own":
+        return {**spec.to_dict(), "trainer": library}
+    revision = REVISIONS.get(spec.defense)
+    return spec.to_dict() if revision is None else {**spec.to_dict(), "revision": revision}
 
 
 def train_defended(

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.defense_spec import DefenseSpec, GenerativeDefenseSpec, TrainingDefenseSpec
+from bridge.defense_spec import (
+    GENERATIVE_DEFENSES,
+    TRAINING_DEFENSES,
+    DefenseSpec,
+    GenerativeDefenseSpec,
+    TrainingDefenseSpec,
+)
 from bridge.errors import InvalidParameterError, check_name
 from bridge.io import OutputPrefix
 from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
@@ -20,6 +26,7 @@ from experiments.compare import format_table as compare_format_table
 from experiments.compare import parse_libraries, run_compare
 from experiments.defend.report import COLUMNS, default_out, format_table
 from experiments.defend.squeezers import AGREEMENT_COLUMNS, check_defense_libraries
+from experiments.engine import EvaluationOptions
 from experiments.minimal import DEFAULT_GRID_FACTORS
 from experiments.registry import get_defense, register_defense
 from experiments.workload import DEFAULT_MODELS, load_workload
@@ -129,20 +136,15 @@ def calibration_images(args: Namespace, workload):
 
 
 # ---------------------------------------------------------------------------------------------- compare
+#: The attack options only ``compare`` has (``defend`` runs its attack at their defaults).
+COMPARE_ATTACK_OPTIONS = ("targeted", "overshoot", "candidates", "gamma", "init_norm", "levels")
+
+
 def compare(args: Namespace) -> Outcome:
     """``compare``: one attack, every library, one model and its images."""
     libraries = parse_libraries(args.libraries)
     info = dataset_info(args.dataset, data_root=args.data_root)
-    spec = attack_spec(
-        args,
-        info.family,
-        targeted=args.targeted,
-        overshoot=args.overshoot,
-        candidates=args.candidates,
-        gamma=args.gamma,
-        init_norm=args.init_norm,
-        levels=args.levels,
-    )
+    spec = attack_spec(args, info.family, **{k: getattr(args, k) for k in COMPARE_ATTACK_OPTIONS})
     if args.eps_grid:
         eps_grid = [parse_eps(e) for e in args.eps_grid.split(",") if e.strip()]
     else:
@@ -191,7 +193,11 @@ def defend(args: Namespace) -> Outcome:
     out.check_writable()
     workload = workload_of(args)
     calibration = calibration_images(args, workload) if calibrate else None
-    table, lines, paths = family.run(args, spec, attack, workload, libraries, out, calibration)
+    options = EvaluationOptions(
+        libraries, restarts=args.restarts, autoattack=not args.no_autoattack, calibration=calibration,
+        show_progress=not args.quiet, batch_size=args.attack_batch_size,
+    )  # fmt: skip
+    table, lines, paths = family.run(args, spec, attack, workload, options, out)
     calibrated = (
         f", threshold calibrated on {len(calibration)} other clean images at fpr {spec.fpr}" if calibrate else ""
     )
@@ -202,35 +208,43 @@ def defend(args: Namespace) -> Outcome:
     return Outcome([header, format_table(table, family.columns), *lines], paths)
 
 
-def _check_restarts(args: Namespace) -> None:
-    if args.restarts < 1:
-        raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
+class DefenseFamily:
+    """A registered family of defenses, as ``defend`` uses it: ``spec`` (the resolved spec from the options:
+    by default ``spec_type`` filled with the options named in ``spec_fields``), ``check`` (the options, before
+    any work: by default ``--restarts``), ``run`` (the family's evaluation and files: ``(table, lines, paths)``);
+    ``role`` names the classifier in the header, ``columns`` are the printed table's."""
+
+    role: str
+    columns: list[str] = ["attack", *COLUMNS]
+    spec_type: type
+    spec_fields: tuple[str, ...] = ()
+
+    def spec(self, args: Namespace, family: str):
+        return self.spec_type(defense=args.defense, **{k: getattr(args, k) for k in self.spec_fields}).resolved(family)
+
+    def check(self, args: Namespace, spec) -> None:
+        if args.restarts < 1:
+            raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
 
 
 @register_defense("squeeze-detect", kind="detector", summary="Xu et al.'s feature-squeezing detector")
 @register_defense(
     "bit-depth", "median", "resample", kind="squeezer", summary="a feature squeezer in front of the classifier"
 )
-class Squeezers:
+class Squeezers(DefenseFamily):
     """Feature squeezers and the squeezing detector: every library's implementation, on the classifier."""
 
     role, columns = "model", COLUMNS
-
-    def spec(self, args: Namespace, family: str) -> DefenseSpec:
-        fields = ("bits", "size", "factor", "mode", "threshold", "fpr")
-        return DefenseSpec(defense=args.defense, **{k: getattr(args, k) for k in fields}).resolved(family)
+    spec_type, spec_fields = DefenseSpec, ("bits", "size", "factor", "mode", "threshold", "fpr")
 
     def check(self, args: Namespace, spec: DefenseSpec) -> None:
         check_defense_libraries(spec, args.defense_libraries)
 
-    def run(self, args, spec, attack, workload, libraries, out, calibration):
+    def run(self, args, spec, attack, workload, options, out):
         from experiments.defend.squeezers import run_defend
 
-        table, agreement, paths = run_defend(
-            spec, attack, workload, attack_libraries=libraries,
-            defense_libraries=check_defense_libraries(spec, args.defense_libraries), calibration=calibration,
-            out=out, show_progress=not args.quiet, batch_size=args.attack_batch_size,
-        )  # fmt: skip
+        libraries = check_defense_libraries(spec, args.defense_libraries)
+        table, agreement, paths = run_defend(spec, attack, workload, options, defense_libraries=libraries, out=out)
         lines = [
             "\nimplementations of the defense (squeezed images vs own):",
             format_table(agreement, AGREEMENT_COLUMNS),
@@ -238,23 +252,20 @@ class Squeezers:
         return table, lines, paths
 
 
-@register_defense(
-    "adv-fgsm", "adv-fgsm-rs", "adv-pgd", "distill", kind="training",
-    summary="trained into the classifier (adversarial training, defensive distillation)",
-)  # fmt: skip
-class TrainedDefenses:
+TRAINED_SUMMARY = "trained into the classifier (adversarial training, defensive distillation)"
+
+
+@register_defense(*TRAINING_DEFENSES, kind="training", summary=TRAINED_SUMMARY)
+class TrainedDefenses(DefenseFamily):
     """Training-time defenses: each library's trained model and the undefended twin."""
 
-    role, columns = "undefended model", ["attack", *COLUMNS]
+    role = "undefended model"
 
     def spec(self, args: Namespace, family: str) -> TrainingDefenseSpec:
         spec = training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
         return spec.resolved(family, warm_start=args.from_undefended)
 
-    def check(self, args: Namespace, spec: TrainingDefenseSpec) -> None:
-        _check_restarts(args)
-
-    def run(self, args, spec, attack, workload, libraries, out, calibration):
+    def run(self, args, spec, attack, workload, options, out):
         from experiments.defend.run_trained import defended_config, run_defend_trained
 
         given = {"epochs": args.train_epochs, "max_train": args.train_max, "lr": args.train_lr,
@@ -264,10 +275,8 @@ class TrainedDefenses:
             workload.card, from_undefended=args.from_undefended, data_root=args.data_root, **recipe(spec, **given)
         )
         table, checks, paths = run_defend_trained(
-            spec, attack, workload, config, attack_libraries=libraries, defense_libraries=args.defense_libraries,
-            restarts=args.restarts, autoattack=not args.no_autoattack, out=out, show_progress=not args.quiet,
-            batch_size=args.attack_batch_size,
-        )  # fmt: skip
+            spec, attack, workload, config, options, defense_libraries=args.defense_libraries, out=out
+        )
         lines = [
             f"{library}: {'CATASTROPHIC OVERFITTING' if c['catastrophic_overfitting'] else 'no catastrophic overfitting'}"
             f" (FGSM accuracy {c['fgsm_acc']:.3f}, PGD {c['pgd_acc']:.3f})"
@@ -276,21 +285,18 @@ class TrainedDefenses:
         return table, lines, paths
 
 
-@register_defense(
-    "ae-purify", "vae-purify", "cvae-label", "recon-detect", kind="generative",
-    summary="with a generative model (purification, labelling, reconstruction-error detection)",
-)  # fmt: skip
-class GenerativeDefenses:
+GENERATIVE_SUMMARY = "with a generative model (purification, labelling, reconstruction-error detection)"
+
+
+@register_defense(*GENERATIVE_DEFENSES, kind="generative", summary=GENERATIVE_SUMMARY)
+class GenerativeDefenses(DefenseFamily):
     """Defenses with a generator (ours only): purification, labelling, reconstruction-error detection."""
 
-    role, columns = "classifier", ["attack", *COLUMNS]
-
-    def spec(self, args: Namespace, family: str) -> GenerativeDefenseSpec:
-        fields = ("sample", "eot", "refine_steps", "refine_lr", "threshold", "fpr")
-        return GenerativeDefenseSpec(defense=args.defense, **{k: getattr(args, k) for k in fields}).resolved(family)
+    role = "classifier"
+    spec_type, spec_fields = GenerativeDefenseSpec, ("sample", "eot", "refine_steps", "refine_lr", "threshold", "fpr")
 
     def check(self, args: Namespace, spec: GenerativeDefenseSpec) -> None:
-        _check_restarts(args)
+        super().check(args, spec)
         if args.defense_libraries and {s.strip() for s in args.defense_libraries.split(",")} - {"own", ""}:
             raise InvalidParameterError(
                 f"expected --defense-libraries own for {spec.defense} (no reference library has it), "
@@ -298,14 +304,11 @@ class GenerativeDefenses:
             )
         generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
 
-    def run(self, args, spec, attack, workload, libraries, out, calibration):
+    def run(self, args, spec, attack, workload, options, out):
         from experiments.defend.run_generative import run_defend_generative
 
         generator = generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
-        table, checks, paths = run_defend_generative(
-            spec, attack, workload, generator, attack_libraries=libraries, restarts=args.restarts,
-            calibration=calibration, out=out, show_progress=not args.quiet, batch_size=args.attack_batch_size,
-        )  # fmt: skip
+        table, checks, paths = run_defend_generative(spec, attack, workload, generator, options, out=out)
         lines = ["checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items())] if checks else []
         return table, lines, paths
 

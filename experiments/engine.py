@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bridge.runner import InvalidOutputError, eps_ball, predict, run_batch_attack
+from bridge.runner import InvalidOutputError, eps_ball, predict, run_batch_attack, warm_up
 from bridge.spec import AttackSpec, Norm
 from defenses.detector import detection_metrics
 from experiments import flags
@@ -38,6 +38,81 @@ from experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_a
 
 #: The reason of a transfer row: the attack on the undefended model, and how well it did there.
 TRANSFER_REASON = "attack on the undefended model ({success:.3f} success there)"
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How a defense is evaluated, whatever its family (one object from the CLI or a study to each family).
+
+    Args:
+        attack_libraries: the libraries whose attack runs in the transfer and white-box rows.
+        restarts: random starts of the adaptive margin PGD (training-time and generative defenses).
+        autoattack: run AutoAttack (torchattacks) as an adaptive row of the training-time defenses.
+        calibration: held-out clean images for a detector's threshold (detectors without a fixed threshold).
+        show_progress: tqdm bars.
+        batch_size: images per attack batch (``None``: all at once; under ``torchrun`` each rank its share).
+    """
+
+    attack_libraries: Sequence[str]
+    restarts: int = 10
+    autoattack: bool = True
+    calibration: Tensor | None = None
+    show_progress: bool = False
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attack_libraries", tuple(self.attack_libraries))
+
+    def metadata(self, *used: str) -> dict:
+        """The options for a run's JSON: the attack libraries and batch size, and the fields a family ``used``
+        (``"n_calibration"``: how many calibration images)."""
+        info = {"attack_batch_size": self.batch_size, "attack_libraries": list(self.attack_libraries)}
+        for name in used:
+            calibration = self.calibration
+            info[name] = (
+                (0 if calibration is None else len(calibration)) if name == "n_calibration" else getattr(self, name)
+            )
+        return info
+
+
+class FamilyEvaluation:
+    """What every family's evaluation holds and how it runs: the spec, the run's attack, the defended family's
+    ``classifier``, the images, the options (their fields as attributes), and the attack libraries' results on
+    ``source`` (default: ``classifier``), the undefended model the transfer rows come from. A family says
+    which :class:`Subject` s its table has (:meth:`subjects`); :meth:`run` evaluates them all with
+    :func:`evaluate`."""
+
+    def __init__(
+        self, spec, attack: AttackSpec, classifier: nn.Module, x: Tensor, y: Tensor, num_classes: int,
+        options: EvaluationOptions, source: nn.Module | None = None,
+    ) -> None:  # fmt: skip
+        self.spec, self.attack, self.classifier = spec, attack, classifier
+        self.source = classifier if source is None else source
+        self.x, self.y, self.num_classes = x, y, num_classes
+        self.attack_libraries = list(options.attack_libraries)
+        self.restarts, self.autoattack, self.calibration = options.restarts, options.autoattack, options.calibration
+        self.show_progress, self.batch_size = options.show_progress, options.batch_size
+        self.cells: list[Cell] = []
+        self.clean_scores: Tensor | None = None  # a detector's scores of the clean images
+        self.transfer_result = TransferAttacks(self.source, x, y, attack, num_classes, options.batch_size)
+
+    def subjects(self) -> list[Subject]:
+        """The models whose rows the table has, in table order."""
+        raise NotImplementedError
+
+    def run(self) -> list[Cell]:
+        """Every subject's cells (kept in ``cells``; a detector's clean scores in ``clean_scores``)."""
+        warm_up(self.classifier, self.x, self.y)
+        evaluated = evaluate(
+            self.subjects(),
+            self.transfer_result,
+            description=f"defend {self.spec.defense}",
+            show_progress=self.show_progress,
+            batch_size=self.batch_size,
+        )
+        self.cells = evaluated.cells
+        self.clean_scores = evaluated.clean_scores.get("own")
+        return self.cells
 
 
 @dataclass

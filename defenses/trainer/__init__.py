@@ -9,6 +9,7 @@ from defenses.trainer.adversarial import (
     AdversarialObjective,
     adversarial_examples,
     adversarial_validation,
+    fast_fgsm,
     recipe_defaults,
 )
 from defenses.trainer.distillation import distillation_objective, temperature_objective
@@ -19,6 +20,7 @@ __all__ = [
     "adversarial_examples",
     "AdversarialObjective",
     "adversarial_validation",
+    "fast_fgsm",
     "recipe_defaults",
     "distillation_objective",
     "temperature_objective",

@@ -32,21 +32,21 @@ A random defense is evaluated as it is deployed, one draw per prediction, under 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from bridge.defense_spec import GenerativeDefenseSpec
-from bridge.runner import predict, warm_up
+from bridge.runner import predict
 from bridge.spec import AttackSpec
 from defenses.detector import calibrate_threshold
 from defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from defenses.preprocessor import PreprocessedClassifier
 from experiments.defend.adaptive import KAPPA, THRESHOLD_MARGIN, margin
 from experiments.defend.trained import adaptive_budget, margin_objective, margin_pgd
-from experiments.engine import Cell, Detector, Row, Subject, TransferAttacks, cross_entropy_objective, evaluate
+from experiments.engine import Detector, EvaluationOptions, FamilyEvaluation, Row, Subject, cross_entropy_objective
 from experiments.flags import UNDEFENDED, objective_zero_gradient_share
 from own_attacks import pgd
 
@@ -63,7 +63,7 @@ def eot_objective(objective: Callable[[Tensor, Tensor], Tensor], draws: int) -> 
     return lambda x, y: torch.stack([objective(x, y) for _ in range(draws)]).mean(0)
 
 
-class GenerativeEvaluation:
+class GenerativeEvaluation(FamilyEvaluation):
     """The cells of one ``defend`` run of a generative defense."""
 
     def __init__(
@@ -76,22 +76,13 @@ class GenerativeEvaluation:
         y: Tensor,
         *,
         num_classes: int,
-        attack_libraries: Sequence[str],
-        restarts: int = 1,
-        calibration: Tensor | None = None,
-        show_progress: bool = False,
-        batch_size: int | None = None,
+        options: EvaluationOptions,
     ) -> None:
-        if spec.detector and spec.threshold is None and calibration is None:
+        if spec.detector and spec.threshold is None and options.calibration is None:
             raise ValueError("the reconstruction detector needs held-out clean images to calibrate its threshold")
-        self.spec, self.attack, self.classifier, self.generator = spec, attack, classifier, generator.eval()
-        self.x, self.y, self.num_classes = x, y, num_classes
-        self.attack_libraries, self.restarts = list(attack_libraries), restarts
-        self.calibration, self.show_progress, self.batch_size = calibration, show_progress, batch_size
-        self.cells: list[Cell] = []
-        self.transfer_result = TransferAttacks(classifier, x, y, attack, num_classes, batch_size)
+        super().__init__(spec, attack, classifier, x, y, num_classes, options)
+        self.generator = generator.eval()
         self.checks: dict = {}
-        self.clean_scores: Tensor | None = None
         self._threshold: float | None = None
         self.score_label = "reconstruction error (mean squared, per pixel)"
 
@@ -211,16 +202,6 @@ class GenerativeEvaluation:
         )
 
     # ------------------------------------------------------------------ all of it
-    def run(self) -> list[Cell]:
-        warm_up(self.classifier, self.x, self.y)
-        defended = self.detector_subject() if self.spec.detector else self.defended_subject()
-        evaluated = evaluate(
-            [self.undefended_subject(), defended],
-            self.transfer_result,
-            description=f"defend {self.spec.defense}",
-            show_progress=self.show_progress,
-            batch_size=self.batch_size,
-        )
-        self.cells = evaluated.cells
-        self.clean_scores = evaluated.clean_scores.get("own")
-        return self.cells
+    def subjects(self) -> list[Subject]:
+        """The undefended classifier, then the defended system (or the detector in front of the classifier)."""
+        return [self.undefended_subject(), self.detector_subject() if self.spec.detector else self.defended_subject()]

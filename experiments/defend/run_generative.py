@@ -7,7 +7,6 @@ labelling, the K class-conditional reconstructions of a few inputs).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from experiments.defend.figures import save_detector_figures
 from experiments.defend.generative import GenerativeEvaluation
 from experiments.defend.report import results_table, write_defend
 from experiments.defend.run_trained import save_accuracy_figure
+from experiments.engine import EvaluationOptions
 from experiments.flags import training_checks
 
 log = logging.getLogger(__name__)
@@ -35,36 +35,20 @@ def run_defend_generative(
     attack: AttackSpec,
     workload,
     generator_config: GeneratorConfig,
+    options: EvaluationOptions,
     *,
-    attack_libraries: Sequence[str],
-    restarts: int = 1,
-    calibration: Tensor | None = None,
     out: str | Path | OutputPrefix | None = None,
-    show_progress: bool = False,
-    batch_size: int | None = None,
 ) -> tuple[pd.DataFrame, dict, list[Path]]:
     """Evaluate a resolved generative ``spec`` with the generator of ``generator_config`` (trained or from
     the cache) on a workload; returns (results, checks, paths written)."""
-    prefix = None if out is None else OutputPrefix.of(out)
-    if prefix is not None:
-        prefix.check_writable()
+    prefix = OutputPrefix.writable(out)
     info = workload.info
-    generator, card = get_or_train_generator(generator_config, progress=show_progress, device=workload.x.device)
+    generator, card = get_or_train_generator(generator_config, progress=options.show_progress, device=workload.x.device)
     check_generator_for(card, info.name, info.in_chans, info.image_size)
     evaluation = GenerativeEvaluation(
-        spec,
-        attack,
-        workload.model,
-        generator,
-        workload.x,
-        workload.y,
-        num_classes=info.num_classes,
-        attack_libraries=attack_libraries,
-        restarts=restarts,
-        calibration=calibration,
-        show_progress=show_progress,
-        batch_size=batch_size,
-    )
+        spec, attack, workload.model, generator, workload.x, workload.y, num_classes=info.num_classes,
+        options=options,
+    )  # fmt: skip
     cells = evaluation.run()
     training = training_checks(workload.card, card)
     table = results_table(cells, spec, attack, workload.context, training)
@@ -86,10 +70,7 @@ def run_defend_generative(
             prefix, spec, attack, workload, cells, table, training,
             sections=[generator],
             figures=figures,
-            attack_batch_size=batch_size,
-            restarts=restarts,
-            attack_libraries=list(attack_libraries),
-            n_calibration=0 if calibration is None else len(calibration),
+            **options.metadata("restarts", "n_calibration"),
             generator_card={k: v for k, v in card.items() if k != "history"},
             checks=evaluation.checks,
         )  # fmt: skip

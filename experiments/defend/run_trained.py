@@ -25,6 +25,7 @@ from bridge.spec import AttackSpec
 from bridge.training import train_defended
 from experiments.defend.report import results_table, write_defend
 from experiments.defend.trained import TrainedEvaluation
+from experiments.engine import EvaluationOptions
 from experiments.flags import EVERY_ROW, UNDEFENDED, training_checks
 from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
 from zoo.train_config import TrainConfig
@@ -76,39 +77,23 @@ def run_defend_trained(
     attack: AttackSpec,
     workload,
     config: TrainConfig,
+    options: EvaluationOptions,
     *,
-    attack_libraries: Sequence[str],
     defense_libraries: Sequence[str] | None = None,
-    restarts: int = 10,
-    autoattack: bool = True,
     out: str | Path | OutputPrefix | None = None,
-    show_progress: bool = False,
-    batch_size: int | None = None,
 ) -> tuple[pd.DataFrame, dict, list[Path]]:
     """Train (or take from the cache) the defended models of a resolved ``spec`` with ``config`` and
     evaluate them and the workload's (undefended) model; returns (results, checks, paths written)."""
     libraries = check_training_libraries(spec, config, defense_libraries)
-    prefix = None if out is None else OutputPrefix.of(out)
-    if prefix is not None:
-        prefix.check_writable()
+    prefix = OutputPrefix.writable(out)
     defended, cards = {}, {}
     for library in libraries:
-        model, card = train_defended(config, spec, library=library, progress=show_progress)
+        model, card = train_defended(config, spec, library=library, progress=options.show_progress)
         defended[library], cards[library] = model.to(workload.x.device).eval(), card
     evaluation = TrainedEvaluation(
-        spec,
-        attack,
-        workload.model,
-        defended,
-        workload.x,
-        workload.y,
-        num_classes=workload.info.num_classes,
-        attack_libraries=attack_libraries,
-        restarts=restarts,
-        autoattack=autoattack,
-        show_progress=show_progress,
-        batch_size=batch_size,
-    )
+        spec, attack, workload.model, defended, workload.x, workload.y, num_classes=workload.info.num_classes,
+        options=options,
+    )  # fmt: skip
     cells = evaluation.run()
     training = training_checks(workload.card, **cards)
     table = results_table(cells, spec, attack, workload.context, training)
@@ -125,10 +110,7 @@ def run_defend_trained(
             prefix, spec, attack, workload, cells, table, training,
             sections=[f"Trained models:\n\n{models}"],
             figures={"figure": lambda path: save_accuracy_figure(table, spec, path)},
-            attack_batch_size=batch_size,
-            restarts=restarts,
-            autoattack=autoattack,
-            attack_libraries=list(attack_libraries),
+            **options.metadata("restarts", "autoattack"),
             defense_libraries=libraries,
             undefended_card={k: v for k, v in workload.card.items() if k != "history"},
             cards=cards,

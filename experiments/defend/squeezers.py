@@ -24,7 +24,6 @@ from bridge.adapters import LIBRARIES, get_adapter
 from bridge.defense_spec import DefenseSpec
 from bridge.errors import UnsupportedDefenseError, check_name
 from bridge.io import OutputPrefix
-from bridge.runner import warm_up
 from bridge.spec import AttackSpec
 from defenses.detector import SqueezeDetector, calibrate_threshold
 from defenses.preprocessor import PreprocessedClassifier
@@ -34,13 +33,12 @@ from experiments.defend.figures import save_detector_figures, save_images
 from experiments.defend.report import format_table, results_table, write_defend
 from experiments.engine import (
     TRANSFER_REASON,
-    Cell,
     Detector,
+    EvaluationOptions,
+    FamilyEvaluation,
     Row,
     Subject,
-    TransferAttacks,
     cross_entropy_objective,
-    evaluate,
 )
 from experiments.flags import training_checks
 
@@ -131,8 +129,10 @@ def check_defense_libraries(spec: DefenseSpec, names: Sequence[str] | str | None
     return names
 
 
-class Evaluation:
-    """The cells of one ``defend`` run: a defense, its implementations, one attack, several attack libraries."""
+class Evaluation(FamilyEvaluation):
+    """The cells of one ``defend`` run: a defense, its implementations, one attack, several attack libraries.
+    ``source``: the transfer attacks' model, the undefended twin when the classifier behind the squeezer was
+    itself trained for it (the CIFAR-10 study trains one on median-filtered images; default: ``classifier``)."""
 
     def __init__(
         self,
@@ -143,23 +143,12 @@ class Evaluation:
         y: Tensor,
         *,
         num_classes: int,
-        attack_libraries: Sequence[str],
+        options: EvaluationOptions,
         defense_libraries: Sequence[str],
-        calibration: Tensor | None = None,
-        show_progress: bool = False,
-        batch_size: int | None = None,
         source: nn.Module | None = None,
     ) -> None:
-        self.spec, self.attack, self.classifier = spec, attack, classifier
-        self.x, self.y, self.num_classes = x, y, num_classes
-        self.attack_libraries, self.defense_libraries = list(attack_libraries), list(defense_libraries)
-        self.calibration, self.show_progress, self.batch_size = calibration, show_progress, batch_size
-        self.cells: list[Cell] = []
-        # the transfer attacks' model: the undefended twin (``source``) when the classifier behind the squeezer
-        # was itself trained for it (the CIFAR-10 study trains one on median-filtered images)
-        self.source = classifier if source is None else source
-        self.transfer_result = TransferAttacks(self.source, x, y, attack, num_classes, batch_size)
-        self.clean_scores: Tensor | None = None  # the detector's scores of the clean images
+        super().__init__(spec, attack, classifier, x, y, num_classes, options, source)
+        self.defense_libraries = list(defense_libraries)
         self._threshold: float | None = None
 
     # ------------------------------------------------------------------ purifiers
@@ -272,62 +261,34 @@ class Evaluation:
             return [self.detector_subject()]
         return [self.purifier_subject(library) for library in self.defense_libraries]
 
-    def run(self) -> list[Cell]:
-        warm_up(self.classifier, self.x, self.y)
-        evaluated = evaluate(
-            self.subjects(),
-            self.transfer_result,
-            description=f"defend {self.spec.defense}",
-            show_progress=self.show_progress,
-            batch_size=self.batch_size,
-        )
-        self.cells = evaluated.cells
-        self.clean_scores = evaluated.clean_scores.get("own") if self.spec.detector else None
-        return self.cells
-
 
 def run_defend(
     spec: DefenseSpec,
     attack: AttackSpec,
     workload,
+    options: EvaluationOptions,
     *,
-    attack_libraries: Sequence[str],
     defense_libraries: Sequence[str] | None = None,
-    calibration: Tensor | None = None,
     out: str | Path | OutputPrefix | None = None,
-    show_progress: bool = False,
-    batch_size: int | None = None,
     source: nn.Module | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """Evaluate a resolved ``spec`` on a workload; returns (results, agreement, paths written).
 
-    ``calibration``: held-out clean images for the detector's threshold (required when ``spec`` is a
+    ``options.calibration``: held-out clean images for the detector's threshold (required when ``spec`` is a
     detector without a fixed threshold). Libraries in ``defense_libraries`` that lack the defense raise
     :class:`UnsupportedDefenseError`; those that lack one backward pass get ``unsupported`` rows. ``source``:
     the undefended model the transfer attacks are computed on, when the workload's model behind the squeezer
     was trained for it (default: the workload's model).
     """
-    if spec.detector and spec.threshold is None and calibration is None:
+    if spec.detector and spec.threshold is None and options.calibration is None:
         raise UnsupportedDefenseError("the detector needs held-out clean images to calibrate its threshold")
     defense_libraries = check_defense_libraries(spec, defense_libraries)
-    prefix = None if out is None else OutputPrefix.of(out)
-    if prefix is not None:
-        prefix.check_writable()
+    prefix = OutputPrefix.writable(out)
     agreement = agreement_table(spec, workload.x)
     evaluation = Evaluation(
-        spec,
-        attack,
-        workload.model,
-        workload.x,
-        workload.y,
-        num_classes=workload.info.num_classes,
-        attack_libraries=attack_libraries,
-        defense_libraries=defense_libraries,
-        calibration=calibration,
-        show_progress=show_progress,
-        batch_size=batch_size,
-        source=source,
-    )
+        spec, attack, workload.model, workload.x, workload.y, num_classes=workload.info.num_classes,
+        options=options, defense_libraries=defense_libraries, source=source,
+    )  # fmt: skip
     cells = evaluation.run()
     training = training_checks(workload.card)
     table = results_table(cells, spec, attack, workload.context, training)
@@ -342,9 +303,7 @@ def run_defend(
             texts={"agreement": agreement.to_csv(index=False)},
             sections=[f"Agreement of the implementations (squeezed images):\n\n{agreement_md}"],
             figures=figures,
-            attack_batch_size=batch_size,
-            n_calibration=0 if calibration is None else len(calibration),
-            attack_libraries=list(attack_libraries),
+            **options.metadata("n_calibration"),
             defense_libraries=list(defense_libraries),
         )  # fmt: skip
     return table, agreement, paths

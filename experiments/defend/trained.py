@@ -39,17 +39,16 @@ from torch import Tensor, nn
 
 from bridge.adapters import get_adapter
 from bridge.defense_spec import TrainingDefenseSpec
-from bridge.runner import warm_up
 from bridge.spec import AttackSpec, Norm
 from experiments.defend.adaptive import margin
 from experiments.engine import (
     TRANSFER_REASON,
     Cell,
+    EvaluationOptions,
+    FamilyEvaluation,
     Row,
     Subject,
-    TransferAttacks,
     cross_entropy_objective,
-    evaluate,
 )
 from experiments.flags import UNDEFENDED, objective_zero_gradient_share  # UNDEFENDED: the twin's rows
 from own_attacks import deepfool, fgsm, pgd
@@ -130,7 +129,7 @@ def scaled_cross_entropy(model: nn.Module, temperature: float) -> Callable[[Tens
     return lambda x, y: F.cross_entropy(model(x) / temperature, y, reduction="none")
 
 
-class TrainedEvaluation:
+class TrainedEvaluation(FamilyEvaluation):
     """The cells of one ``defend`` run of a training-time defense."""
 
     def __init__(
@@ -143,18 +142,10 @@ class TrainedEvaluation:
         y: Tensor,
         *,
         num_classes: int,
-        attack_libraries: Sequence[str],
-        restarts: int = 10,
-        autoattack: bool = True,
-        show_progress: bool = False,
-        batch_size: int | None = None,
+        options: EvaluationOptions,
     ) -> None:
-        self.spec, self.attack, self.undefended, self.defended = spec, attack, undefended, dict(defended)
-        self.x, self.y, self.num_classes = x, y, num_classes
-        self.attack_libraries, self.restarts, self.autoattack = list(attack_libraries), restarts, autoattack
-        self.show_progress, self.batch_size = show_progress, batch_size
-        self.cells: list[Cell] = []
-        self.transfer_result = TransferAttacks(undefended, x, y, attack, num_classes, batch_size)
+        super().__init__(spec, attack, undefended, x, y, num_classes, options)
+        self.undefended, self.defended = undefended, dict(defended)  # the classifier, each library's model
         self.checks: dict[str, dict] = {}
 
     @property
@@ -257,16 +248,7 @@ class TrainedEvaluation:
         pgd_cell.reason = f"{pgd_cell.reason}; {verdict}: FGSM acc {fgsm_acc:.3f} vs PGD {pgd_acc:.3f}".lstrip("; ")
 
     # ------------------------------------------------------------------ all of it
-    def run(self) -> list[Cell]:
-        warm_up(self.undefended, self.x, self.y)
+    def subjects(self) -> list[Subject]:
+        """The undefended twin, then each library's trained model."""
         models = {UNDEFENDED: self.undefended, **self.defended}
-        subjects = [self.subject(library, model) for library, model in models.items()]
-        evaluated = evaluate(
-            subjects,
-            self.transfer_result,
-            description=f"defend {self.spec.defense}",
-            show_progress=self.show_progress,
-            batch_size=self.batch_size,
-        )
-        self.cells = evaluated.cells
-        return self.cells
+        return [self.subject(library, model) for library, model in models.items()]

@@ -14,6 +14,7 @@ import pandas as pd
 from bridge.errors import InvalidParameterError
 from bridge.io import OutputPrefix
 from experiments.defend.squeezers import run_defend
+from experiments.engine import EvaluationOptions
 from experiments.studies.budgets import BUDGETS, LIBRARIES, SCALED
 from experiments.studies.engine import StudyCell
 from experiments.workload import Workload, default_device
@@ -98,15 +99,19 @@ def by_library(none: str, defended: str) -> Callable[[pd.Series], str]:
     return label
 
 
+def evaluation_options(libraries, options, **fields) -> EvaluationOptions:
+    """The engine's options of a study cell: the study's attack libraries, progress and attack batch size."""
+    return EvaluationOptions(libraries, show_progress=options.progress, batch_size=options.attack_batch_size, **fields)
+
+
 def trained_cell(name, attack_label, spec, attack, workload, config, libraries, budget, none, defended, options):
     from experiments.defend.run_trained import run_defend_trained
 
     def run(prefix: OutputPrefix) -> pd.DataFrame:
+        evaluation = evaluation_options(libraries, options, restarts=budget["restarts"])
         return run_defend_trained(
-            spec, attack, workload(), config(), attack_libraries=libraries, defense_libraries=["own"],
-            restarts=budget["restarts"], out=prefix, show_progress=options.progress,
-            batch_size=options.attack_batch_size,
-        )[0]  # fmt: skip
+            spec, attack, workload(), config(), evaluation, defense_libraries=["own"], out=prefix
+        )[0]
 
     return StudyCell(name, attack_label, run, by_library(none, defended))
 
@@ -116,11 +121,11 @@ def squeezer_run(spec, attack, workload, libraries, options, *, source=None, cal
     transfer attacks' model; ``calibration()``: the detector's held-out clean images), own implementation."""
 
     def run(prefix: OutputPrefix) -> pd.DataFrame:
+        evaluation = evaluation_options(libraries, options, calibration=None if calibration is None else calibration())
+        source_model = None if source is None else source()
         return run_defend(
-            spec, attack, workload(), attack_libraries=libraries, defense_libraries=["own"], out=prefix,
-            show_progress=options.progress, batch_size=options.attack_batch_size,
-            source=None if source is None else source(), calibration=None if calibration is None else calibration(),
-        )[0]  # fmt: skip
+            spec, attack, workload(), evaluation, defense_libraries=["own"], out=prefix, source=source_model
+        )[0]
 
     return run
 

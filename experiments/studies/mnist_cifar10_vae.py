@@ -11,6 +11,7 @@ from experiments.studies.common import (
     attack_libraries,
     by_library,
     cached_cards,
+    evaluation_options,
     make_workload,
     resolved_budget,
 )
@@ -59,11 +60,8 @@ def mnist_cifar10_vae(options: StudyOptions) -> Study:
             for attack_label, attack in attacks.items():
 
                 def run(prefix, spec=spec, attack=attack, workload=workload, generator=generator):
-                    return run_defend_generative(
-                        spec, attack, workload(), generator, attack_libraries=libraries,
-                        restarts=budget["restarts"], out=prefix, show_progress=options.progress,
-                        batch_size=options.attack_batch_size,
-                    )[0]  # fmt: skip
+                    evaluation = evaluation_options(libraries, options, restarts=budget["restarts"])
+                    return run_defend_generative(spec, attack, workload(), generator, evaluation, out=prefix)[0]
 
                 cells.append(
                     StudyCell(

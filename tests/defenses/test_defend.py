@@ -14,6 +14,7 @@ from defenses.detector import SqueezeDetector
 from defenses.preprocessor import BitDepth, MedianFilter
 from experiments.defend.adaptive import detector_aware_pgd, margin
 from experiments.defend.squeezers import check_defense_libraries, run_defend
+from experiments.engine import EvaluationOptions
 from own_attacks import pgd
 
 PGD = AttackSpec(attack="pgd", norm="Linf", eps=0.3, steps=10)
@@ -30,7 +31,7 @@ def small(mnist_workload):
 @pytest.fixture(scope="module")
 def bit_depth_table(small):
     spec = DefenseSpec(defense="bit-depth", bits=3).resolved("mnist")  # 1 bit holds at 0.3 (see README)
-    table, agreement, _ = run_defend(spec, PGD, small, attack_libraries=["own", "torchattacks"])
+    table, agreement, _ = run_defend(spec, PGD, small, EvaluationOptions(["own", "torchattacks"]))
     return table.set_index(["defense_library", "mode", "attack_library"]), agreement
 
 
@@ -66,7 +67,7 @@ def test_transfer_rows_attack_the_undefended_model(bit_depth_table, small):
 def test_detector_rows(small):
     spec = DefenseSpec(defense="squeeze-detect").resolved("mnist")
     calibration = torch.cat([small.x, small.x])  # calibrated on the evaluated digits: fpr there at most 5 %
-    table, agreement, _ = run_defend(spec, PGD, small, attack_libraries=["own", "foolbox"], calibration=calibration)
+    table, agreement, _ = run_defend(spec, PGD, small, EvaluationOptions(["own", "foolbox"], calibration=calibration))
     rows = table.set_index(["mode", "attack_library"])
     assert rows.loc[("none", ""), "fpr"] <= 0.05
     transfer = rows.loc[("transfer", "own")]
@@ -83,7 +84,7 @@ def test_detector_rows(small):
 def test_detector_needs_calibration_images_or_a_threshold(small):
     spec = DefenseSpec(defense="squeeze-detect").resolved("mnist")
     with pytest.raises(UnsupportedDefenseError, match="calibrate"):
-        run_defend(spec, PGD, small, attack_libraries=["own"])
+        run_defend(spec, PGD, small, EvaluationOptions(["own"]))
     with pytest.raises(UnsupportedDefenseError, match="art has no squeeze-detect.*libraries that have it: own"):
         check_defense_libraries(spec, "own,art")
     assert check_defense_libraries(DefenseSpec(defense="median", size=2), None) == ["own", "art"]

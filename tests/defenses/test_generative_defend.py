@@ -16,6 +16,7 @@ from bridge.spec import AttackSpec, Norm
 from defenses.generative import ConvGenerator, GeneratorConfig
 from defenses.generative.training import load_generator
 from experiments.defend.generative import GenerativeEvaluation, eot_objective
+from experiments.engine import EvaluationOptions
 
 PGD = AttackSpec(attack="pgd", norm=Norm.LINF, eps=0.3, steps=10)
 #: Committed generators (``tests/fixtures/generators/make.py``: mnist-5k's 4,000 training digits, 8 epochs,
@@ -40,8 +41,8 @@ def digits():
 def _evaluate(spec, generator, model, digits, **options):
     x, y, calibration = digits
     evaluation = GenerativeEvaluation(
-        spec.resolved(), PGD, model, generator, x, y, num_classes=10, attack_libraries=["own"],
-        calibration=calibration, **options,
+        spec.resolved(), PGD, model, generator, x, y, num_classes=10,
+        options=EvaluationOptions(["own"], calibration=calibration, **{"restarts": 1, **options}),
     )  # fmt: skip
     cells = evaluation.run()
     return evaluation, {(c.defense_library, c.mode, c.attack or c.attack_library): c for c in cells}
@@ -143,5 +144,5 @@ def test_a_generator_of_another_dataset_is_refused(mnist_workload):
         AdvBridgeError, match=r"expected a generator for mnist-5k \(1×28×28\), got one trained on 'cifar10'"
     ):
         run_defend_generative(
-            GenerativeDefenseSpec(defense="vae-purify"), PGD, mnist_workload, cfg, attack_libraries=["own"]
+            GenerativeDefenseSpec(defense="vae-purify"), PGD, mnist_workload, cfg, EvaluationOptions(["own"])
         )

@@ -16,7 +16,7 @@ from bridge.defense_spec import TrainingDefenseSpec
 from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
 from bridge.training import train_defended
 from cli import main
-from defenses.trainer import AdversarialObjective, adversarial_examples
+from defenses.trainer import AdversarialObjective, adversarial_examples, fast_fgsm
 from own_attacks import pgd
 from zoo.train_config import TrainConfig
 from zoo.training import get_or_train
@@ -71,12 +71,25 @@ def test_training_examples_are_adversarial_and_every_module_mode_is_restored(mni
     hook.remove()
 
 
+def test_fast_fgsm_starts_outside_the_image_range_as_wong_et_al(mnist_model):
+    """Alg. 3 of Wong et al.: the uniform start is not clipped into [0, 1], so on a black image a third of the
+    pixels pushed up end strictly inside the ball; a start clipped first would put every one on its corner."""
+    x, y = torch.zeros(16, 1, 28, 28), torch.arange(16) % 10
+    torch.manual_seed(0)
+    x_adv = fast_fgsm(mnist_model.eval(), x, y, eps=0.3, step_size=0.375)
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 0.3 + 1e-6
+    pushed = x_adv > 0
+    inside = (x_adv[pushed] < 0.3 - 1e-6).double().mean()
+    assert 0.25 < float(inside) < 0.5, float(inside)  # expected 0.225 / 0.6 = 0.375 of them
+
+
 def test_adversarially_trained_model_is_more_robust_than_its_plain_twin(test_digits, tmp_path, monkeypatch):
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
     x, y = test_digits
     plain, _ = get_or_train(tiny_config(), progress=False)
     trained, card = train_defended(tiny_config(), TrainingDefenseSpec(defense="adv-fgsm-rs"), progress=False)
-    assert card["defense"] == TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist", warm_start=True).to_dict()
+    resolved = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist", warm_start=True)
+    assert card["defense"] == {**resolved.to_dict(), "revision": 2}  # Wong et al.'s Alg. 3 as written
     assert {"clean_acc", "adv_acc", "val_acc"} <= set(card["history"][0]) and "PGD-10" in card["validation"]
     # measured: 0.34 (plain) vs 0.53 (FGSM-RS trained) at L∞ 0.15 on these 128 digits, after one epoch
     assert _robust_accuracy(trained, x, y, 0.15) >= _robust_accuracy(plain, x, y, 0.15) + 0.1

@@ -21,7 +21,7 @@ from bridge.spec import AttackSpec
 from bridge.training import train_defended
 from defenses.trainer import recipe_defaults
 from experiments.defend.trained import UNDEFENDED, TrainedEvaluation
-from experiments.engine import Cell
+from experiments.engine import Cell, EvaluationOptions
 from own_attacks import pgd
 from zoo.train_config import TrainConfig
 from zoo.training import get_or_train, initial_model
@@ -155,7 +155,7 @@ def test_distillation_masking_is_seen_and_broken(mnist_model, mnist_batch):
     attack = AttackSpec(attack="pgd", eps=0.2, steps=20)
     evaluation = TrainedEvaluation(
         spec, attack, mnist_model, {"own": _Scaled(mnist_model, 100.0)}, x, y,
-        num_classes=10, attack_libraries=["own"], restarts=2,
+        num_classes=10, options=EvaluationOptions(["own"], restarts=2),
     )  # fmt: skip
     evaluation.run()
     plain, distilled = _cells(evaluation, UNDEFENDED), _cells(evaluation, "own")
@@ -174,7 +174,9 @@ def test_catastrophic_overfitting_is_flagged_when_fgsm_accuracy_is_far_above_pgd
     spec = TrainingDefenseSpec(defense="adv-fgsm").resolved("mnist")
     attack = AttackSpec(attack="pgd", eps=0.3, steps=10)
     x, y = torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
-    evaluation = TrainedEvaluation(spec, attack, nn.Identity(), {}, x, y, num_classes=10, attack_libraries=["own"])
+    evaluation = TrainedEvaluation(
+        spec, attack, nn.Identity(), {}, x, y, num_classes=10, options=EvaluationOptions(["own"])
+    )
     ok = torch.ones(4, dtype=torch.bool)
     for name, robust in (("fgsm", [1, 1, 1, 0]), ("pgd-margin (10 restarts × 10 steps)", [0, 0, 0, 0])):
         cell = Cell("own", "adaptive", "own", attack=name, clean_ok=ok, robust=torch.tensor(robust, dtype=torch.bool))

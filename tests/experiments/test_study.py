@@ -15,6 +15,7 @@ from bridge.defense_spec import DefenseSpec
 from bridge.errors import CheckpointError
 from bridge.spec import AttackSpec, Norm
 from experiments.defend.squeezers import run_defend
+from experiments.engine import EvaluationOptions
 from experiments.studies.engine import Study, StudyCell, run_study
 from experiments.studies.report import REPORT_FILES, summarize, write_report
 
@@ -45,7 +46,7 @@ def tiny_study(workload, calls: list[str], kill_at: str | None = None, steps: in
                     raise Killed(name)
                 calls.append(name)
                 table, _, _ = run_defend(
-                    spec, attack, small, attack_libraries=["own"], defense_libraries=["own"], out=prefix
+                    spec, attack, small, EvaluationOptions(["own"]), defense_libraries=["own"], out=prefix
                 )
                 return table
 
