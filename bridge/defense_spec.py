@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bridge.errors import InvalidParameterError, check_name
+from advbridge.bridge.errors import InvalidParameterError, check_name
 
 #: Input purifiers (feature squeezers), applied in front of the classifier.
 SQUEEZERS = ("bit-depth", "median", "resample")

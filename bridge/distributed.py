@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bridge.errors import AdvBridgeError
+from advbridge.bridge.errors import AdvBridgeError
 
 T = TypeVar("T")
 

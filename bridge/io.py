@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.errors import OutputError
+from advbridge.bridge.errors import OutputError
 
 _UMASK_LOCK = threading.Lock()
 

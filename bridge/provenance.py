@@ -8,7 +8,7 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from bridge.distributed import world
+from advbridge.bridge.distributed import world
 
 _PACKAGES = (
     "torch",

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bridge.adapters import Adapter, get_adapter
-from bridge.errors import UnsupportedAttackError
-from bridge.spec import AttackSpec
-from bridge.validation import check_images, check_labels
-from own_attacks._common import loss_input_gradient
+from advbridge.bridge.adapters import Adapter, get_adapter
+from advbridge.bridge.errors import UnsupportedAttackError
+from advbridge.bridge.spec import AttackSpec
+from advbridge.bridge.validation import check_images, check_labels
+from advbridge.own_attacks._common import loss_input_gradient
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any
 
-from bridge.errors import InvalidParameterError, UnsupportedAttackError, check_name
+from advbridge.bridge.errors import InvalidParameterError, UnsupportedAttackError, check_name
 
 #: Budget attacks take ``eps``; minimal-norm attacks search for the smallest perturbation.
 FIXED_EPS_ATTACKS = ("fgsm", "pgd")

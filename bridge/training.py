@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bridge.adapters import get_adapter
-from bridge.defense_spec import TrainingDefenseSpec
-from bridge.errors import UnsupportedDefenseError
-from defenses.trainer.adversarial import REVISIONS
-from zoo.datasets import dataset_info
-from zoo.train_config import TrainConfig
-from zoo.training import get_or_train
+from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.errors import UnsupportedDefenseError
+from advbridge.defenses.trainer.adversarial import REVISIONS
+from advbridge.zoo.datasets import dataset_info
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import get_or_train
 
 
 def defense_key(spec: TrainingDefenseSpec, library: str) -> dict[str, Any]:

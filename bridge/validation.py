@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bridge.errors import InvalidInputError
+from advbridge.bridge.errors import InvalidInputError
 
 
 def check_inputs(x: object) -> Tensor:

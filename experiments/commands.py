@@ -11,26 +11,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.defense_spec import (
+from advbridge.bridge.defense_spec import (
     GENERATIVE_DEFENSES,
     TRAINING_DEFENSES,
     DefenseSpec,
     GenerativeDefenseSpec,
     TrainingDefenseSpec,
 )
-from bridge.errors import InvalidParameterError, check_name
-from bridge.io import OutputPrefix
-from bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
-from experiments.compare import default_out as compare_default_out
-from experiments.compare import format_table as compare_format_table
-from experiments.compare import parse_libraries, run_compare
-from experiments.defend.report import COLUMNS, default_out, format_table
-from experiments.defend.squeezers import AGREEMENT_COLUMNS, check_defense_libraries
-from experiments.engine import EvaluationOptions
-from experiments.minimal import DEFAULT_GRID_FACTORS
-from experiments.registry import get_defense, register_defense
-from experiments.workload import DEFAULT_MODELS, load_workload
-from zoo.datasets import dataset_info, load_tensors
+from advbridge.bridge.errors import InvalidParameterError, check_name
+from advbridge.bridge.io import OutputPrefix
+from advbridge.bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, parse_eps, standard_eps
+from advbridge.experiments.compare import default_out as compare_default_out
+from advbridge.experiments.compare import format_table as compare_format_table
+from advbridge.experiments.compare import parse_libraries, run_compare
+from advbridge.experiments.defend.report import COLUMNS, default_out, format_table
+from advbridge.experiments.defend.squeezers import AGREEMENT_COLUMNS, check_defense_libraries
+from advbridge.experiments.engine import EvaluationOptions
+from advbridge.experiments.minimal import DEFAULT_GRID_FACTORS
+from advbridge.experiments.registry import get_defense, register_defense
+from advbridge.experiments.workload import DEFAULT_MODELS, load_workload
+from advbridge.zoo.datasets import dataset_info, load_tensors
 
 
 @dataclass
@@ -109,14 +109,14 @@ def training_spec(args: Namespace, eps, norm, steps, step_size) -> TrainingDefen
 
 def recipe(spec: TrainingDefenseSpec, **given) -> dict[str, Any]:
     """Training options: those ``given``, the rest from the defense's recipe (adv-fgsm-rs: Wong et al.'s)."""
-    from defenses.trainer import recipe_defaults
+    from advbridge.defenses.trainer import recipe_defaults
 
     return {**recipe_defaults(spec), **{k: v for k, v in given.items() if v is not None}}
 
 
 def generator_config(args: Namespace, generator: str, *, epochs, max_train, seed=None):
     """The generator's config from the options of ``train --generator`` and of a generative ``defend``."""
-    from defenses.generative import GeneratorConfig
+    from advbridge.defenses.generative import GeneratorConfig
 
     options = {"latent_dim": args.latent_dim, "beta": args.beta, "epochs": epochs, "lr": args.lr, "seed": seed}
     options["batch_size"] = args.batch_size
@@ -241,7 +241,7 @@ class Squeezers(DefenseFamily):
         check_defense_libraries(spec, args.defense_libraries)
 
     def run(self, args, spec, attack, workload, options, out):
-        from experiments.defend.squeezers import run_defend
+        from advbridge.experiments.defend.squeezers import run_defend
 
         libraries = check_defense_libraries(spec, args.defense_libraries)
         table, agreement, paths = run_defend(spec, attack, workload, options, defense_libraries=libraries, out=out)
@@ -266,7 +266,7 @@ class TrainedDefenses(DefenseFamily):
         return spec.resolved(family, warm_start=args.from_undefended)
 
     def run(self, args, spec, attack, workload, options, out):
-        from experiments.defend.run_trained import defended_config, run_defend_trained
+        from advbridge.experiments.defend.run_trained import defended_config, run_defend_trained
 
         given = {"epochs": args.train_epochs, "max_train": args.train_max, "lr": args.train_lr,
                  "optimizer": args.train_optimizer, "schedule": args.train_schedule,
@@ -305,7 +305,7 @@ class GenerativeDefenses(DefenseFamily):
         generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
 
     def run(self, args, spec, attack, workload, options, out):
-        from experiments.defend.run_generative import run_defend_generative
+        from advbridge.experiments.defend.run_generative import run_defend_generative
 
         generator = generator_config(args, spec.generator, epochs=args.gen_epochs, max_train=args.gen_max_train)
         table, checks, paths = run_defend_generative(spec, attack, workload, generator, options, out=out)
@@ -317,10 +317,10 @@ class GenerativeDefenses(DefenseFamily):
 def train(args: Namespace) -> Outcome:
     """``train``: a classifier (plain or with a training-time defense, by ``--library``'s trainer) or a
     generator, trained or taken from the model cache."""
-    from zoo.checkpoints import checkpoint_dir
+    from advbridge.zoo.checkpoints import checkpoint_dir
 
     if args.generator is not None:
-        from defenses.generative import get_or_train_generator
+        from advbridge.defenses.generative import get_or_train_generator
 
         cfg = generator_config(args, args.generator, epochs=args.epochs, max_train=args.max_train, seed=args.seed)
         _, card = get_or_train_generator(cfg, progress=not args.quiet)
@@ -331,8 +331,8 @@ def train(args: Namespace) -> Outcome:
                 f"checkpoint: {checkpoint_dir(cfg.dataset, f'generator-{cfg.generator}', cfg.cache_fields())}",
             ]
         )
-    from zoo.train_config import TrainConfig
-    from zoo.training import get_or_train
+    from advbridge.zoo.train_config import TrainConfig
+    from advbridge.zoo.training import get_or_train
 
     spec = None if args.defense is None else training_spec(args, args.eps, args.norm, args.steps, args.step_size)
     info = dataset_info(args.dataset, data_root=args.data_root)
@@ -344,7 +344,7 @@ def train(args: Namespace) -> Outcome:
     if spec is None:
         _, card = get_or_train(config, progress=not args.quiet)
     else:
-        from bridge.training import train_defended
+        from advbridge.bridge.training import train_defended
 
         _, card = train_defended(config, spec, library=args.library, progress=not args.quiet)
     defense = f" with {card['defense']['defense']}" if "defense" in card else ""

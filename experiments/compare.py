@@ -12,6 +12,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,17 +20,23 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bridge import distributed
-from bridge.adapters import LIBRARIES
-from bridge.errors import check_name
-from bridge.io import OutputPrefix, atomic_write, atomic_write_text
-from bridge.provenance import provenance
-from bridge.runner import AttackResult, run_attack, warm_up
-from bridge.spec import AttackSpec
-from experiments.flags import add_compare_flags
-from experiments.minimal import MINIMAL_FIGURE_TAILS, WORST_CASE, eps_grid_table, save_minimal_figures, worst_case
-from experiments.progress import ProgressStore, merge_results
-from experiments.sharding import attack_slices, batch_seeds
+from advbridge.bridge import distributed
+from advbridge.bridge.adapters import LIBRARIES
+from advbridge.bridge.errors import check_name
+from advbridge.bridge.io import OutputPrefix, atomic_write, atomic_write_text
+from advbridge.bridge.provenance import provenance
+from advbridge.bridge.runner import AttackResult, run_attack, warm_up
+from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.flags import add_compare_flags
+from advbridge.experiments.minimal import (
+    MINIMAL_FIGURE_TAILS,
+    WORST_CASE,
+    eps_grid_table,
+    save_minimal_figures,
+    worst_case,
+)
+from advbridge.experiments.progress import ProgressStore, merge_results
+from advbridge.experiments.sharding import attack_slices, batch_seeds
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +323,81 @@ def results_prefix(name: str) -> str:
     return str(Path("results") / re.sub(r"[^A-Za-z0-9._-]+", "_", name))
 
 
+def write_compare(
+    prefix: OutputPrefix,
+    table: pd.DataFrame,
+    grid: pd.DataFrame | None,
+    results,
+    x: Tensor,
+    eps_grid: Sequence[float] | None,
+    metadata: dict,
+) -> list[Path]:
+    """Write one ``compare`` run's files under ``prefix`` (see :func:`run_compare`); returns their paths."""
+    minimal = grid is not None and not grid.empty
+    tails = [*TABLE_TAILS.values(), FIGURE_TAIL, *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]
+    metadata = {**metadata, "files": [p.name for p in prefix.files(tails)]}  # what belongs to this run
+    paths = write_table(table, prefix, metadata) + [save_figure(results, x.cpu(), prefix)]
+    if minimal:
+        assert grid is not None and eps_grid is not None
+        paths.append(atomic_write_text(prefix.file(EPS_TAILS["eps_csv"]), grid.to_csv()))
+        paths.append(atomic_write_text(prefix.file(EPS_TAILS["eps_markdown"]), grid.to_markdown(floatfmt=".4g") + "\n"))
+        paths += save_minimal_figures(results, eps_grid, prefix)
+    others = [p for p in prefix.files(OUTPUT_TAILS) if p not in paths and p.is_file()]
+    if others:  # never deleted: another run's prefix may name them (the table of --out x-eps is x-eps.csv)
+        log.warning("not from this run, left as they were: %s", ", ".join(str(p) for p in others))
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
+def run_metadata(spec: AttackSpec, libraries: Sequence[str], workload) -> dict:
+    """What identifies a ``compare`` run in its JSON (and, with the batch size, its progress store)."""
+    return {"spec": spec.to_dict(), **workload.context, "n": len(workload.x), "libraries": list(libraries)}
+
+
+@dataclass
+class CompareRun:
+    """One ``compare`` computed: the per-library ``results``, the summary ``table``, for a minimal-norm attack
+    robust accuracy at each eps of ``eps_grid`` (``eps_table``), and what :meth:`save` needs."""
+
+    results: list[AttackResult]
+    table: pd.DataFrame
+    eps_table: pd.DataFrame | None
+    eps_grid: list[float] | None
+    x: Tensor
+    metadata: dict
+
+    def save(self, prefix: str | Path | OutputPrefix) -> list[Path]:
+        """Write the files ``cli.py compare --out PREFIX`` writes (see :func:`run_compare`); returns their paths.
+        An unwritable folder raises :class:`~advbridge.bridge.errors.OutputError` before anything is written."""
+        out = OutputPrefix.writable(prefix)
+        assert out is not None
+        return write_compare(out, self.table, self.eps_table, self.results, self.x, self.eps_grid, self.metadata)
+
+
+def compare_workload(
+    spec: AttackSpec,
+    libraries: Sequence[str],
+    workload,
+    *,
+    eps_grid: Sequence[float] | None = None,
+    batch_size: int | None = None,
+    progress: ProgressStore | None = None,
+    show_progress: bool = False,
+) -> CompareRun:
+    """:func:`compare_libraries` on a workload, summarized and flagged (targets drawn for a targeted attack)."""
+    num_classes = workload.info.num_classes
+    y = targets_for(workload.y, num_classes) if spec.targeted else workload.y
+    results = compare_libraries(
+        workload.model, workload.x, y, spec, libraries, num_classes=num_classes, batch_size=batch_size,
+        progress=progress, show_progress=show_progress,
+    )  # fmt: skip
+    table = add_compare_flags(summary_table(results, context=workload.context), workload.model, workload.x,
+                              workload.y, minimal=spec.minimal, card=workload.card)  # fmt: skip
+    grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
+    grid_list = list(eps_grid) if eps_grid is not None else None
+    return CompareRun(results, table, grid, grid_list, workload.x, run_metadata(spec, libraries, workload))
+
+
 def run_compare(
     spec: AttackSpec,
     libraries: Sequence[str],
@@ -337,9 +419,7 @@ def run_compare(
     does not write (an earlier minimal-norm run's eps table, say) are left alone, with a warning. With
     ``out``, progress is saved per batch in ``<out>.progress/`` and ``resume=True`` continues a killed run.
     """
-    num_classes = workload.info.num_classes
-    y = targets_for(workload.y, num_classes) if spec.targeted else workload.y
-    metadata = {"spec": spec.to_dict(), **workload.context, "n": len(workload.x), "libraries": list(libraries)}
+    metadata = run_metadata(spec, libraries, workload)
     prefix = None if out is None else OutputPrefix.of(out)
     store = None
     main = distributed.world().main
@@ -349,38 +429,16 @@ def run_compare(
         distributed.check_same("run (spec, images, model, batch size)", key)
         with distributed.main_first():  # rank 0 makes (or checks) the folder; the others join it
             store = ProgressStore(prefix.file(PROGRESS_TAIL), key, resume=resume or not main)
-    results = compare_libraries(
-        workload.model,
-        workload.x,
-        y,
-        spec,
-        libraries,
-        num_classes=num_classes,
-        batch_size=batch_size,
-        progress=store,
+    run = compare_workload(
+        spec, libraries, workload, eps_grid=eps_grid, batch_size=batch_size, progress=store,
         show_progress=show_progress,
-    )
-    table = add_compare_flags(summary_table(results, context=workload.context), workload.model, workload.x,
-                              workload.y, minimal=spec.minimal, card=workload.card)  # fmt: skip
-    grid = eps_grid_table(results, eps_grid) if spec.minimal and eps_grid else None
+    )  # fmt: skip
+    table, grid = run.table, run.eps_table
     paths: list[Path] = []
     if prefix is not None:
         distributed.barrier()  # every rank's parts are in: the folder can go
         if not main:
             return table, grid, paths
-        minimal = grid is not None and not grid.empty
-        tails = [*TABLE_TAILS.values(), FIGURE_TAIL, *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]
-        metadata["files"] = [p.name for p in prefix.files(tails)]  # what belongs to this run, in its .json
-        paths = write_table(table, prefix, metadata) + [save_figure(results, workload.x.cpu(), prefix)]
-        if minimal:
-            paths.append(atomic_write_text(prefix.file(EPS_TAILS["eps_csv"]), grid.to_csv()))
-            paths.append(
-                atomic_write_text(prefix.file(EPS_TAILS["eps_markdown"]), grid.to_markdown(floatfmt=".4g") + "\n")
-            )
-            paths += save_minimal_figures(results, eps_grid, prefix)
-        others = [p for p in prefix.files(OUTPUT_TAILS) if p not in paths and p.is_file()]
-        if others:  # never deleted: another run's prefix may name them (the table of --out x-eps is x-eps.csv)
-            log.warning("not from this run, left as they were: %s", ", ".join(str(p) for p in others))
+        paths = run.save(prefix)
         store.finish()
-        log.info("wrote %s", ", ".join(str(p) for p in paths))
     return table, grid, paths

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bridge.runner import InvalidOutputError, eps_ball, predict, run_batch_attack, warm_up
-from bridge.spec import AttackSpec, Norm
-from defenses.detector import detection_metrics
-from experiments import flags
-from experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
+from advbridge.bridge.runner import InvalidOutputError, eps_ball, predict, run_batch_attack, warm_up
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.defenses.detector import detection_metrics
+from advbridge.experiments import flags
+from advbridge.experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
 
 #: The reason of a transfer row: the attack on the undefended model, and how well it did there.
 TRANSFER_REASON = "attack on the undefended model ({success:.3f} success there)"

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from bridge.runner import eval_mode
-from zoo.training_check import CHANCE_MARGIN, TrainingCheck, check_card
+from advbridge.bridge.runner import eval_mode
+from advbridge.zoo.training_check import CHANCE_MARGIN, TrainingCheck, check_card
 
 #: Value from which each flag is raised (``value > threshold``).
 THRESHOLDS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bridge.adapters import LIBRARIES, get_adapter
-from bridge.spec import AttackSpec
+from advbridge.bridge.adapters import LIBRARIES, get_adapter
+from advbridge.bridge.spec import AttackSpec
 
 #: One representative spec per (attack, norm) row of the matrix.
 MATRIX_SPECS = {

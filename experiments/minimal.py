@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bridge.io import OutputPrefix, atomic_write
-from bridge.runner import AttackResult
+from advbridge.bridge.io import OutputPrefix, atomic_write
+from advbridge.bridge.runner import AttackResult
 
 #: Multiples of the dataset's standard budget used when no ``--eps-grid`` is given.
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)

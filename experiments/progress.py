@@ -20,10 +20,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from bridge.errors import CheckpointError
-from bridge.io import atomic_write, atomic_write_text
-from bridge.runner import AttackResult
-from bridge.spec import AttackSpec
+from advbridge.bridge.errors import CheckpointError
+from advbridge.bridge.io import atomic_write, atomic_write_text
+from advbridge.bridge.runner import AttackResult
+from advbridge.bridge.spec import AttackSpec
 
 log = logging.getLogger(__name__)
 

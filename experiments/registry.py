@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.errors import check_name
+from advbridge.bridge.errors import check_name
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def register_defense(*names: str, kind: str, summary: str) -> Callable[[type], t
 
 
 def _load() -> None:
-    import experiments.commands  # noqa: F401  (registers the defense families)
+    import advbridge.experiments.commands  # noqa: F401  (registers the defense families)
 
 
 def get_defense(name: str) -> RegisteredDefense:

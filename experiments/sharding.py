@@ -16,10 +16,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bridge import distributed
-from bridge.runner import AttackResult, run_attack, seed_everything
-from bridge.spec import AttackSpec
-from experiments.progress import batch_seed, merge_results
+from advbridge.bridge import distributed
+from advbridge.bridge.runner import AttackResult, run_attack, seed_everything
+from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.progress import batch_seed, merge_results
 
 #: An attack of the adaptive rows: ``attack(x, y, seed) -> x_adv`` on one batch.
 BatchAttack = Callable[[Tensor, Tensor, int], Tensor]

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
-from zoo.datasets import DatasetInfo, dataset_info, load_tensors
-from zoo.train_config import TrainConfig
-from zoo.training import get_or_train, load_trained
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.zoo.datasets import DatasetInfo, dataset_info, load_tensors
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import get_or_train, load_trained
 
 log = logging.getLogger(__name__)
 

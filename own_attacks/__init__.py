@@ -6,9 +6,9 @@ any floating batch ``(N, ...)``: images ``(N, C, H, W)``, feature vectors ``(N, 
 ``(N, C, L)``, volumes; channels-last applies to 4-D batches only.
 """
 
-from own_attacks.ddn import ddn
-from own_attacks.deepfool import deepfool
-from own_attacks.fgsm import fgsm
-from own_attacks.pgd import pgd
+from advbridge.own_attacks.ddn import ddn
+from advbridge.own_attacks.deepfool import deepfool
+from advbridge.own_attacks.fgsm import fgsm
+from advbridge.own_attacks.pgd import pgd
 
 __all__ = ["ddn", "deepfool", "fgsm", "pgd"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
+from advbridge.bridge.errors import InvalidParameterError
 
 
 def check_positive(name: str, value: float) -> float:

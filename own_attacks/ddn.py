@@ -27,9 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
-from bridge.validation import check_inputs, check_labels
-from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, in_layout_of, working_layout
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.bridge.validation import check_inputs, check_labels
+from advbridge.own_attacks._common import (
+    batch_view,
+    check_positive,
+    check_steps,
+    flat_norm,
+    in_layout_of,
+    working_layout,
+)
 
 
 def ddn(

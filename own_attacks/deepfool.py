@@ -39,9 +39,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
-from bridge.validation import check_inputs, check_labels
-from own_attacks._common import batch_view, check_steps, in_layout_of, working_layout
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.bridge.validation import check_inputs, check_labels
+from advbridge.own_attacks._common import batch_view, check_steps, in_layout_of, working_layout
 
 OVERSHOOT_MODES = ("total", "step", "end")
 SOURCES = ("label", "prediction")

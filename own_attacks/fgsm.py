@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bridge.validation import check_inputs, check_labels
-from own_attacks._common import check_positive, loss_input_gradient
+from advbridge.bridge.validation import check_inputs, check_labels
+from advbridge.own_attacks._common import check_positive, loss_input_gradient
 
 
 def fgsm(model: nn.Module, inputs: Tensor, labels: Tensor, *, eps: float, targeted: bool = False) -> Tensor:

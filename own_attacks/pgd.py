@@ -28,9 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
-from bridge.validation import check_inputs, check_labels
-from own_attacks._common import batch_view, check_positive, check_steps, flat_norm, loss_input_gradient
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.bridge.validation import check_inputs, check_labels
+from advbridge.own_attacks._common import batch_view, check_positive, check_steps, flat_norm, loss_input_gradient
 
 
 def _random_start(inputs: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:

@@ -24,7 +24,7 @@ from fixture_models import MNIST_CNN, default_mnist_config
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory: pytest.TempPathFactory):
     """A fresh ``ADVBRIDGE_CACHE`` for the session, holding the committed test classifier."""
-    from zoo.checkpoints import checkpoint_dir
+    from advbridge.zoo.checkpoints import checkpoint_dir
 
     cache = tmp_path_factory.mktemp("advbridge-cache")
     previous = os.environ.get("ADVBRIDGE_CACHE")
@@ -43,8 +43,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def mnist_workload(model_cache):
     """The committed ``advbridge_mnist_cnn`` and 64 of its mnist-5k test digits (CPU)."""
-    from experiments.workload import load_workload
-    from zoo import training
+    from advbridge.experiments.workload import load_workload
+    from advbridge.zoo import training
 
     torch.use_deterministic_algorithms(True)
     real_train = training.train

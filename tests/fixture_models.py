@@ -11,6 +11,6 @@ MNIST_CNN = FIXTURES / "mnist_cnn"
 
 def default_mnist_config():
     """The config whose trained model ``MNIST_CNN`` is: ``train --dataset mnist-5k`` with every default."""
-    from zoo.train_config import TrainConfig
+    from advbridge.zoo.train_config import TrainConfig
 
     return TrainConfig(dataset="mnist-5k", model="advbridge_mnist_cnn")

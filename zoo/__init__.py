@@ -4,9 +4,9 @@ Importing :mod:`zoo` registers the in-house architectures (``advbridge_mnist_cnn
 in timm's registry.
 """
 
-from zoo.checkpoints import cache_dir, checkpoint_dir, config_key, load_checkpoint, save_checkpoint
-from zoo.datasets import DATASETS, DatasetInfo, TensorImages, dataset_info, load_dataset, load_tensors
-from zoo.models import (
+from advbridge.zoo.checkpoints import cache_dir, checkpoint_dir, config_key, load_checkpoint, save_checkpoint
+from advbridge.zoo.datasets import DATASETS, DatasetInfo, TensorImages, dataset_info, load_dataset, load_tensors
+from advbridge.zoo.models import (
     FINETUNE_MODES,
     NormalizedClassifier,
     create_classifier,
@@ -14,9 +14,9 @@ from zoo.models import (
     read_state_dict,
     set_trainable,
 )
-from zoo.train_config import TrainConfig
-from zoo.training import get_or_train, train
-from zoo.training_data import evaluate
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import get_or_train, train
+from advbridge.zoo.training_data import evaluate
 
 __all__ = [
     "DATASETS",

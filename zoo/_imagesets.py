@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import functional as TF
 
-from bridge.errors import DataNotFoundError, InvalidParameterError
+from advbridge.bridge.errors import DataNotFoundError, InvalidParameterError
 
 
 class TensorImages(Dataset):

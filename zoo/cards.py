@@ -9,8 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from zoo.train_config import TrainConfig
-from zoo.training_data import TrainingData, evaluate
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training_data import TrainingData, evaluate
 
 logger = logging.getLogger(__name__)
 

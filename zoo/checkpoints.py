@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bridge import distributed
-from bridge.errors import CheckpointError, InvalidParameterError
-from bridge.io import atomic_write_bytes
+from advbridge.bridge import distributed
+from advbridge.bridge.errors import CheckpointError, InvalidParameterError
+from advbridge.bridge.io import atomic_write_bytes
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bridge.errors import DataNotFoundError, InvalidParameterError, UnknownNameError, check_name, did_you_mean
-from zoo._imagesets import (
+from advbridge.bridge.errors import DataNotFoundError, InvalidParameterError, UnknownNameError, check_name, did_you_mean
+from advbridge.zoo._imagesets import (
     ImageFiles,
     TensorImages,
     class_folders,

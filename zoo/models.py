@@ -27,7 +27,13 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from bridge.errors import CheckpointError, InvalidInputError, InvalidParameterError, UnknownNameError, check_name
+from advbridge.bridge.errors import (
+    CheckpointError,
+    InvalidInputError,
+    InvalidParameterError,
+    UnknownNameError,
+    check_name,
+)
 
 logger = logging.getLogger(__name__)
 

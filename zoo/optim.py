@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from zoo.train_config import TrainConfig
+from advbridge.zoo.train_config import TrainConfig
 
 
 def make_optimizer(cfg: TrainConfig, params: list[Tensor]) -> torch.optim.Optimizer:

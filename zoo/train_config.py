@@ -7,10 +7,10 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bridge.errors import InvalidParameterError, check_name
-from zoo.checkpoints import file_sha256
-from zoo.datasets import dataset_info
-from zoo.models import FINETUNE_MODES
+from advbridge.bridge.errors import InvalidParameterError, check_name
+from advbridge.zoo.checkpoints import file_sha256
+from advbridge.zoo.datasets import dataset_info
+from advbridge.zoo.models import FINETUNE_MODES
 
 #: Bumped when a change to the training code should invalidate cached models.
 CACHE_FORMAT = 1

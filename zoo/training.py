@@ -23,15 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from bridge import distributed
-from bridge.errors import InvalidParameterError
-from zoo.cards import describe_model, trained_card
-from zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
-from zoo.models import NormalizedClassifier, create_classifier, set_trainable
-from zoo.optim import make_optimizer, make_schedule
-from zoo.train_config import TrainConfig
-from zoo.training_check import warn_if_failed
-from zoo.training_data import augment_batch, batches, evaluate, stack, training_data
+from advbridge.bridge import distributed
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.zoo.cards import describe_model, trained_card
+from advbridge.zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
+from advbridge.zoo.models import NormalizedClassifier, create_classifier, set_trainable
+from advbridge.zoo.optim import make_optimizer, make_schedule
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training_check import warn_if_failed
+from advbridge.zoo.training_data import augment_batch, batches, evaluate, stack, training_data
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from bridge.errors import InvalidParameterError
-from zoo.datasets import TensorImages, dataset_info, load_dataset
-from zoo.train_config import TrainConfig
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.zoo.datasets import TensorImages, dataset_info, load_dataset
+from advbridge.zoo.train_config import TrainConfig
 
 
 def augment_batch(x: Tensor, pad: int = 4) -> Tensor:

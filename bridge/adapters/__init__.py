@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import importlib
 
-from bridge.adapters.base import Adapter, describe
-from bridge.errors import check_name
+from advbridge.bridge.adapters.base import Adapter, describe
+from advbridge.bridge.errors import check_name
 
 #: advbridge's names of the libraries, ``own`` first: agreement is always measured against it.
 LIBRARIES = ("own", "art", "foolbox", "torchattacks", "advlib")
 
 _CLASSES = {
-    "own": ("bridge.adapters.own", "OwnAdapter"),
-    "art": ("bridge.adapters.art", "ArtAdapter"),
-    "foolbox": ("bridge.adapters.foolbox", "FoolboxAdapter"),
-    "torchattacks": ("bridge.adapters.torchattacks", "TorchattacksAdapter"),
-    "advlib": ("bridge.adapters.advlib", "AdvlibAdapter"),
+    "own": ("advbridge.bridge.adapters.own", "OwnAdapter"),
+    "art": ("advbridge.bridge.adapters.art", "ArtAdapter"),
+    "foolbox": ("advbridge.bridge.adapters.foolbox", "FoolboxAdapter"),
+    "torchattacks": ("advbridge.bridge.adapters.torchattacks", "TorchattacksAdapter"),
+    "advlib": ("advbridge.bridge.adapters.advlib", "AdvlibAdapter"),
 }
 
 

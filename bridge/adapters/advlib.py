@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bridge.adapters.base import Adapter
-from bridge.spec import AttackSpec, Norm
+from advbridge.bridge.adapters.base import Adapter
+from advbridge.bridge.spec import AttackSpec, Norm
 
 
 class AdvlibAdapter(Adapter):

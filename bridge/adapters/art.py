@@ -101,9 +101,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bridge.adapters.base import Adapter
-from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
-from bridge.spec import AttackSpec, Norm
+from advbridge.bridge.adapters.base import Adapter
+from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
+from advbridge.bridge.spec import AttackSpec, Norm
 
 
 def art_classifier(model: nn.Module, x: Tensor, num_classes: int):
@@ -271,7 +271,7 @@ def _training_classifier(model: nn.Module, config, info, *, loss: nn.Module | No
     """ART's ``PyTorchClassifier`` around ``model`` with the config's optimizer, for ART's trainers."""
     from art.estimators.classification import PyTorchClassifier
 
-    from zoo.optim import make_optimizer
+    from advbridge.zoo.optim import make_optimizer
 
     optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     device = next(model.parameters()).device
@@ -325,7 +325,7 @@ def _adversarial_trainer(spec: TrainingDefenseSpec, classifier, batch_size: int)
 
 
 def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
-    from zoo.train_config import FAST_RECIPE
+    from advbridge.zoo.train_config import FAST_RECIPE
 
     if config.augment:
         return "ART's trainers take arrays: no augmentation (train without it)"
@@ -348,10 +348,10 @@ def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
 
 
 def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict[str, Any]]:
-    from zoo.cards import trained_card
-    from zoo.optim import make_schedule
-    from zoo.training import initial_model
-    from zoo.training_data import stack, training_data
+    from advbridge.zoo.cards import trained_card
+    from advbridge.zoo.optim import make_schedule
+    from advbridge.zoo.training import initial_model
+    from advbridge.zoo.training_data import stack, training_data
 
     data = training_data(config)
     x, y = stack(data.train_ds, data.train_idx)

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
-from bridge.errors import UnsupportedAttackError, UnsupportedDefenseError
-from bridge.spec import AttackSpec
+from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
+from advbridge.bridge.errors import UnsupportedAttackError, UnsupportedDefenseError
+from advbridge.bridge.spec import AttackSpec
 
 if TYPE_CHECKING:
-    from zoo.train_config import TrainConfig
+    from advbridge.zoo.train_config import TrainConfig
 
 
 class Adapter(ABC):

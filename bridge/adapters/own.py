@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bridge.adapters.base import Adapter
-from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
-from bridge.spec import AttackSpec
-from own_attacks import ddn, deepfool, fgsm, pgd
+from advbridge.bridge.adapters.base import Adapter
+from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
+from advbridge.bridge.spec import AttackSpec
+from advbridge.own_attacks import ddn, deepfool, fgsm, pgd
 
 
 class OwnAdapter(Adapter):
@@ -69,7 +69,7 @@ class OwnAdapter(Adapter):
         return None
 
     def _build_defense(self, spec: DefenseSpec, backward: str) -> nn.Module:
-        from defenses.preprocessor import build_squeezer
+        from advbridge.defenses.preprocessor import build_squeezer
 
         if spec.detector:
             return nn.ModuleList([build_squeezer(s, backward) for s in spec.squeezer_specs()])
@@ -81,6 +81,6 @@ class OwnAdapter(Adapter):
     def _train_defense(
         self, config, spec: TrainingDefenseSpec, *, progress: bool, device: str | torch.device
     ) -> tuple[nn.Module, dict[str, Any]]:
-        from defenses.trainer import train_own
+        from advbridge.defenses.trainer import train_own
 
         return train_own(config, spec, progress=progress, device=device)

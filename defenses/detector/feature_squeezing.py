@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from bridge.defense_spec import check_fpr
-from bridge.errors import InvalidParameterError
-from defenses.preprocessor.squeezing import Squeezer
+from advbridge.bridge.defense_spec import check_fpr
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.defenses.preprocessor.squeezing import Squeezer
 
 
 def calibrate_threshold(clean_scores: Tensor, fpr: float = 0.05) -> float:

@@ -2,9 +2,9 @@
 the classifiers (:mod:`.training`), used as purifier, reconstruction labeller and reconstruction-error
 detector (:mod:`.purify`)."""
 
-from defenses.generative.models import GENERATORS, ConvGenerator
-from defenses.generative.purify import Purifier, ReconstructionDetector, ReconstructionLabeller
-from defenses.generative.training import (
+from advbridge.defenses.generative.models import GENERATORS, ConvGenerator
+from advbridge.defenses.generative.purify import Purifier, ReconstructionDetector, ReconstructionLabeller
+from advbridge.defenses.generative.training import (
     GeneratorConfig,
     check_generator_for,
     get_or_train_generator,

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
+from advbridge.bridge.errors import InvalidParameterError
 
 GENERATORS = ("ae", "vae", "cvae")
 

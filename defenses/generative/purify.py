@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError
-from defenses.generative.models import ConvGenerator
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.defenses.generative.models import ConvGenerator
 
 
 class Purifier(nn.Module):

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from bridge.errors import CheckpointError, InvalidParameterError, check_name
-from defenses.generative.models import GENERATORS, ConvGenerator
-from zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
-from zoo.training_check import warn_if_failed
-from zoo.training_data import batches, stack, training_data
+from advbridge.bridge.errors import CheckpointError, InvalidParameterError, check_name
+from advbridge.defenses.generative.models import GENERATORS, ConvGenerator
+from advbridge.zoo.checkpoints import cached_or_trained, checkpoint_dir, load_checkpoint
+from advbridge.zoo.training_check import warn_if_failed
+from advbridge.zoo.training_data import batches, stack, training_data
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def get_or_train_generator(
 def check_generator_for(card: dict[str, Any], dataset: str, in_chans: int, image_size: int) -> None:
     """A generator trained on another dataset or image size is refused, naming both (one trained on
     ``cifar10`` serves ``cifar10-exact``: :data:`zoo.datasets.SAME_TASK`)."""
-    from zoo.datasets import SAME_TASK
+    from advbridge.zoo.datasets import SAME_TASK
 
     if (
         card.get("dataset") not in (dataset, SAME_TASK.get(dataset))

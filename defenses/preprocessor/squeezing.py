@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.defense_spec import RESAMPLE_MODES, DefenseSpec, check_bits, check_factor, check_size
-from bridge.errors import InvalidParameterError, check_name
+from advbridge.bridge.defense_spec import RESAMPLE_MODES, DefenseSpec, check_bits, check_factor, check_size
+from advbridge.bridge.errors import InvalidParameterError, check_name
 
 BACKWARDS = ("exact", "bpda")
 Backward = Literal["exact", "bpda"]

@@ -5,16 +5,16 @@ training on squeezed images).
 :func:`bridge.training.train_defended` runs any library's trainer (ours through the ``own`` adapter) and caches.
 """
 
-from defenses.trainer.adversarial import (
+from advbridge.defenses.trainer.adversarial import (
     AdversarialObjective,
     adversarial_examples,
     adversarial_validation,
     fast_fgsm,
     recipe_defaults,
 )
-from defenses.trainer.distillation import distillation_objective, temperature_objective
-from defenses.trainer.squeezed import train_on_squeezed
-from defenses.trainer.train import teacher, train_own
+from advbridge.defenses.trainer.distillation import distillation_objective, temperature_objective
+from advbridge.defenses.trainer.squeezed import train_on_squeezed
+from advbridge.defenses.trainer.train import teacher, train_own
 
 __all__ = [
     "adversarial_examples",

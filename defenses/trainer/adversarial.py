@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.defense_spec import TrainingDefenseSpec
-from bridge.distributed import unwrap
-from own_attacks import fgsm, pgd
-from zoo.train_config import FAST_RECIPE
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.distributed import unwrap
+from advbridge.own_attacks import fgsm, pgd
+from advbridge.zoo.train_config import FAST_RECIPE
 
 #: Bumped when our trainer's algorithm for a defense changes, so that its cached models are retrained: enters
 #: our cache key and card as ``revision`` from 2 on. adv-fgsm-rs 2: the random start no longer clipped into

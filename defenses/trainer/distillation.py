@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from defenses.trainer.adversarial import attacking
+from advbridge.defenses.trainer.adversarial import attacking
 
 
 def temperature_objective(temperature: float):

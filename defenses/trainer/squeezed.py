@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bridge.defense_spec import DefenseSpec
-from bridge.errors import UnsupportedDefenseError
-from defenses.preprocessor import build_squeezer
-from zoo.train_config import TrainConfig
-from zoo.training import cross_entropy_objective, get_or_train
+from advbridge.bridge.defense_spec import DefenseSpec
+from advbridge.bridge.errors import UnsupportedDefenseError
+from advbridge.defenses.preprocessor import build_squeezer
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import cross_entropy_objective, get_or_train
 
 
 def train_on_squeezed(

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bridge.defense_spec import TrainingDefenseSpec
-from defenses.trainer.adversarial import AdversarialObjective, adversarial_validation
-from defenses.trainer.distillation import distillation_objective, temperature_objective
-from zoo.train_config import TrainConfig
-from zoo.training import get_or_train, train
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.defenses.trainer.adversarial import AdversarialObjective, adversarial_validation
+from advbridge.defenses.trainer.distillation import distillation_objective, temperature_objective
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import get_or_train, train
 
 
 def teacher(

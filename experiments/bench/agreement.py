@@ -1,6 +1,6 @@
 """Measured agreement of own PGD-L2, DeepFool and DDN with the reference libraries, on real MNIST digits.
 
-    python -m experiments.bench.agreement [--n 64] [--checkpoint tests/fixtures/mnist_cnn] [--out results/agreement]
+    python -m advbridge.experiments.bench.agreement [--n 64] [--checkpoint tests/fixtures/mnist_cnn] [--out results/agreement]
 
 Prints and writes (``<out>.csv`` / ``<out>.md``) the numbers that the README's agreement table quotes
 for ``advbridge_mnist_cnn`` (with ``--checkpoint tests/fixtures/mnist_cnn``: the weights the test suite
@@ -32,12 +32,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from bridge.provenance import git_revision
-from bridge.runner import AttackResult, predict, run_attack
-from bridge.spec import AttackSpec
-from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
-from experiments.workload import load_workload
-from own_attacks import ddn, deepfool, pgd
+from advbridge.bridge.provenance import git_revision
+from advbridge.bridge.runner import AttackResult, predict, run_attack
+from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
+from advbridge.experiments.workload import load_workload
+from advbridge.own_attacks import ddn, deepfool, pgd
 
 DDN = AttackSpec(attack="ddn", norm="L2", steps=100)
 #: own's working layout (``channels_last`` argument): the default, and the references' arithmetic

@@ -1,6 +1,6 @@
 """Benchmark: own attacks vs every library, and vs the plain forward+backward floor.
 
-    python -m experiments.bench.attacks [--n 500] [--attacks fgsm,pgd] [--repeats 3] [--out results/benchmark]
+    python -m advbridge.experiments.bench.attacks [--n 500] [--attacks fgsm,pgd] [--repeats 3] [--out results/benchmark]
 
 For each attack it runs every supported library on the same model and images (through the runner,
 so every library pays the same hook overhead) and prints, measured in this one run:
@@ -35,13 +35,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bridge.adapters import LIBRARIES, get_adapter
-from bridge.errors import check_name
-from bridge.runner import run_attack
-from bridge.spec import AttackSpec
-from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
-from experiments.workload import load_workload
-from own_attacks._common import working_layout
+from advbridge.bridge.adapters import LIBRARIES, get_adapter
+from advbridge.bridge.errors import check_name
+from advbridge.bridge.runner import run_attack
+from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
+from advbridge.experiments.workload import load_workload
+from advbridge.own_attacks._common import working_layout
 
 log = logging.getLogger(__name__)
 

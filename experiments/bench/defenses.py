@@ -1,6 +1,6 @@
 """Benchmark: own feature squeezers (:mod:`defenses.preprocessor.squeezing`) vs ART's, on CPU.
 
-    python -m experiments.bench.defenses [--n 1000] [--squeezers bit-depth,median] [--repeats 5]
+    python -m advbridge.experiments.bench.defenses [--n 1000] [--squeezers bit-depth,median] [--repeats 5]
         [--images auto|cifar10|random] [--data-root DIR] [--threads T] [--out results/benchmark-defenses]
 
 What it measures: the wall time of one call of each squeezer on the whole batch of ``--n`` CIFAR-sized
@@ -48,9 +48,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bridge.errors import DataNotFoundError, InvalidParameterError, check_name
-from defenses.preprocessor.squeezing import BitDepth, MedianFilter
-from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
+from advbridge.bridge.errors import DataNotFoundError, InvalidParameterError, check_name
+from advbridge.defenses.preprocessor.squeezing import BitDepth, MedianFilter
+from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 
 #: The parameters timed for each squeezer: bits for bit depth, the window size k for the median.
 SQUEEZER_PARAMS: dict[str, tuple[int, ...]] = {"bit-depth": (1, 5, 8), "median": (2, 3, 4, 5)}

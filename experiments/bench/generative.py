@@ -1,6 +1,6 @@
 """Benchmark: labelling by the closest class-conditional reconstruction vs the floor of its decoder passes.
 
-    python -m experiments.bench.generative [--dataset mnist] [--data-root ../shared/data] [--n 1000]
+    python -m advbridge.experiments.bench.generative [--dataset mnist] [--data-root ../shared/data] [--n 1000]
         [--refine-steps 0,5] [--latent-dim 16] [--epochs 5] [--repeats 3] [--threads T]
         [--out results/benchmark-generative]
 
@@ -29,9 +29,9 @@ import time
 import pandas as pd
 import torch
 
-from bridge.errors import InvalidParameterError
-from defenses.generative import GeneratorConfig, ReconstructionLabeller, get_or_train_generator
-from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.defenses.generative import GeneratorConfig, ReconstructionLabeller, get_or_train_generator
+from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 
 TARGET = 1.5
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     out = output_prefix(args.out, "benchmark-generative")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from zoo.datasets import load_tensors
+    from advbridge.zoo.datasets import load_tensors
 
     cfg = GeneratorConfig(
         dataset=args.dataset, generator="cvae", latent_dim=args.latent_dim, epochs=args.epochs, data_root=args.data_root

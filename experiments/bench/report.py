@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from bridge.errors import AdvBridgeError
-from bridge.io import OutputPrefix, atomic_write_text
+from advbridge.bridge.errors import AdvBridgeError
+from advbridge.bridge.io import OutputPrefix, atomic_write_text
 
 
 def user_errors_exit_2(main: Callable[..., int]) -> Callable[..., int]:

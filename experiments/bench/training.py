@@ -1,6 +1,6 @@
 """Benchmark: one epoch of own adversarial training vs ART's trainer, and vs the floor of the passes it needs.
 
-    python -m experiments.bench.training [--dataset mnist-5k] [--n 2048] [--defense adv-pgd] [--steps 10]
+    python -m advbridge.experiments.bench.training [--dataset mnist-5k] [--n 2048] [--defense adv-pgd] [--steps 10]
         [--batch-size 128] [--repeats 2] [--threads T] [--out results/benchmark-training]
 
 Both libraries train the same model (``advbridge_mnist_cnn``, the same seeded initial weights) for one
@@ -34,14 +34,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bridge.adapters import get_adapter
-from bridge.defense_spec import TRAINING_DEFENSES, TrainingDefenseSpec
-from bridge.errors import InvalidParameterError, check_name
-from experiments.bench.attacks import peak_memory, reset_peak_memory
-from experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
-from zoo.train_config import TrainConfig
-from zoo.training import initial_model
-from zoo.training_data import stack, training_data
+from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.defense_spec import TRAINING_DEFENSES, TrainingDefenseSpec
+from advbridge.bridge.errors import InvalidParameterError, check_name
+from advbridge.experiments.bench.attacks import peak_memory, reset_peak_memory
+from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import initial_model
+from advbridge.zoo.training_data import stack, training_data
 
 TARGET_SPEEDUP = 2.0
 LIBRARIES = ("own", "art")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(
         dataset=args.dataset, model=args.model, epochs=1, max_train=args.n, val_fraction=0.0, batch_size=args.batch_size
     ).resolved()
-    from zoo.datasets import dataset_info
+    from advbridge.zoo.datasets import dataset_info
 
     family = dataset_info(config.dataset, config.data_root, config.image_size).family
     steps = args.steps if args.defense == "adv-pgd" else None

@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from defenses.detector import SqueezeDetector
-from own_attacks import pgd
+from advbridge.defenses.detector import SqueezeDetector
+from advbridge.own_attacks import pgd
 
 #: Confidence cap κ of the margin term (logits), weight c of the detection hinge, and the share ρ by which
 #: the attack aims below the threshold. Chosen on MNIST and CIFAR-10 (see the README's defense tables).

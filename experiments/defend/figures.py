@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from bridge.adapters import get_adapter
-from bridge.io import atomic_write
-from bridge.runner import predict
+from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.io import atomic_write
+from advbridge.bridge.runner import predict
 
 if TYPE_CHECKING:
-    from experiments.defend.squeezers import Evaluation
+    from advbridge.experiments.defend.squeezers import Evaluation
 
 
 def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:

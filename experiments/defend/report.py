@@ -42,16 +42,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bridge.defense_spec import DefenseSpec
-from bridge.io import OutputPrefix, atomic_write_text
-from bridge.provenance import provenance
-from bridge.spec import AttackSpec, standard_eps
-from experiments.compare import format_table as compare_format_table
-from experiments.compare import results_prefix
-from experiments.engine import Cell
-from experiments.flags import EVERY_ROW, FLAG_COLUMNS, add_table_flags
-from experiments.minimal import DEFAULT_GRID_FACTORS
-from zoo.training_check import TrainingCheck
+from advbridge.bridge.defense_spec import DefenseSpec
+from advbridge.bridge.io import OutputPrefix, atomic_write_text
+from advbridge.bridge.provenance import provenance
+from advbridge.bridge.spec import AttackSpec, standard_eps
+from advbridge.experiments.compare import format_table as compare_format_table
+from advbridge.experiments.compare import results_prefix
+from advbridge.experiments.engine import Cell
+from advbridge.experiments.flags import EVERY_ROW, FLAG_COLUMNS, add_table_flags
+from advbridge.experiments.minimal import DEFAULT_GRID_FACTORS
+from advbridge.zoo.training_check import TrainingCheck
 
 log = logging.getLogger(__name__)
 

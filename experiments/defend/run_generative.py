@@ -14,18 +14,18 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from bridge import distributed
-from bridge.defense_spec import GenerativeDefenseSpec
-from bridge.io import OutputPrefix, atomic_write
-from bridge.runner import predict
-from bridge.spec import AttackSpec
-from defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
-from experiments.defend.figures import save_detector_figures
-from experiments.defend.generative import GenerativeEvaluation
-from experiments.defend.report import results_table, write_defend
-from experiments.defend.run_trained import save_accuracy_figure
-from experiments.engine import EvaluationOptions
-from experiments.flags import training_checks
+from advbridge.bridge import distributed
+from advbridge.bridge.defense_spec import GenerativeDefenseSpec
+from advbridge.bridge.io import OutputPrefix, atomic_write
+from advbridge.bridge.runner import predict
+from advbridge.bridge.spec import AttackSpec
+from advbridge.defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
+from advbridge.experiments.defend.figures import save_detector_figures
+from advbridge.experiments.defend.generative import GenerativeEvaluation
+from advbridge.experiments.defend.report import results_table, write_defend
+from advbridge.experiments.defend.run_trained import save_accuracy_figure
+from advbridge.experiments.engine import EvaluationOptions
+from advbridge.experiments.flags import training_checks
 
 log = logging.getLogger(__name__)
 

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from bridge import distributed
-from bridge.adapters import LIBRARIES, get_adapter
-from bridge.defense_spec import TrainingDefenseSpec
-from bridge.errors import UnsupportedDefenseError, check_name
-from bridge.io import OutputPrefix, atomic_write
-from bridge.spec import AttackSpec
-from bridge.training import train_defended
-from experiments.defend.report import results_table, write_defend
-from experiments.defend.trained import TrainedEvaluation
-from experiments.engine import EvaluationOptions
-from experiments.flags import EVERY_ROW, UNDEFENDED, training_checks
-from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
-from zoo.train_config import TrainConfig
+from advbridge.bridge import distributed
+from advbridge.bridge.adapters import LIBRARIES, get_adapter
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.errors import UnsupportedDefenseError, check_name
+from advbridge.bridge.io import OutputPrefix, atomic_write
+from advbridge.bridge.spec import AttackSpec
+from advbridge.bridge.training import train_defended
+from advbridge.experiments.defend.report import results_table, write_defend
+from advbridge.experiments.defend.trained import TrainedEvaluation
+from advbridge.experiments.engine import EvaluationOptions
+from advbridge.experiments.flags import EVERY_ROW, UNDEFENDED, training_checks
+from advbridge.zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
+from advbridge.zoo.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,19 +19,19 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from bridge import distributed
-from bridge.adapters import LIBRARIES, get_adapter
-from bridge.defense_spec import DefenseSpec
-from bridge.errors import UnsupportedDefenseError, check_name
-from bridge.io import OutputPrefix
-from bridge.spec import AttackSpec
-from defenses.detector import SqueezeDetector, calibrate_threshold
-from defenses.preprocessor import PreprocessedClassifier
-from experiments import flags
-from experiments.defend.adaptive import detector_aware_pgd
-from experiments.defend.figures import save_detector_figures, save_images
-from experiments.defend.report import format_table, results_table, write_defend
-from experiments.engine import (
+from advbridge.bridge import distributed
+from advbridge.bridge.adapters import LIBRARIES, get_adapter
+from advbridge.bridge.defense_spec import DefenseSpec
+from advbridge.bridge.errors import UnsupportedDefenseError, check_name
+from advbridge.bridge.io import OutputPrefix
+from advbridge.bridge.spec import AttackSpec
+from advbridge.defenses.detector import SqueezeDetector, calibrate_threshold
+from advbridge.defenses.preprocessor import PreprocessedClassifier
+from advbridge.experiments import flags
+from advbridge.experiments.defend.adaptive import detector_aware_pgd
+from advbridge.experiments.defend.figures import save_detector_figures, save_images
+from advbridge.experiments.defend.report import format_table, results_table, write_defend
+from advbridge.experiments.engine import (
     TRANSFER_REASON,
     Detector,
     EvaluationOptions,
@@ -40,7 +40,7 @@ from experiments.engine import (
     Subject,
     cross_entropy_objective,
 )
-from experiments.flags import training_checks
+from advbridge.experiments.flags import training_checks
 
 AGREEMENT_COLUMNS = [
     "squeezer",

@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bridge.adapters import get_adapter
-from bridge.defense_spec import TrainingDefenseSpec
-from bridge.spec import AttackSpec, Norm
-from experiments.defend.adaptive import margin
-from experiments.engine import (
+from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.experiments.defend.adaptive import margin
+from advbridge.experiments.engine import (
     TRANSFER_REASON,
     Cell,
     EvaluationOptions,
@@ -50,9 +50,9 @@ from experiments.engine import (
     Subject,
     cross_entropy_objective,
 )
-from experiments.flags import UNDEFENDED, objective_zero_gradient_share  # UNDEFENDED: the twin's rows
-from own_attacks import deepfool, fgsm, pgd
-from own_attacks._common import batch_view
+from advbridge.experiments.flags import UNDEFENDED, objective_zero_gradient_share  # UNDEFENDED: the twin's rows
+from advbridge.own_attacks import deepfool, fgsm, pgd
+from advbridge.own_attacks._common import batch_view
 
 #: Catastrophic overfitting: FGSM accuracy this far above PGD accuracy, and PGD accuracy below half of it.
 OVERFITTING_GAP = 0.1

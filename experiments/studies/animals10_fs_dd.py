@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
-from bridge.errors import UnknownNameError, did_you_mean
-from bridge.spec import AttackSpec, Norm
-from experiments.studies.common import (
+from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
+from advbridge.bridge.errors import UnknownNameError, did_you_mean
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.experiments.studies.common import (
     StudyOptions,
     attack_libraries,
     cached_cards,
@@ -20,16 +20,16 @@ from experiments.studies.common import (
     squeezer_run,
     trained_cell,
 )
-from experiments.studies.engine import Study, StudyCell
-from experiments.workload import Workload
-from zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
-from zoo.datasets import dataset_info
-from zoo.training import TrainConfig, get_or_train
+from advbridge.experiments.studies.engine import Study, StudyCell
+from advbridge.experiments.workload import Workload
+from advbridge.zoo.checkpoints import WEIGHTS_FILE, checkpoint_dir
+from advbridge.zoo.datasets import dataset_info
+from advbridge.zoo.training import TrainConfig, get_or_train
 
 
 def animals10_fs_dd(options: StudyOptions) -> Study:
     """Study 003: the feature-squeezing detector and defensive distillation on a transfer-learned backbone."""
-    from experiments.defend.run_trained import defended_config
+    from advbridge.experiments.defend.run_trained import defended_config
 
     name = "animals10-fs-dd"
     budget, libraries = resolved_budget(name, options), attack_libraries(name, options)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bridge.errors import UnknownNameError, did_you_mean
-from experiments.studies.animals10_fs_dd import animals10_fs_dd
-from experiments.studies.budgets import STUDIES
-from experiments.studies.cifar10_fs_at import cifar10_fs_at
-from experiments.studies.common import StudyOptions
-from experiments.studies.engine import Study
-from experiments.studies.mnist_cifar10_vae import mnist_cifar10_vae
+from advbridge.bridge.errors import UnknownNameError, did_you_mean
+from advbridge.experiments.studies.animals10_fs_dd import animals10_fs_dd
+from advbridge.experiments.studies.budgets import STUDIES
+from advbridge.experiments.studies.cifar10_fs_at import cifar10_fs_at
+from advbridge.experiments.studies.common import StudyOptions
+from advbridge.experiments.studies.engine import Study
+from advbridge.experiments.studies.mnist_cifar10_vae import mnist_cifar10_vae
 
 BUILDERS: dict[str, Callable[[StudyOptions], Study]] = {
     "cifar10-fs-at": cifar10_fs_at,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 
-from bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
-from bridge.spec import AttackSpec, Norm
-from experiments.studies.common import (
+from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.experiments.studies.common import (
     StudyOptions,
     attack_libraries,
     by_library,
@@ -16,15 +16,15 @@ from experiments.studies.common import (
     squeezer_run,
     trained_cell,
 )
-from experiments.studies.engine import Study, StudyCell
-from experiments.workload import Workload
-from zoo.training import TrainConfig, get_or_train
+from advbridge.experiments.studies.engine import Study, StudyCell
+from advbridge.experiments.workload import Workload
+from advbridge.zoo.training import TrainConfig, get_or_train
 
 
 def cifar10_fs_at(options: StudyOptions) -> Study:
     """Study 002: FGSM adversarial training vs median-filter squeezing on CIFAR-10 (see the module doc)."""
-    from defenses.trainer import train_on_squeezed
-    from experiments.defend.run_trained import defended_config
+    from advbridge.defenses.trainer import train_on_squeezed
+    from advbridge.experiments.defend.run_trained import defended_config
 
     name = "cifar10-fs-at"
     budget, libraries = resolved_budget(name, options), attack_libraries(name, options)

@@ -11,7 +11,7 @@ BUDGET_FLAGS = ("n", "max_train", "epochs", "cifar_max_train", "cifar_epochs", "
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from experiments.studies.budgets import BUDGETS, STUDIES
+    from advbridge.experiments.studies.budgets import BUDGETS, STUDIES
 
     budgets = "; ".join(f"{k}: " + ", ".join(f"{e}={v}" for e, v in b.items()) for k, b in BUDGETS.items())
     p = sub.add_parser(
@@ -43,12 +43,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bridge import distributed
-    from bridge.errors import InvalidParameterError
-    from experiments.compare import results_prefix
-    from experiments.studies.catalog import StudyOptions, build_study
-    from experiments.studies.engine import run_study
-    from experiments.studies.report import write_report
+    from advbridge.bridge import distributed
+    from advbridge.bridge.errors import InvalidParameterError
+    from advbridge.experiments.compare import results_prefix
+    from advbridge.experiments.studies.catalog import StudyOptions, build_study
+    from advbridge.experiments.studies.engine import run_study
+    from advbridge.experiments.studies.report import write_report
 
     if args.attack_batch_size is not None and args.attack_batch_size < 1:
         raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")

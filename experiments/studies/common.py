@@ -11,16 +11,16 @@ from typing import Any
 
 import pandas as pd
 
-from bridge.errors import InvalidParameterError
-from bridge.io import OutputPrefix
-from experiments.defend.squeezers import run_defend
-from experiments.engine import EvaluationOptions
-from experiments.studies.budgets import BUDGETS, LIBRARIES, SCALED
-from experiments.studies.engine import StudyCell
-from experiments.workload import Workload, default_device
-from zoo.checkpoints import CARD_FILE, checkpoint_dir
-from zoo.datasets import dataset_info, load_tensors
-from zoo.training import TrainConfig
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.bridge.io import OutputPrefix
+from advbridge.experiments.defend.squeezers import run_defend
+from advbridge.experiments.engine import EvaluationOptions
+from advbridge.experiments.studies.budgets import BUDGETS, LIBRARIES, SCALED
+from advbridge.experiments.studies.engine import StudyCell
+from advbridge.experiments.workload import Workload, default_device
+from advbridge.zoo.checkpoints import CARD_FILE, checkpoint_dir
+from advbridge.zoo.datasets import dataset_info, load_tensors
+from advbridge.zoo.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def resolved_budget(name: str, options: StudyOptions) -> dict[str, Any]:
 
 
 def attack_libraries(name: str, options: StudyOptions) -> list[str]:
-    from experiments.compare import parse_libraries
+    from advbridge.experiments.compare import parse_libraries
 
     return parse_libraries(",".join(options.libraries)) if options.libraries else list(LIBRARIES[name])
 
@@ -105,7 +105,7 @@ def evaluation_options(libraries, options, **fields) -> EvaluationOptions:
 
 
 def trained_cell(name, attack_label, spec, attack, workload, config, libraries, budget, none, defended, options):
-    from experiments.defend.run_trained import run_defend_trained
+    from advbridge.experiments.defend.run_trained import run_defend_trained
 
     def run(prefix: OutputPrefix) -> pd.DataFrame:
         evaluation = evaluation_options(libraries, options, restarts=budget["restarts"])

@@ -21,9 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from bridge import distributed
-from bridge.errors import CheckpointError
-from bridge.io import OutputPrefix, atomic_write_text
+from advbridge.bridge import distributed
+from advbridge.bridge.errors import CheckpointError
+from advbridge.bridge.io import OutputPrefix, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 
-from bridge.defense_spec import GenerativeDefenseSpec
-from bridge.spec import AttackSpec, Norm
-from experiments.studies.common import (
+from advbridge.bridge.defense_spec import GenerativeDefenseSpec
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.experiments.studies.common import (
     StudyOptions,
     attack_libraries,
     by_library,
@@ -15,16 +15,16 @@ from experiments.studies.common import (
     make_workload,
     resolved_budget,
 )
-from experiments.studies.engine import Study, StudyCell
-from experiments.workload import Workload
-from zoo.datasets import dataset_info
-from zoo.training import TrainConfig, get_or_train
+from advbridge.experiments.studies.engine import Study, StudyCell
+from advbridge.experiments.workload import Workload
+from advbridge.zoo.datasets import dataset_info
+from advbridge.zoo.training import TrainConfig, get_or_train
 
 
 def mnist_cifar10_vae(options: StudyOptions) -> Study:
     """Study 001: VAE purification and CVAE labelling against FGSM and PGD, on MNIST and CIFAR-10."""
-    from defenses.generative import GeneratorConfig
-    from experiments.defend.run_generative import run_defend_generative
+    from advbridge.defenses.generative import GeneratorConfig
+    from advbridge.experiments.defend.run_generative import run_defend_generative
 
     name = "mnist-cifar10-vae"
     budget, libraries = resolved_budget(name, options), attack_libraries(name, options)

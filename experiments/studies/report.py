@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bridge.io import atomic_write, atomic_write_text
-from experiments.defend.report import format_table
-from experiments.flags import FLAG_COLUMNS, RAISED_BELOW
-from experiments.studies.engine import Study, done_marker, load_cell
-from zoo.training_check import check_card
+from advbridge.bridge.io import atomic_write, atomic_write_text
+from advbridge.experiments.defend.report import format_table
+from advbridge.experiments.flags import FLAG_COLUMNS, RAISED_BELOW
+from advbridge.experiments.studies.engine import Study, done_marker, load_cell
+from advbridge.zoo.training_check import check_card
 
 #: The report's files, in ``<out>/``.
 REPORT_FILES = {
@@ -375,6 +375,6 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
 
 
 def _thresholds() -> dict[str, float]:
-    from experiments.flags import THRESHOLDS
+    from advbridge.experiments.flags import THRESHOLDS
 
     return {n: THRESHOLDS[n] for n in FLAG_COLUMNS[:-1]}

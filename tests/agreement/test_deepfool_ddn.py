@@ -22,11 +22,11 @@ import torch
 from linear_model import LinearClassifier, exact_minimal_l2, exact_minimal_linf, make_inputs
 from torch import Tensor, nn
 
-from bridge.errors import InvalidParameterError, UnsupportedAttackError
-from bridge.runner import AttackResult, run_attack
-from bridge.spec import AttackSpec
-from experiments.bench.agreement import smooth_copy
-from own_attacks import ddn, deepfool
+from advbridge.bridge.errors import InvalidParameterError, UnsupportedAttackError
+from advbridge.bridge.runner import AttackResult, run_attack
+from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.bench.agreement import smooth_copy
+from advbridge.own_attacks import ddn, deepfool
 
 SHAPES = [(1, 28, 28), (3, 8, 8)]
 SHAPE_IDS = ["1x28x28", "3x8x8"]

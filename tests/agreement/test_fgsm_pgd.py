@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.runner import run_attack
-from bridge.spec import AttackSpec
-from own_attacks import pgd
+from advbridge.bridge.runner import run_attack
+from advbridge.bridge.spec import AttackSpec
+from advbridge.own_attacks import pgd
 
 
 def _run(library, model, x, y, spec):
@@ -63,7 +63,7 @@ def test_pgd_l2_matches_foolbox(mnist_model, mnist_batch):
     difference can switch a ReLU and the two trajectories part: measured on 1 of 64 digits (the same
     digit everywhere; max 4e-5 to 2e-3 by capability), none with one thread; success flags equal on all
     64. So: every sample on the smooth model, ≥ 90 % of them and every success flag on the ReLU one."""
-    from experiments.bench.agreement import smooth_copy
+    from advbridge.experiments.bench.agreement import smooth_copy
 
     x, y = mnist_batch
     spec = AttackSpec(attack="pgd", norm="L2", eps=1.5, steps=10, step_size=0.4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli import main
+from advbridge.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from cli import main
+from advbridge.cli import main
 
 
 def test_defend_median_writes_both_tables_and_the_figure(tmp_path, capsys, mnist_workload):

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from cli import main
+from advbridge.cli import main
 
 TINY = ["--n", "8", "--gen-epochs", "1", "--gen-max-train", "256", "--restarts", "1", "--quiet"]
 

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from cli import main
+from advbridge.cli import main
 
 TINY = ["--n", "16", "--train-epochs", "1", "--train-max", "256", "--restarts", "2", "--quiet"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bridge.errors import OutputError
-from bridge.io import OutputPrefix, atomic_write_text
-from cli import main
-from experiments.compare import OUTPUT_TAILS, PROGRESS_TAIL
+from advbridge.bridge.errors import OutputError
+from advbridge.bridge.io import OutputPrefix, atomic_write_text
+from advbridge.cli import main
+from advbridge.experiments.compare import OUTPUT_TAILS, PROGRESS_TAIL
 
 ROOT = Path(__file__).resolve().parents[2]
 DEEPFOOL = ["compare", "--attack", "deepfool", "--n", "8", "--libraries", "own,advlib", "--quiet"]
@@ -94,12 +94,12 @@ def test_default_out_depends_on_the_attack(tmp_path, capsys, mnist_workload, mon
 
 
 def test_unwritable_out_fails_in_seconds_before_any_attack(monkeypatch, capsys):
-    import experiments.workload
+    import advbridge.experiments.workload
 
     def no_work(*args, **kwargs):
         raise AssertionError("a model was loaded although --out cannot be written")
 
-    monkeypatch.setattr(experiments.workload, "load_workload", no_work)
+    monkeypatch.setattr(advbridge.experiments.workload, "load_workload", no_work)
     assert main(["compare", "--attack", "pgd", "--out", "/proc/advbridge/x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot write outputs to /proc/advbridge/x") and "\n" not in err, err
@@ -124,8 +124,8 @@ def test_out_that_is_a_file_path_in_a_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
 def test_written_files_follow_the_umask(tmp_path, umask):
-    from zoo.checkpoints import save_checkpoint
-    from zoo.models import create_classifier
+    from advbridge.zoo.checkpoints import save_checkpoint
+    from advbridge.zoo.models import create_classifier
 
     previous = os.umask(umask)
     try:
@@ -168,8 +168,8 @@ def test_compare_outputs_follow_the_umask(tmp_path, capsys, mnist_workload):
 def test_figure_names_the_classes_and_the_norms(tmp_path, mnist_workload, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from bridge.spec import AttackSpec
-    from experiments.compare import compare_libraries, save_figure
+    from advbridge.bridge.spec import AttackSpec
+    from advbridge.experiments.compare import compare_libraries, save_figure
 
     x, y = mnist_workload.x[:4], mnist_workload.y[:4]
     results = compare_libraries(mnist_workload.model, x, y, AttackSpec(attack="fgsm", eps=0.3), ["own", "art"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import main
+from advbridge.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["compare", "--attack", "pgd", "--n", "48", "--steps", "5", "--attack-batch-size", "8", "--quiet"]
@@ -45,7 +45,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, mnist_workload):
     saved = list(progress.glob("*.safetensors"))
     assert 3 <= len(saved) < 16 and not out.with_suffix(".csv").exists()
 
-    import experiments.compare as compare
+    import advbridge.experiments.compare as compare
 
     calls = []
     real_run_attack = compare.run_attack
@@ -65,8 +65,8 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, mnist_workload):
 
 
 def test_resume_refuses_progress_from_other_settings(tmp_path, mnist_workload, capsys):
-    from bridge.errors import CheckpointError
-    from experiments.progress import ProgressStore
+    from advbridge.bridge.errors import CheckpointError
+    from advbridge.experiments.progress import ProgressStore
 
     ProgressStore(tmp_path / "run.progress", {"n": 8, "spec": "pgd"}, resume=False)
     with pytest.raises(CheckpointError, match=r"different settings \(n\)"):

@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.defense_spec import DefenseSpec
-from bridge.errors import UnsupportedDefenseError
-from bridge.spec import AttackSpec
-from defenses.detector import SqueezeDetector
-from defenses.preprocessor import BitDepth, MedianFilter
-from experiments.defend.adaptive import detector_aware_pgd, margin
-from experiments.defend.squeezers import check_defense_libraries, run_defend
-from experiments.engine import EvaluationOptions
-from own_attacks import pgd
+from advbridge.bridge.defense_spec import DefenseSpec
+from advbridge.bridge.errors import UnsupportedDefenseError
+from advbridge.bridge.spec import AttackSpec
+from advbridge.defenses.detector import SqueezeDetector
+from advbridge.defenses.preprocessor import BitDepth, MedianFilter
+from advbridge.experiments.defend.adaptive import detector_aware_pgd, margin
+from advbridge.experiments.defend.squeezers import check_defense_libraries, run_defend
+from advbridge.experiments.engine import EvaluationOptions
+from advbridge.own_attacks import pgd
 
 PGD = AttackSpec(attack="pgd", norm="Linf", eps=0.3, steps=10)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.adapters import LIBRARIES
-from bridge.runner import run_attack
-from bridge.spec import AttackSpec
-from defenses.preprocessor import BitDepth, PreprocessedClassifier
+from advbridge.bridge.adapters import LIBRARIES
+from advbridge.bridge.runner import run_attack
+from advbridge.bridge.spec import AttackSpec
+from advbridge.defenses.preprocessor import BitDepth, PreprocessedClassifier
 
 PGD = AttackSpec(attack="pgd", norm="Linf", eps=0.3, steps=10, step_size=0.05)
 

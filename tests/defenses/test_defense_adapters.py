@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from bridge.adapters import LIBRARIES, get_adapter
-from bridge.defense_spec import RESAMPLE_MODES, DefenseSpec
-from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError, UnsupportedDefenseError
-from defenses.preprocessor import BitDepth
+from advbridge.bridge.adapters import LIBRARIES, get_adapter
+from advbridge.bridge.defense_spec import RESAMPLE_MODES, DefenseSpec
+from advbridge.bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError, UnsupportedDefenseError
+from advbridge.defenses.preprocessor import BitDepth
 
 SQUEEZER_SPECS = (
     [DefenseSpec(defense="bit-depth", bits=b) for b in (1, 3, 5, 8)]

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from bridge.errors import InvalidParameterError
-from defenses.detector import SqueezeDetector, calibrate_threshold, detection_metrics
-from defenses.preprocessor import BitDepth, MedianFilter
-from own_attacks import deepfool
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.defenses.detector import SqueezeDetector, calibrate_threshold, detection_metrics
+from advbridge.defenses.preprocessor import BitDepth, MedianFilter
+from advbridge.own_attacks import deepfool
 
 
 def test_threshold_is_the_ceil_n_times_one_minus_fpr_th_smallest():
@@ -26,7 +26,7 @@ def test_threshold_is_the_ceil_n_times_one_minus_fpr_th_smallest():
 
 @pytest.fixture(scope="module")
 def mnist_test_digits():
-    from zoo.datasets import load_tensors
+    from advbridge.zoo.datasets import load_tensors
 
     return load_tensors("mnist-5k", split="test", n=1000, seed=0)
 

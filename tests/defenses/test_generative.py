@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
-from defenses.generative import (
+from advbridge.bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
+from advbridge.defenses.generative import (
     ConvGenerator,
     GeneratorConfig,
     Purifier,
@@ -17,7 +17,7 @@ from defenses.generative import (
     check_generator_for,
     get_or_train_generator,
 )
-from defenses.preprocessor import PreprocessedClassifier
+from advbridge.defenses.preprocessor import PreprocessedClassifier
 
 
 @pytest.mark.parametrize(("kind", "chans", "side"), [("ae", 1, 28), ("vae", 3, 32), ("cvae", 3, 30), ("vae", 1, 5)])
@@ -103,7 +103,7 @@ def test_labeller_is_batched_and_its_refinement_lowers_the_error_with_gradients_
 
 
 def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path, monkeypatch):
-    from zoo.datasets import load_tensors
+    from advbridge.zoo.datasets import load_tensors
 
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
     cfg = GeneratorConfig(dataset="mnist-5k", generator="cvae", latent_dim=8, epochs=3, max_train=2000)
@@ -135,7 +135,7 @@ def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path
     ],
 )
 def test_cli_train_bad_generator_exits_2(extra, message, capsys):
-    from cli import main
+    from advbridge.cli import main
 
     assert main(["train", *extra]) == 2
     err = capsys.readouterr().err

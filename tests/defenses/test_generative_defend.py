@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.defense_spec import GenerativeDefenseSpec
-from bridge.errors import AdvBridgeError
-from bridge.spec import AttackSpec, Norm
-from defenses.generative import ConvGenerator, GeneratorConfig
-from defenses.generative.training import load_generator
-from experiments.defend.generative import GenerativeEvaluation, eot_objective
-from experiments.engine import EvaluationOptions
+from advbridge.bridge.defense_spec import GenerativeDefenseSpec
+from advbridge.bridge.errors import AdvBridgeError
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.defenses.generative import ConvGenerator, GeneratorConfig
+from advbridge.defenses.generative.training import load_generator
+from advbridge.experiments.defend.generative import GenerativeEvaluation, eot_objective
+from advbridge.experiments.engine import EvaluationOptions
 
 PGD = AttackSpec(attack="pgd", norm=Norm.LINF, eps=0.3, steps=10)
 #: Committed generators (``tests/fixtures/generators/make.py``: mnist-5k's 4,000 training digits, 8 epochs,
@@ -32,7 +32,7 @@ def generators():
 
 @pytest.fixture(scope="module")
 def digits():
-    from zoo.datasets import load_tensors
+    from advbridge.zoo.datasets import load_tensors
 
     x, y = load_tensors("mnist-5k", "test", n=248, seed=0)
     return x[:48], y[:48], x[48:]
@@ -124,7 +124,7 @@ def test_bad_generative_spec_is_one_line(fields, message):
     ],
 )
 def test_cli_defend_bad_generative_input_exits_2(extra, message, capsys):
-    from cli import main
+    from advbridge.cli import main
 
     assert main(["defend", "--attack", "pgd", *extra]) == 2
     err = capsys.readouterr().err
@@ -132,8 +132,8 @@ def test_cli_defend_bad_generative_input_exits_2(extra, message, capsys):
 
 
 def test_a_generator_of_another_dataset_is_refused(mnist_workload):
-    from experiments.defend.run_generative import run_defend_generative
-    from zoo.checkpoints import checkpoint_dir, save_checkpoint
+    from advbridge.experiments.defend.run_generative import run_defend_generative
+    from advbridge.zoo.checkpoints import checkpoint_dir, save_checkpoint
 
     cfg = GeneratorConfig(dataset="mnist-5k", generator="vae", seed=12345)  # a key of this test's own
     g = ConvGenerator("vae", 1, 32, latent_dim=16)  # as if trained on 32×32 images

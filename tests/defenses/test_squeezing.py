@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
-from defenses.preprocessor import BitDepth, MedianFilter, Resample
+from advbridge.bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
+from advbridge.defenses.preprocessor import BitDepth, MedianFilter, Resample
 
 
 @pytest.mark.parametrize("bits", range(1, 9))

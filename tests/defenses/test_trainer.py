@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from fixture_models import MNIST_CNN
 
-from bridge.defense_spec import TrainingDefenseSpec
-from bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
-from bridge.training import train_defended
-from cli import main
-from defenses.trainer import AdversarialObjective, adversarial_examples, fast_fgsm
-from own_attacks import pgd
-from zoo.train_config import TrainConfig
-from zoo.training import get_or_train
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.errors import AdvBridgeError, InvalidParameterError, UnknownNameError
+from advbridge.bridge.training import train_defended
+from advbridge.cli import main
+from advbridge.defenses.trainer import AdversarialObjective, adversarial_examples, fast_fgsm
+from advbridge.own_attacks import pgd
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import get_or_train
 
 WEIGHTS = str(MNIST_CNN / "model.safetensors")
 
@@ -31,7 +31,7 @@ def tiny_config(**changes) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def test_digits():
-    from zoo.datasets import load_tensors
+    from advbridge.zoo.datasets import load_tensors
 
     return load_tensors("mnist-5k", "test", n=128, seed=0)
 
@@ -157,8 +157,8 @@ def test_cli_train_bad_defense_exits_2(extra, message, capsys):
 
 
 def test_fast_training_defaults_to_wong_et_al_s_recipe_and_given_options_win():
-    from experiments.commands import recipe
-    from zoo.train_config import FAST_RECIPE
+    from advbridge.experiments.commands import recipe
+    from advbridge.zoo.train_config import FAST_RECIPE
 
     fast = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist")
     assert recipe(fast, lr=None, epochs=5) == {**FAST_RECIPE, "epochs": 5}
@@ -184,7 +184,7 @@ def test_the_eps_ramp_grows_the_budget_linearly_then_holds_it():
 
 
 def test_training_tells_a_curriculum_the_share_done_after_each_step(tmp_path, monkeypatch):
-    from zoo.training import cross_entropy_objective, train
+    from advbridge.zoo.training import cross_entropy_objective, train
 
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
     seen = []

@@ -13,19 +13,24 @@ import torch.nn.functional as F
 from fixture_models import MNIST_CNN
 from torch import nn
 
-from bridge.adapters import get_adapter
-from bridge.adapters.art import _adversarial_trainer, _Probabilities, _ProbabilityCrossEntropy, _training_classifier
-from bridge.defense_spec import TrainingDefenseSpec
-from bridge.errors import UnsupportedDefenseError
-from bridge.spec import AttackSpec
-from bridge.training import train_defended
-from defenses.trainer import recipe_defaults
-from experiments.defend.trained import UNDEFENDED, TrainedEvaluation
-from experiments.engine import Cell, EvaluationOptions
-from own_attacks import pgd
-from zoo.train_config import TrainConfig
-from zoo.training import get_or_train, initial_model
-from zoo.training_data import training_data
+from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.adapters.art import (
+    _adversarial_trainer,
+    _Probabilities,
+    _ProbabilityCrossEntropy,
+    _training_classifier,
+)
+from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.errors import UnsupportedDefenseError
+from advbridge.bridge.spec import AttackSpec
+from advbridge.bridge.training import train_defended
+from advbridge.defenses.trainer import recipe_defaults
+from advbridge.experiments.defend.trained import UNDEFENDED, TrainedEvaluation
+from advbridge.experiments.engine import Cell, EvaluationOptions
+from advbridge.own_attacks import pgd
+from advbridge.zoo.train_config import TrainConfig
+from advbridge.zoo.training import get_or_train, initial_model
+from advbridge.zoo.training_data import training_data
 
 WEIGHTS = str(MNIST_CNN / "model.safetensors")
 
@@ -108,7 +113,7 @@ def _robust_accuracy(model, x, y, eps):
 
 
 def test_art_madry_training_is_real_and_cached_apart_from_ours(tmp_path, monkeypatch):
-    from zoo.datasets import load_tensors
+    from advbridge.zoo.datasets import load_tensors
 
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
     x, y = load_tensors("mnist-5k", "test", n=128, seed=0)
@@ -121,7 +126,7 @@ def test_art_madry_training_is_real_and_cached_apart_from_ours(tmp_path, monkeyp
     assert _robust_accuracy(art_model, x, y, 0.15) >= _robust_accuracy(plain, x, y, 0.15) + 0.1
     folders = {p.name for p in (tmp_path / "models").iterdir()}
     assert len(folders) == 2  # plain and ART's; ours would be a third
-    import bridge.adapters.art as art_module
+    import advbridge.bridge.adapters.art as art_module
 
     monkeypatch.setattr(art_module, "_train_with_art", lambda *a, **k: pytest.fail("must come from the cache"))
     again, _ = train_defended(tiny_config(), spec, library="art", progress=False)

@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from bridge import distributed
-from bridge.distributed import DistributedSetupError, World, environment_world
-from cli import main
+from advbridge.bridge import distributed
+from advbridge.bridge.distributed import DistributedSetupError, World, environment_world
+from advbridge.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("torchrun_cli.py")
@@ -89,9 +89,9 @@ def test_distributed_adversarial_training_matches_one_process(tmp_path, mnist_wo
     2 ranks of 64 each vs one process of 128. Clean and PGD accuracy within 2 points (measured 0.1 and 0.5)."""
     from fixture_models import MNIST_CNN
 
-    from experiments.workload import load_workload
-    from own_attacks import pgd
-    from zoo.training import load_trained
+    from advbridge.experiments.workload import load_workload
+    from advbridge.own_attacks import pgd
+    from advbridge.zoo.training import load_trained
 
     argv = ["train", "--defense", "adv-pgd", "--eps", "0.1", "--steps", "5", "--epochs", "1", "--max-train", "2048"]
     argv += ["--weights", str(MNIST_CNN / "model.safetensors"), "--quiet"]
@@ -155,7 +155,7 @@ def test_ranks_that_disagree_are_refused(monkeypatch):
 @pytest.mark.parametrize("n", [1000, 129, 130])
 def test_each_rank_takes_its_part_of_every_global_batch(monkeypatch, n):
     """Global batch k is dealt rank::2; the weights make DDP's mean of rank means the batch mean."""
-    from zoo.training import RankBatches
+    from advbridge.zoo.training import RankBatches
 
     order = torch.randperm(n)
     parts, weights = [], []

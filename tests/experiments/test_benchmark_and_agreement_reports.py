@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from experiments.bench.agreement import agreement_table
-from experiments.bench.attacks import benchmark
-from experiments.bench.attacks import main as benchmark_main
+from advbridge.experiments.bench.agreement import agreement_table
+from advbridge.experiments.bench.attacks import benchmark
+from advbridge.experiments.bench.attacks import main as benchmark_main
 
 
 def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
@@ -65,10 +65,12 @@ def test_agreement_pgd_rows(agreement):
 
 @pytest.mark.parametrize("script", ["agreement", "benchmark"])
 def test_scripts_refuse_an_unwritable_out_before_running(script, capsys, monkeypatch):
-    import experiments.bench.agreement
-    import experiments.bench.attacks
+    import advbridge.experiments.bench.agreement
+    import advbridge.experiments.bench.attacks
 
-    module = {"agreement": experiments.bench.agreement, "benchmark": experiments.bench.attacks}[script]
+    module = {"agreement": advbridge.experiments.bench.agreement, "benchmark": advbridge.experiments.bench.attacks}[
+        script
+    ]
     monkeypatch.setattr(module, "load_workload", lambda *a, **k: pytest.fail("ran although --out is unwritable"))
     assert module.main(["--out", "/proc/advbridge/x.csv"]) == 2
     err = capsys.readouterr().err

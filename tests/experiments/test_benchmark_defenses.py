@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from experiments.bench.defenses import DEFENSE_LIBRARIES, SQUEEZER_PARAMS, main
+from advbridge.experiments.bench.defenses import DEFENSE_LIBRARIES, SQUEEZER_PARAMS, main
 
 
 def _run(tmp_path, capsys, *extra: str) -> tuple[pd.DataFrame, str]:

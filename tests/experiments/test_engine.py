@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from bridge.runner import InvalidOutputError, run_batch_attack
-from bridge.spec import AttackSpec, Norm
-from experiments.engine import Cell, Detector, judge
-from experiments.registry import get_defense, registered_defenses
+from advbridge.bridge.runner import InvalidOutputError, run_batch_attack
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.experiments.engine import Cell, Detector, judge
+from advbridge.experiments.registry import get_defense, registered_defenses
 
 
 def linear() -> nn.Module:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from defenses.preprocessor import BitDepth, PreprocessedClassifier
-from experiments import flags
+from advbridge.defenses.preprocessor import BitDepth, PreprocessedClassifier
+from advbridge.experiments import flags
 
 
 class Softmax(nn.Module):
@@ -166,7 +166,7 @@ def test_a_generator_that_did_not_learn_flags_the_defended_rows_only():
 
 
 def test_the_report_names_the_model_that_did_not_learn():
-    from experiments.defend.report import failed_training_note
+    from advbridge.experiments.defend.report import failed_training_note
 
     classifier = {"num_classes": 10, "accuracy": 0.98}
     generator = {"kind": "generator", "test_reconstruction": 60.0, "mean_image_reconstruction": 50.0}

@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bridge.defense_spec import DefenseSpec
-from bridge.errors import CheckpointError
-from bridge.spec import AttackSpec, Norm
-from experiments.defend.squeezers import run_defend
-from experiments.engine import EvaluationOptions
-from experiments.studies.engine import Study, StudyCell, run_study
-from experiments.studies.report import REPORT_FILES, summarize, write_report
+from advbridge.bridge.defense_spec import DefenseSpec
+from advbridge.bridge.errors import CheckpointError
+from advbridge.bridge.spec import AttackSpec, Norm
+from advbridge.experiments.defend.squeezers import run_defend
+from advbridge.experiments.engine import EvaluationOptions
+from advbridge.experiments.studies.engine import Study, StudyCell, run_study
+from advbridge.experiments.studies.report import REPORT_FILES, summarize, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_bad_study_input_exits_2_with_one_line(args, expected, tmp_path):
 
 
 def test_the_report_shows_no_robustness_for_a_model_that_did_not_learn():
-    from experiments.studies.report import checks_markdown, models_markdown, pivot_markdown
+    from advbridge.experiments.studies.report import checks_markdown, models_markdown, pivot_markdown
 
     def row(defense, mode, robust, flags=""):
         return {"study_defense": defense, "study_attack": "PGD", "status": "ok", "mode": mode, "robust_acc": robust,

@@ -17,7 +17,7 @@ import torch
 from agreement.linear_model import LinearClassifier, exact_minimal_l2, exact_minimal_linf, exact_targeted, make_inputs
 from torch import Tensor
 
-from own_attacks import ddn, deepfool, fgsm, pgd
+from advbridge.own_attacks import ddn, deepfool, fgsm, pgd
 
 SHAPES = [(40,), (2, 24), (3, 6, 6)]
 SHAPE_IDS = ["N,D", "N,C,L", "N,C,H,W"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bridge.adapters import LIBRARIES, get_adapter
-from bridge.runner import run_attack
-from bridge.spec import AttackSpec
+from advbridge.bridge.adapters import LIBRARIES, get_adapter
+from advbridge.bridge.runner import run_attack
+from advbridge.bridge.spec import AttackSpec
 
 SPECS = {
     "fgsm": AttackSpec(attack="fgsm", eps=0.1),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from own_attacks import ddn, deepfool
+from advbridge.own_attacks import ddn, deepfool
 
 
 class _CallCounter:

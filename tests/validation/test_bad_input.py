@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from bridge.adapters import get_adapter
-from bridge.errors import (
+from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.errors import (
     AdvBridgeError,
     DataNotFoundError,
     InvalidInputError,
@@ -17,12 +17,12 @@ from bridge.errors import (
     UnknownNameError,
     UnsupportedAttackError,
 )
-from bridge.runner import run_attack
-from bridge.spec import AttackSpec, Norm, parse_eps
-from cli import main
-from own_attacks import ddn, deepfool, fgsm, pgd
-from zoo.datasets import dataset_info, load_dataset
-from zoo.models import create_classifier
+from advbridge.bridge.runner import run_attack
+from advbridge.bridge.spec import AttackSpec, Norm, parse_eps
+from advbridge.cli import main
+from advbridge.own_attacks import ddn, deepfool, fgsm, pgd
+from advbridge.zoo.datasets import dataset_info, load_dataset
+from advbridge.zoo.models import create_classifier
 
 X = torch.full((2, 1, 28, 28), 0.5)
 Y = torch.tensor([1, 2])

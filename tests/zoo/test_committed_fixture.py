@@ -7,10 +7,10 @@ from dataclasses import asdict
 
 from fixture_models import MNIST_CNN, default_mnist_config
 
-from zoo.checkpoints import load_checkpoint
-from zoo.datasets import load_dataset
-from zoo.train_config import LATER_DEFAULTS
-from zoo.training_data import evaluate
+from advbridge.zoo.checkpoints import load_checkpoint
+from advbridge.zoo.datasets import load_dataset
+from advbridge.zoo.train_config import LATER_DEFAULTS
+from advbridge.zoo.training_data import evaluate
 
 
 def test_fixture_is_the_default_mnist_model_and_the_suite_uses_it(mnist_workload):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zoo.training_check import CHANCE_MARGIN, check_card, classifier_check, generator_check, warn_if_failed
+from advbridge.zoo.training_check import CHANCE_MARGIN, check_card, classifier_check, generator_check, warn_if_failed
 
 
 def card(accuracy: float, *, val_clean: float | None = None, initial: float | None = 2.4, losses=(1.0, 0.5), **config):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.errors import CheckpointError
-from zoo import checkpoints
-from zoo.checkpoints import cache_dir, checkpoint_dir, config_key, load_checkpoint, save_checkpoint
-from zoo.models import create_classifier
+from advbridge.bridge.errors import CheckpointError
+from advbridge.zoo import checkpoints
+from advbridge.zoo.checkpoints import cache_dir, checkpoint_dir, config_key, load_checkpoint, save_checkpoint
+from advbridge.zoo.models import create_classifier
 
 
 @pytest.fixture

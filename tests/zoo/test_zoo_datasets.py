@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge.errors import DataNotFoundError, InvalidParameterError, UnknownNameError
-from zoo.datasets import (
+from advbridge.bridge.errors import DataNotFoundError, InvalidParameterError, UnknownNameError
+from advbridge.zoo.datasets import (
     ANIMALS10_CLASSES,
     ANIMALS10_FOLDERS,
     CIFAR10_CLASSES,

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from bridge.errors import CheckpointError, InvalidInputError, InvalidParameterError, UnknownNameError
-from zoo import models
-from zoo.models import NormalizedClassifier, create_classifier, set_trainable
+from advbridge.bridge.errors import CheckpointError, InvalidInputError, InvalidParameterError, UnknownNameError
+from advbridge.zoo import models
+from advbridge.zoo.models import NormalizedClassifier, create_classifier, set_trainable
 
 MNIST = {"num_classes": 10, "in_chans": 1, "mean": (0.1307,), "std": (0.3081,)}
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.errors import InvalidParameterError, UnknownNameError
-from zoo import training
-from zoo.models import NormalizedClassifier
-from zoo.optim import make_optimizer, make_schedule
-from zoo.train_config import FAST_RECIPE, TrainConfig
-from zoo.training import get_or_train, train
-from zoo.training_data import augment_batch, training_data
+from advbridge.bridge.errors import InvalidParameterError, UnknownNameError
+from advbridge.zoo import training
+from advbridge.zoo.models import NormalizedClassifier
+from advbridge.zoo.optim import make_optimizer, make_schedule
+from advbridge.zoo.train_config import FAST_RECIPE, TrainConfig
+from advbridge.zoo.training import get_or_train, train
+from advbridge.zoo.training_data import augment_batch, training_data
 
 QUICK = {"dataset": "mnist-5k", "model": "advbridge_mnist_cnn", "epochs": 1, "batch_size": 100}
 

@@ -1,0 +1,269 @@
+"""advbridge command line: parsing and printing only.
+
+    python cli.py compare --attack pgd [--norm Linf --eps 8/255 --steps 40 ...]
+    python cli.py defend --defense median --attack deepfool [--size 2 --libraries own,art ...]
+    python cli.py train --dataset mnist-5k --model advbridge_mnist_cnn
+    python cli.py list
+
+User errors print one line on stderr and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from advbridge.bridge.errors import AdvBridgeError
+
+log = logging.getLogger("advbridge")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def _add_training_defense_options(g, prefix: str) -> None:
+    """The training budget (``defend``'s spelt ``--train-eps``..., beside the attack's ``--eps``) and the other
+    options of a training-time defense."""
+    g.add_argument(
+        f"{prefix}eps", default=None, help="adversarial training budget (default: the dataset's standard L∞)"
+    )
+    g.add_argument(f"{prefix}norm", default="Linf", help="adv-pgd training norm: Linf or L2")
+    g.add_argument(
+        f"{prefix}steps", type=int, default=None, help="adv-pgd training steps (default: 40 MNIST, 7 CIFAR-10)"
+    )
+    g.add_argument(
+        f"{prefix}step-size", default=None, help="adv-pgd step (default 2.5*eps/steps; adv-fgsm-rs 1.25*eps)"
+    )
+    g.add_argument("--ratio", type=float, default=None, help="share of each batch made adversarial (adv-fgsm: 0.5)")
+    g.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 100)")
+    g.add_argument(
+        "--eps-ramp", type=float, default=None,
+        help="share of training over which eps ramps up from 0 (default 0.25 from scratch, 0 from a warm start)",
+    )  # fmt: skip
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset", default="mnist-5k", help="mnist-5k (embedded), mnist, cifar10, animals10, imagefolder:PATH"
+    )
+    p.add_argument("--model", default=None, help="any timm name or advbridge_mnist_cnn / advbridge_cifar_cnn")
+    p.add_argument("--data-root", default=None, help="folder with the dataset files (default: $ADVBRIDGE_DATA)")
+    p.add_argument("--pretrained", action="store_true", default=None, help="start from timm hub weights (online)")
+    p.add_argument("--weights", default=None, help="start from a local checkpoint (.safetensors or state dict)")
+    p.add_argument("--finetune", choices=("all", "head"), default=None, help="train the whole network or the head")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--optimizer", default=None, help="adam (default) or sgd (momentum 0.9)")
+    p.add_argument("--schedule", default=None, help="learning rate: cosine (default) or cyclic 0 -> lr -> 0")
+    p.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradient norms at this value")
+
+
+def _add_generator_options(p, epochs_flag: str | None = None, max_flag: str | None = None) -> None:
+    """The generator's options; under ``defend`` its epochs and sample cap have their own flags."""
+    p.add_argument("--latent-dim", type=int, default=None, help="generator: size of the code (default 16)")
+    p.add_argument("--beta", type=float, default=None, help="generator: weight of the KL term (vae, cvae; default 1)")
+    if epochs_flag:
+        p.add_argument(epochs_flag, dest="gen_epochs", type=int, default=None, help="generator epochs (default 10)")
+        p.add_argument(
+            max_flag, dest="gen_max_train", type=int, default=None, help="generator: at most this many images"
+        )
+
+
+def _add_attack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attack", required=True, help="fgsm, pgd, deepfool, ddn")
+    p.add_argument("--norm", default=None, help="Linf or L2 (default: Linf for fgsm/pgd, L2 for deepfool/ddn)")
+    p.add_argument("--eps", default=None, help="budget, e.g. 0.3 or 8/255 (default: the dataset's standard)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--step-size", default=None, help="absolute step (default 2.5*eps/steps for pgd)")
+    p.add_argument("--random-start", action="store_true")
+    p.add_argument("--n", type=int, default=100, help="number of test images")
+    p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--attack-batch-size",
+        type=int,
+        default=None,
+        help="images per attack batch, each seeded on its own (default: all in one); under torchrun the batches "
+        "are shared out among the ranks",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advbridge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compare", help="run one attack with every library on the same model and images")
+    _add_attack_options(p)
+    p.add_argument("--targeted", action="store_true", help="target the next class, (y+1) mod K")
+    p.add_argument("--overshoot", type=float, default=0.02)
+    p.add_argument("--candidates", type=int, default=None, help="DeepFool: top-k classes (default: all)")
+    p.add_argument("--gamma", type=float, default=0.05, help="DDN norm update factor")
+    p.add_argument("--init-norm", type=float, default=1.0, help="DDN initial norm")
+    p.add_argument("--levels", type=int, default=None, help="DDN quantization levels (e.g. 256)")
+    p.add_argument("--eps-grid", default=None, help="minimal-norm attacks: comma-separated eps for robust accuracy")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output prefix (a .csv/.md/.json/.png extension is dropped; a folder gets 'compare'): writes "
+        "<out>.csv, .md, .json, .png... (default: results/compare-<dataset>-<attack>-<norm>)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
+    _add_model_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("defend", help="evaluate a defense: every implementation, transfer / white-box / adaptive")
+    p.add_argument(
+        "--defense",
+        required=True,
+        help="bit-depth, median, resample, squeeze-detect; trained: adv-fgsm, adv-fgsm-rs, adv-pgd, distill; "
+        "generative: ae-purify, vae-purify, cvae-label, recon-detect",
+    )
+    _add_attack_options(p)
+    p.add_argument("--bits", type=int, default=None, help="bit depth 1-8 (default: Xu et al.'s, 1 MNIST, 5 CIFAR)")
+    p.add_argument("--size", type=int, default=None, help="median window k (k×k), 2-5 (default 2)")
+    p.add_argument("--factor", type=float, default=None, help="resampling factor > 1 (default 2)")
+    p.add_argument("--mode", default="bilinear", help="resampling interpolation: nearest, bilinear, bicubic, area...")
+    p.add_argument("--threshold", type=float, default=None, help="detector threshold (default: calibrated at --fpr)")
+    p.add_argument("--fpr", type=float, default=0.05, help="detector: target false-positive rate of the calibration")
+    p.add_argument("--calibration-n", type=int, default=500, help="held-out clean test images for the calibration")
+    p.add_argument(
+        "--defense-libraries",
+        default=None,
+        help="whose implementations of the defense to evaluate, comma-separated (default: every library that has it)",
+    )
+    g = p.add_argument_group("training-time defenses (--eps/--steps are the attack's; the training budget has its own)")
+    _add_training_defense_options(g, prefix="--train-")
+    g.add_argument("--train-epochs", type=int, default=None, help="epochs of the defended models (default: --epochs)")
+    g.add_argument("--train-max", type=int, default=None, help="train the defended models on at most this many samples")
+    g.add_argument("--train-lr", type=float, default=None, help="defended models' peak learning rate")
+    g.add_argument("--train-optimizer", default=None, help="defended models' optimizer: adam or sgd")
+    g.add_argument("--train-schedule", default=None, help="defended models' schedule: cosine or cyclic")
+    g.add_argument("--train-clip-grad-norm", type=float, default=None, help="defended models' gradient clipping")
+    g.add_argument("--from-undefended", action="store_true", help="start the defended models from the twin's weights")
+    g.add_argument("--restarts", type=int, default=10, help="random restarts of the adaptive PGD (margin loss)")
+    g.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack against adversarial training")
+    g = p.add_argument_group("generative defenses: ae-purify, vae-purify, cvae-label, recon-detect")
+    _add_generator_options(g, epochs_flag="--gen-epochs", max_flag="--gen-max-train")
+    g.add_argument("--sample", action="store_true", help="vae-purify: decode a draw from q(z|x) (random: EOT)")
+    g.add_argument("--eot", type=int, default=10, help="draws per gradient of the adaptive attack on a random defense")
+    g.add_argument("--refine-steps", type=int, default=0, help="cvae-label: Adam steps refining each class's code")
+    g.add_argument("--refine-lr", type=float, default=0.05, help="cvae-label: their step size")
+    p.add_argument(
+        "--out", default=None, help="output prefix (default: results/defend-<dataset>-<defense>-<attack>-<norm>)"
+    )
+    _add_model_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")
+    _add_model_options(p)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--defense", default=None, help="training-time defense: adv-fgsm, adv-fgsm-rs, adv-pgd, distill")
+    _add_training_defense_options(p, prefix="--")
+    p.add_argument("--library", default="own", help="whose trainer runs the defense: own, art")
+    p.add_argument("--max-train", type=int, default=None, help="train on at most this many samples")
+    p.add_argument("--generator", default=None, help="train a generative model instead: ae, vae, cvae")
+    _add_generator_options(p)
+    _add_common(p)
+
+    from advbridge.experiments.studies.command import add_parser as add_study_parser
+
+    add_study_parser(sub)
+
+    p = sub.add_parser("list", help="print the attack x library matrix")
+    _add_common(p)
+    return parser
+
+
+def _print(outcome) -> int:
+    for line in outcome.lines:
+        print(line)
+    if outcome.paths:
+        print("wrote " + ", ".join(str(p) for p in outcome.paths))
+    return 0
+
+
+def _check_out(args: argparse.Namespace, name: str) -> None:
+    """An unwritable ``--out`` fails in a second, before torch is even imported."""
+    if getattr(args, "out", None) is not None:
+        from advbridge.bridge.io import OutputPrefix
+
+        OutputPrefix.parse(args.out, default_name=name).check_writable()
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _check_out(args, "compare")
+    from advbridge.experiments.commands import compare
+
+    return _print(compare(args))
+
+
+def cmd_defend(args: argparse.Namespace) -> int:
+    _check_out(args, "defend")
+    from advbridge.experiments.commands import defend
+
+    return _print(defend(args))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from advbridge.experiments.commands import train
+
+    return _print(train(args))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from advbridge.experiments.matrix import support_matrix
+    from advbridge.experiments.registry import registered_defenses
+
+    print(support_matrix().to_string())
+    print("\ndefenses (defend --defense NAME):")
+    for entry in registered_defenses():
+        print(f"  {entry.name:<15} {entry.kind:<11} {entry.summary}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from advbridge.experiments.studies.command import run
+
+    return run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("art", "matplotlib", "PIL", "timm"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    commands = {"compare": cmd_compare, "defend": cmd_defend, "train": cmd_train, "study": cmd_study, "list": cmd_list}
+    try:
+        if args.command != "list" and any(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
+            _join_torchrun(args)
+        return commands[args.command](args)
+    except AdvBridgeError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _join_torchrun(args: argparse.Namespace) -> None:
+    """Under ``torchrun``: join the process group (left at exit); ranks other than 0 print nothing but
+    warnings and errors (rank 0 prints the tables and writes the files)."""
+    import atexit
+
+    from advbridge.bridge.distributed import setup, teardown
+
+    if not setup().main:
+        args.quiet = True
+        logging.getLogger().setLevel(logging.WARNING)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    atexit.register(teardown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

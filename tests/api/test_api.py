@@ -1,0 +1,65 @@
+"""``import advbridge``: the README's Python example, and the API's table equal to the CLI's on the same model
+and images."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+import advbridge
+from advbridge.cli import main
+
+
+def test_readme_python_example_runs_and_saves_what_the_cli_writes(mnist_model, mnist_batch, tmp_path):
+    x, y = mnist_batch[0][:8], mnist_batch[1][:8]
+    # -- the README's example
+    result = advbridge.compare(mnist_model, x, y, attack="deepfool", libraries="all")
+    paths = result.save(tmp_path / "mine")
+    # --
+    assert list(result.table["library"]) == ["own", "art", "foolbox", "torchattacks", "advlib", "worst-case"]
+    assert {p.name for p in paths} >= {"mine.csv", "mine-timing.csv", "mine.md", "mine.json", "mine-eps.csv"}
+    saved = pd.read_csv(tmp_path / "mine.csv")
+    assert saved["success_rate"].tolist() == pytest.approx(result.table["success_rate"].tolist())
+    assert result.eps_table is not None and "worst-case" in result.eps_table.index
+
+
+def test_the_api_table_equals_the_cli_table_on_the_same_images(mnist_model, mnist_batch, tmp_path):
+    """The CLI's first 16 seeded mnist-5k test digits on the committed classifier, given to the API as tensors
+    and as a DataLoader: the same numbers in every result column."""
+    assert main(["compare", "--attack", "pgd", "--n", "16", "--libraries", "own,torchattacks", "--quiet",
+                 "--out", str(tmp_path / "cli")]) == 0  # fmt: skip
+    cli = pd.read_csv(tmp_path / "cli.csv")
+    x, y = mnist_batch[0][:16], mnist_batch[1][:16]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=5)
+    for images, labels in ((x, y), (loader, None)):
+        api = advbridge.compare(mnist_model, images, labels, attack="pgd", libraries=["own", "torchattacks"])
+        for column in ("clean_acc", "success_rate", "robust_acc", "median_l2", "max_abs_diff_vs_own"):
+            assert api.table[column].tolist() == pytest.approx(cli[column].tolist(), nan_ok=True), column
+        assert api.table["dataset"].iloc[0] == "user" and float(api.table["n"].iloc[0]) == 16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attack": "cw"}, "unknown attack 'cw'"),
+        ({"libraries": "own,cleverhans"}, "unknown library 'cleverhans'"),
+        ({"labels": None}, "expected labels with an images tensor"),
+        ({"images": "scale"}, "expected images in [0, 1]"),
+        ({"labels": "many"}, "expected one label per image"),
+        ({"labels": "eleven"}, "expected labels in 0..9"),
+        ({"attack": "deepfool", "eps_grid": []}, "expected eps_grid as eps values > 0"),
+        ({"batch_size": 0}, "expected batch_size as an int >= 1"),
+    ],
+)
+def test_bad_input_raises_a_typed_error_before_any_attack(mnist_model, mnist_batch, kwargs, message, monkeypatch):
+    import advbridge.experiments.compare as compare_module
+
+    monkeypatch.setattr(compare_module, "compare_libraries", lambda *a, **k: pytest.fail("attacked on bad input"))
+    x, y = mnist_batch[0][:4], mnist_batch[1][:4]
+    images = {"scale": x * 255}.get(kwargs.pop("images", None), x)
+    labels = {"many": torch.zeros(5, dtype=torch.long), "eleven": torch.full((4,), 11)}.get(kwargs.get("labels"), y)
+    if "labels" in kwargs and kwargs.pop("labels") is None:
+        labels = None
+    with pytest.raises(advbridge.AdvBridgeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        advbridge.compare(mnist_model, images, labels, **{"attack": "pgd", **kwargs})
