@@ -51,7 +51,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset", default="mnist-5k", help="mnist-5k (embedded), mnist, cifar10, animals10, imagefolder:PATH"
     )
-    p.add_argument("--model", default=None, help="any timm name or advbridge_mnist_cnn / advbridge_cifar_cnn")
+    p.add_argument(
+        "--model", default=None,
+        help="a timm name, advbridge_mnist_cnn / advbridge_cifar_cnn, or your own: path/file.py:factory, package.module:factory",
+    )  # fmt: skip
     p.add_argument("--data-root", default=None, help="folder with the dataset files (default: $ADVBRIDGE_DATA)")
     p.add_argument("--pretrained", action="store_true", default=None, help="start from timm hub weights (online)")
     p.add_argument("--weights", default=None, help="start from a local checkpoint (.safetensors or state dict)")
@@ -62,6 +65,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default=None, help="adam (default) or sgd (momentum 0.9)")
     p.add_argument("--schedule", default=None, help="learning rate: cosine (default) or cyclic 0 -> lr -> 0")
     p.add_argument("--clip-grad-norm", type=float, default=None, help="clip gradient norms at this value")
+
+
+def _add_user_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own model (evaluated as it is, never trained)")
+    g.add_argument(
+        "--checkpoint", default=None,
+        help="weights loaded strictly into --model (.safetensors or a torch.save state dict), or a cache folder",
+    )  # fmt: skip
+    g.add_argument("--mean", default=None, help="with --model file.py:factory: its input normalization, e.g. 0.1307")
+    g.add_argument(
+        "--std", default=None, help="with --model file.py:factory: e.g. 0.3081 (comma-separated per channel)"
+    )
 
 
 def _add_generator_options(p, epochs_flag: str | None = None, max_flag: str | None = None) -> None:
@@ -115,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
     _add_model_options(p)
+    _add_user_model_options(p)
     _add_common(p)
 
     p = sub.add_parser("defend", help="evaluate a defense: every implementation, transfer / white-box / adaptive")
@@ -158,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="output prefix (default: results/defend-<dataset>-<defense>-<attack>-<norm>)"
     )
     _add_model_options(p)
+    _add_user_model_options(p)
     _add_common(p)
 
     p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")

@@ -6,6 +6,7 @@ attacked; a bad one raises a :class:`~bridge.errors.AdvBridgeError` (exit 2, one
 
 from __future__ import annotations
 
+import math
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,24 @@ def workload_of(args: Namespace):
         seed=args.seed,
         data_root=args.data_root,
         progress=not args.quiet,
+        checkpoint=args.checkpoint,
+        mean=parse_floats("--mean", args.mean),
+        std=parse_floats("--std", args.std),
         **train_options(args),
     )
+
+
+def parse_floats(flag: str, text: str | None) -> tuple[float, ...] | None:
+    """``"0.5,0.25"`` → ``(0.5, 0.25)``: finite numbers, at least one; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidParameterError(f"expected {flag} as comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InvalidParameterError(f"expected {flag} as finite numbers, got {text!r}")
+    return values
 
 
 def attack_spec(args: Namespace, family: str, **extra) -> AttackSpec:

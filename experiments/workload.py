@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from advbridge.bridge.errors import InvalidParameterError
 from advbridge.zoo.datasets import DatasetInfo, dataset_info, load_tensors
 from advbridge.zoo.train_config import TrainConfig
 from advbridge.zoo.training import get_or_train, load_trained
+from advbridge.zoo.user_models import is_factory
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ def load_workload(
     device: str | torch.device | None = None,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     **train_options: Any,
 ) -> Workload:
     """Load (or train and cache) ``model`` for ``dataset`` and ``n`` seeded test images.
@@ -57,8 +62,18 @@ def load_workload(
     ``pretrained``, ``weights``, ``finetune``...); ``None`` values are dropped so that the config's
     defaults apply (and the cache key stays the same). With ``checkpoint`` (a checkpoint folder, e.g. the
     one ``cli.py train`` prints), that model is used as it is, never trained; it must be for ``dataset``.
+
+    A user's model is never trained either: ``model`` a factory (``file.py:name``, ``package.module:name``;
+    ``mean``/``std`` its normalization when it has none inside), and/or ``checkpoint`` a weights file loaded
+    strictly into it (or into the timm model ``model``) — see :mod:`advbridge.zoo.user_models`.
     """
     info = dataset_info(dataset, data_root=data_root)
+    user_weights = checkpoint is not None and not Path(checkpoint).expanduser().is_dir()
+    if is_factory(model) or user_weights:
+        return _user_workload(info, model, checkpoint, n=n, seed=seed, data_root=data_root, device=device,
+                              mean=mean, std=std, **train_options)  # fmt: skip
+    if mean is not None or std is not None:
+        raise InvalidParameterError("expected --mean/--std only with a user model (--model file.py:factory)")
     if checkpoint is not None:
         net, card = load_trained(checkpoint)
         if card.get("dataset") != dataset:
@@ -73,3 +88,53 @@ def load_workload(
     x, y = load_tensors(dataset, split="test", n=n, data_root=data_root, seed=seed)
     dev = torch.device(device) if device is not None else default_device()
     return Workload(model=net.to(dev).eval(), x=x.to(dev), y=y.to(dev), info=info, card=card)
+
+
+def _user_workload(info: DatasetInfo, model: str | None, checkpoint, *, n: int, seed: int, data_root, device,
+                   mean, std, **train_options: Any) -> Workload:  # fmt: skip
+    """A user's model (factory or timm name) with its weights file, never trained; checked against the dataset
+    (classes, image shape) and given a card with its clean accuracy on the evaluated images."""
+    from advbridge.zoo.checkpoints import file_sha256
+    from advbridge.zoo.models import create_classifier
+    from advbridge.zoo.training_check import warn_if_failed
+    from advbridge.zoo.user_models import build_factory_model, is_factory, load_checkpoint_file
+
+    given = sorted(k for k, v in train_options.items() if v not in (None, False, "all"))
+    if given:
+        raise InvalidParameterError(
+            f"expected no training options with a user model (it is evaluated as it is), got {', '.join(given)}"
+        )
+    if is_factory(model):
+        net = build_factory_model(model, mean, std)
+    else:
+        if mean is not None or std is not None:
+            raise InvalidParameterError(
+                "expected --mean/--std only with --model file.py:factory (timm models have theirs)"
+            )
+        name = model or DEFAULT_MODELS[info.family]
+        net = create_classifier(name, num_classes=info.num_classes, in_chans=info.in_chans, mean=info.mean,
+                                std=info.std, image_size=info.image_size)  # fmt: skip
+    card: dict[str, Any] = {"model": model or DEFAULT_MODELS[info.family], "source": "user", "dataset": info.name}
+    if checkpoint is not None:
+        card.update(checkpoint=str(checkpoint), checkpoint_sha256=load_checkpoint_file(net, checkpoint))
+        card["sha256"] = file_sha256(checkpoint)
+    x, y = load_tensors(info.name, split="test", n=n, data_root=data_root, seed=seed)
+    dev = torch.device(device) if device is not None else default_device()
+    net, x, y = net.to(dev).eval(), x.to(dev), y.to(dev)
+    with torch.no_grad():
+        try:
+            logits = net(x[:1])
+        except Exception as exc:  # the user's forward on the dataset's images
+            raise InvalidParameterError(
+                f"expected {card['model']} to take {info.name} images {tuple(x.shape[1:])} in [0, 1], it raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if logits.dim() != 2 or logits.shape[1] != info.num_classes:
+            raise InvalidParameterError(
+                f"expected {card['model']} to return {info.num_classes} logits per image for {info.name}, got shape "
+                f"{tuple(logits.shape)}"
+            )
+        card["accuracy"] = float((net(x).argmax(1) == y).double().mean())
+    card.update(num_classes=info.num_classes, accuracy_on=f"the {len(x)} evaluated test images")
+    warn_if_failed(card, card["model"])
+    return Workload(model=net, x=x, y=y, info=info, card=card)

@@ -1,0 +1,105 @@
+"""A user's own CNN, defined in a file outside the repository, evaluated as it is by ``compare`` and ``defend``:
+weights from ``torch.save(state_dict)`` or safetensors, loaded strictly, nothing trained or cached."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from advbridge.cli import main
+from advbridge.zoo.datasets import load_tensors
+
+NET = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.head = nn.Linear(4 * 7 * 7, 10)
+
+    def forward(self, x):
+        return self.head(self.features((x - 0.1307) / 0.3081).flatten(1))
+
+
+def make():
+    return Net()
+"""
+
+
+@pytest.fixture
+def user_model(tmp_path):
+    """The file, its weights both ways, one with a key removed, and the user's own accuracy on 16 test digits."""
+    (tmp_path / "mynet.py").write_text(NET)
+    namespace: dict = {}
+    exec(compile(NET, "mynet", "exec"), namespace)
+    torch.manual_seed(0)
+    net = namespace["make"]().eval()
+    with torch.no_grad():  # a few steps of training in the test itself would make the weights CPU-dependent
+        net.head.weight.mul_(10)
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    from safetensors.torch import save_file
+
+    save_file(net.state_dict(), str(tmp_path / "net.safetensors"))
+    broken = net.state_dict()
+    del broken["head.bias"]
+    torch.save(broken, tmp_path / "missing.pt")
+    x, y = load_tensors("mnist-5k", "test", n=16, seed=0)
+    with torch.no_grad():
+        accuracy = float((net(x).argmax(1) == y).double().mean())
+    return tmp_path, accuracy
+
+
+def _cache_entries() -> set[str]:
+    root = Path(os.environ["ADVBRIDGE_CACHE"])
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("weights", ["net.pt", "net.safetensors"])
+def test_compare_and_defend_evaluate_the_users_model_as_it_is(user_model, weights, tmp_path):
+    folder, accuracy = user_model
+    before = _cache_entries()
+    model = ["--model", f"{folder / 'mynet.py'}:make", "--checkpoint", str(folder / weights), "--n", "16"]
+    out = tmp_path / "out"
+    assert main(["compare", "--attack", "fgsm", *model, "--libraries", "own,torchattacks", "--quiet",
+                 "--out", str(out / "compare")]) == 0  # fmt: skip
+    assert main(["defend", "--defense", "median", "--attack", "fgsm", *model, "--libraries", "own", "--quiet",
+                 "--out", str(out / "median")]) == 0  # fmt: skip
+    compare = pd.read_csv(out / "compare.csv")
+    assert compare["clean_acc"].tolist() == pytest.approx([accuracy] * 2)
+    defend = pd.read_csv(out / "median.csv")
+    # the model's check reaches every row: clean accuracy − 1/K, and this untrained net is flagged for it
+    assert defend["failed_training"].tolist() == pytest.approx([accuracy - 0.1] * len(defend))
+    assert (accuracy < 0.15) == defend["flags"].fillna("").str.contains("failed_training").all()
+    assert _cache_entries() == before, "a user's model is never trained or cached"
+
+
+def test_a_checkpoint_with_a_missing_key_is_refused_by_name(user_model, tmp_path, capsys):
+    folder, _ = user_model
+    code = main(["compare", "--attack", "fgsm", "--model", f"{folder / 'mynet.py'}:make", "--checkpoint",
+                 str(folder / "missing.pt"), "--n", "16", "--out", str(tmp_path / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing: head.bias" in err, err
+    assert not list(tmp_path.glob("x*"))
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("{folder}/mynet.py:nope", "expected a callable 'nope'"),
+        ("{folder}/absent.py:make", "expected a Python file"),
+        ("no_such_package.mod:make", "expected an importable module"),
+    ],
+)
+def test_a_bad_factory_is_one_line_and_exit_2(user_model, model, message, tmp_path, capsys):
+    folder, _ = user_model
+    code = main(["compare", "--attack", "fgsm", "--model", model.format(folder=folder), "--n", "4",
+                 "--out", str(tmp_path / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
