@@ -136,10 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("defend", help="evaluate a defense: every implementation, transfer / white-box / adaptive")
     p.add_argument(
         "--defense",
-        required=True,
+        default=None,
         help="bit-depth, median, resample, squeeze-detect; trained: adv-fgsm, adv-fgsm-rs, adv-pgd, distill; "
         "generative: ae-purify, vae-purify, cvae-label, recon-detect",
     )
+    p.add_argument(
+        "--defense-module", default=None,
+        help="your defended system instead: FILE.py:factory or package.module:factory (--model is its undefended twin)",
+    )  # fmt: skip
     _add_attack_options(p)
     p.add_argument("--bits", type=int, default=None, help="bit depth 1-8 (default: Xu et al.'s, 1 MNIST, 5 CIFAR)")
     p.add_argument("--size", type=int, default=None, help="median window k (k×k), 2-5 (default 2)")

@@ -366,3 +366,40 @@ class GenerativeDefenseSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserDefenseSpec:
+    """A user's defended system (``defend --defense-module FILE.py:factory``): ``factory()`` returns an
+    ``nn.Module`` from images in [0, 1] to logits, the classifier and its defense inside. It may declare a
+    non-differentiable input transformation as two attributes, ``preprocess`` and ``classifier`` (the system
+    being ``classifier(preprocess(x))``), for BPDA; and ``randomized = True`` for EOT (Athalye et al. 2018).
+
+    Args:
+        module: the factory, ``path/to/file.py:name`` or ``package.module:name``.
+        eot: draws per gradient of the adaptive attack when the system is randomized.
+    """
+
+    module: str
+    eot: int = 10
+    defense: str = "module"
+    adversarial: bool = True  # evaluated like a trained model: margin PGD, AutoAttack
+    temperature: float | None = None
+    detector: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.module, str) or ":" not in self.module:
+            raise InvalidParameterError(
+                f"expected --defense-module as FILE.py:factory or package.module:factory, got {self.module!r}"
+            )
+        if isinstance(self.eot, bool) or not isinstance(self.eot, int) or self.eot < 1:
+            raise InvalidParameterError(f"expected eot as an int >= 1, got {self.eot!r}")
+
+    def resolved(self, family: str | None = None) -> UserDefenseSpec:  # noqa: ARG002 - nothing per family
+        return self
+
+    def describe(self) -> str:
+        return f"user defense {self.module}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"defense": self.defense, "module": self.module, "eot": self.eot}

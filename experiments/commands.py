@@ -18,6 +18,7 @@ from advbridge.bridge.defense_spec import (
     DefenseSpec,
     GenerativeDefenseSpec,
     TrainingDefenseSpec,
+    UserDefenseSpec,
 )
 from advbridge.bridge.errors import InvalidParameterError, check_name
 from advbridge.bridge.io import OutputPrefix
@@ -197,7 +198,12 @@ def defend(args: Namespace) -> Outcome:
     """``defend``: the registered defense ``--defense`` evaluated on the workload, one body for every family:
     the spec, the attack and the libraries checked, the output prefix checked, then the classifier, the
     calibration images of a detector, and the family's evaluation (its models, the engine, the files)."""
-    family = get_defense(args.defense).family
+    if (args.defense is None) == (args.defense_module is None):
+        raise InvalidParameterError(
+            f"expected --defense NAME or --defense-module FILE.py:factory (one of them), got --defense {args.defense} "
+            f"and --defense-module {args.defense_module}"
+        )
+    family = UserDefense() if args.defense_module else get_defense(args.defense).family
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = family.spec(args, info.family)
     attack = attack_spec(args, info.family)
@@ -328,6 +334,21 @@ class GenerativeDefenses(DefenseFamily):
         table, checks, paths = run_defend_generative(spec, attack, workload, generator, options, out=out)
         lines = ["checks: " + ", ".join(f"{k} {v:.3f}" for k, v in checks.items())] if checks else []
         return table, lines, paths
+
+
+class UserDefense(DefenseFamily):
+    """``--defense-module``: a user's defended system against its undefended twin (``--model``)."""
+
+    role = "undefended twin"
+
+    def spec(self, args: Namespace, family: str) -> UserDefenseSpec:
+        return UserDefenseSpec(module=args.defense_module, eot=args.eot)
+
+    def run(self, args, spec, attack, workload, options, out):
+        from advbridge.experiments.defend.user import run_defend_module
+
+        table, paths = run_defend_module(spec, attack, workload, options, out=out)
+        return table, [], paths
 
 
 # ---------------------------------------------------------------------------------------------- train

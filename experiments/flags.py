@@ -69,9 +69,15 @@ def saturated_softmax(model: nn.Module, x: Tensor) -> float:
 
 
 def objective_zero_gradient_share(objective, x: Tensor, y: Tensor) -> float:
-    """Share of samples whose gradient of ``objective(x, y)`` (per sample, summed) is exactly zero at x."""
+    """Share of samples whose gradient of ``objective(x, y)`` (per sample, summed) is exactly zero at x; an
+    objective whose graph does not reach x at all (a non-differentiable step inside) has zero gradient."""
     xg = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(objective(xg, y).sum(), xg)
+    value = objective(xg, y).sum()
+    if not value.requires_grad:
+        return 1.0
+    (grad,) = torch.autograd.grad(value, xg, allow_unused=True)
+    if grad is None:
+        return 1.0
     return float((grad.flatten(1).abs().amax(1) == 0).double().mean())
 
 

@@ -103,3 +103,63 @@ def test_a_bad_factory_is_one_line_and_exit_2(user_model, model, message, tmp_pa
                  "--out", str(tmp_path / "x")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+DEFENSE = """
+import torch
+from torch import nn
+from mynet import make as make_net
+
+
+class Binarize(nn.Module):
+    def forward(self, x):
+        return (x > 0.5).float()  # no gradient at all: only BPDA attacks through it
+
+
+class Defended(nn.Module):
+    def __init__(self, randomized):
+        super().__init__()
+        self.preprocess, self.classifier, self.randomized = Binarize(), make_net(), randomized
+        self.classifier.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+
+    def forward(self, x):
+        if self.randomized:
+            x = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+        return self.classifier(self.preprocess(x))
+
+
+def make():
+    return Defended(False)
+
+
+def make_random():
+    return Defended(True)
+"""
+
+
+@pytest.mark.parametrize("factory", ["make", "make_random"])
+def test_a_users_defense_module_gets_the_engines_rows_and_the_attacks_it_declares(user_model, factory, tmp_path):
+    folder, accuracy = user_model
+    (folder / "mydefense.py").write_text(f"WEIGHTS = {str(folder / 'net.pt')!r}\n{DEFENSE}")
+    twin = ["--model", f"{folder / 'mynet.py'}:make", "--checkpoint", str(folder / "net.pt")]
+    assert main(["defend", "--defense-module", f"{folder / 'mydefense.py'}:{factory}", *twin, "--attack", "pgd",
+                 "--steps", "5", "--n", "16", "--libraries", "own", "--restarts", "1", "--eot", "2",
+                 "--no-autoattack", "--quiet", "--out", str(tmp_path / "d")]) == 0  # fmt: skip
+    table = pd.read_csv(tmp_path / "d.csv")
+    user = table[table["defense_library"] == "user"]
+    rows = set(zip(user["mode"], user["attack"], strict=True))
+    assert {("none", "none"), ("transfer", "pgd"), ("white-box", "pgd"), ("worst-case", "all")} <= rows
+    assert ("adaptive", "pgd-margin-bpda (1 restarts × 5 steps)") in rows
+    assert (("adaptive", "pgd-margin-eot (1 restarts × 5 steps, 2 draws)") in rows) == (factory == "make_random")
+    # the graph never reaches the input: white-box gradients are absent, said as an error row, not a number
+    white_box = user[user["mode"] == "white-box"].iloc[0]
+    assert white_box["status"] == "error" and "not have been used in the graph" in white_box["reason"]
+    undefended = table[(table["defense_library"] == "undefended") & (table["mode"] == "none")]
+    assert float(undefended["clean_acc"].iloc[0]) == pytest.approx(accuracy)
+
+
+def test_defend_takes_a_defense_or_a_defense_module_not_both(capsys):
+    assert main(["defend", "--defense", "median", "--defense-module", "x.py:make", "--attack", "pgd"]) == 2
+    assert main(["defend", "--attack", "pgd"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("expected --defense NAME or --defense-module") == 2
