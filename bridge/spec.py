@@ -54,10 +54,16 @@ def parse_eps(text: str | float) -> float:
     if isinstance(text, (int, float)):
         return float(text)
     try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise InvalidParameterError(f"expected eps as a number or a fraction like '8/255', got {text!r}") from None
+    if not math.isfinite(value):
+        raise InvalidParameterError(f"expected eps as a finite number, got {text!r}")
+    return value
 
+
+#: Seeds are below 2**63: torch's generators take 64-bit seeds, and attack batches add their index to them.
+MAX_SEED = 2**63
 
 #: RobustBench-style standard budgets, used when ``--eps`` is not given.
 STANDARD_EPS: dict[tuple[str, Norm], float] = {
@@ -135,14 +141,14 @@ class AttackSpec:
             raise InvalidParameterError(f"expected candidates >= 2 or None (all classes), got {self.candidates!r}")
         if not 0 < self.gamma < 1:
             raise InvalidParameterError(f"expected 0 < gamma < 1, got {self.gamma!r}")
-        if not self.init_norm > 0:
-            raise InvalidParameterError(f"expected init_norm > 0, got {self.init_norm!r}")
+        if not (math.isfinite(self.init_norm) and self.init_norm > 0):
+            raise InvalidParameterError(f"expected init_norm as a finite number > 0, got {self.init_norm!r}")
         if self.levels is not None and self.levels < 2:
             raise InvalidParameterError(f"expected levels >= 2 or None, got {self.levels!r}")
         if self.random_start and self.attack != "pgd":
             raise InvalidParameterError(f"random_start applies to pgd only, got attack={self.attack!r}")
-        if self.seed < 0:
-            raise InvalidParameterError(f"expected seed >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
+            raise InvalidParameterError(f"expected seed as an int in [0, 2**63), got {self.seed!r}")
         if self.targeted and self.attack == "deepfool":
             raise UnsupportedAttackError(
                 "targeted DeepFool is not supported: DeepFool moves to the closest boundary of any class, "

@@ -163,8 +163,14 @@ def compare(args: Namespace) -> Outcome:
     libraries = parse_libraries(args.libraries)
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = attack_spec(args, info.family, **{k: getattr(args, k) for k in COMPARE_ATTACK_OPTIONS})
-    if args.eps_grid:
+    if args.eps_grid is not None and not spec.minimal:
+        raise InvalidParameterError(
+            f"expected --eps-grid only with a minimal-norm attack (deepfool, ddn), got it with {spec.attack}"
+        )
+    if args.eps_grid is not None:
         eps_grid = [parse_eps(e) for e in args.eps_grid.split(",") if e.strip()]
+        if not eps_grid:
+            raise InvalidParameterError(f"expected --eps-grid as comma-separated eps values, got {args.eps_grid!r}")
     else:
         eps_grid = [f * standard_eps(info.family, spec.norm) for f in DEFAULT_GRID_FACTORS]
     if any(e <= 0 for e in eps_grid):

@@ -3,6 +3,7 @@ and the optimizer recipes (Adam with a cosine schedule; Wong et al.'s fast recip
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -82,8 +83,10 @@ class TrainConfig:
             optional = name in ("epochs", "max_train") and value is None
             if not optional and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise InvalidParameterError(f"expected {name} as an int >= {low}, got {value!r}")
+        if self.seed >= 2**63:
+            raise InvalidParameterError(f"expected seed as an int in [0, 2**63), got {self.seed!r}")
         for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay)):
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if (name == "lr" and value is None) or (number and (value > 0 if name == "lr" else value >= 0)):
                 continue
             raise InvalidParameterError(f"expected {name} {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
@@ -93,7 +96,7 @@ class TrainConfig:
         check_name("optimizer", self.optimizer, OPTIMIZERS)
         check_name("schedule", self.schedule, SCHEDULES)
         clip = self.clip_grad_norm
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf):
             raise InvalidParameterError(f"expected clip_grad_norm > 0 or None, got {clip!r}")
         if self.weights is not None:
             self.weights = os.fspath(self.weights)

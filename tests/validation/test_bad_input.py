@@ -248,6 +248,15 @@ CLI_CASES = [
     (["compare", "--attack", "pgd", "--dataset", "imagefolder:/nonexistent/tree"], "/nonexistent/tree"),
     (["compare", "--attack", "pgd", "--dataset", "mnist", "--data-root", "/nonexistent/root"], "/nonexistent/root"),
     (["train", "--dataset", "animals10", "--data-root", "/nonexistent/animals"], "raw-img"),
+    # overflowing and infinite numbers, empty lists, options that do not apply: refused, never trained on
+    (["compare", "--attack", "pgd", "--eps", "1e400"], "expected eps as a number"),
+    (["compare", "--attack", "pgd", "--seed", str(2**64)], "expected seed as an int in [0, 2**63)"),
+    (["compare", "--attack", "ddn", "--init-norm", "inf"], "expected init_norm as a finite number > 0, got inf"),
+    (["compare", "--attack", "deepfool", "--eps-grid", ","], "expected --eps-grid as comma-separated eps values"),
+    (["compare", "--attack", "pgd", "--eps-grid", "0.1"], "expected --eps-grid only with a minimal-norm attack"),
+    (["compare", "--attack", "pgd", "--lr", "inf"], "expected lr > 0, got inf"),
+    (["train", "--seed", str(2**63)], "expected seed as an int in [0, 2**63)"),
+    (["train", "--clip-grad-norm", "inf"], "expected clip_grad_norm > 0 or None, got inf"),
 ]
 
 
