@@ -96,7 +96,9 @@ class TrainConfig:
         check_name("optimizer", self.optimizer, OPTIMIZERS)
         check_name("schedule", self.schedule, SCHEDULES)
         clip = self.clip_grad_norm
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf):
+        if clip is not None and (
+            isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf
+        ):
             raise InvalidParameterError(f"expected clip_grad_norm > 0 or None, got {clip!r}")
         if self.weights is not None:
             self.weights = os.fspath(self.weights)
