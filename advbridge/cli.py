@@ -172,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generator_options(g, epochs_flag="--gen-epochs", max_flag="--gen-max-train")
     g.add_argument("--sample", action="store_true", help="vae-purify: decode a draw from q(z|x) (random: EOT)")
     g.add_argument("--eot", type=int, default=10, help="draws per gradient of the adaptive attack on a random defense")
-    g.add_argument("--refine-steps", type=int, default=0, help="cvae-label: Adam steps refining each class's code")
-    g.add_argument("--refine-lr", type=float, default=0.05, help="cvae-label: their step size")
+    g.add_argument(
+        "--refine-steps", type=int, default=None, help="cvae-label: Adam steps refining each class's code (default 0)"
+    )
+    g.add_argument("--refine-lr", type=float, default=None, help="cvae-label: their step size (default 0.05)")
     p.add_argument(
         "--out", default=None, help="output prefix (default: results/defend-<dataset>-<defense>-<attack>-<norm>)"
     )

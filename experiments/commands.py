@@ -153,6 +153,37 @@ def calibration_images(args: Namespace, workload):
     return x[args.n :].to(workload.x.device)
 
 
+_ADVERSARIAL = frozenset({"adv-fgsm", "adv-fgsm-rs", "adv-pgd"})
+#: Options that belong to some defenses only (``defend``'s option name → the defenses it applies to; ``train``
+#: spells the training budget without ``train_``): given with another defense they are refused, not ignored.
+DEFENSE_OPTIONS: dict[str, frozenset[str]] = {
+    "bits": frozenset({"bit-depth", "squeeze-detect"}),
+    "size": frozenset({"median", "squeeze-detect"}),
+    "factor": frozenset({"resample", "squeeze-detect"}),
+    "threshold": frozenset({"squeeze-detect", "recon-detect"}),
+    "ratio": _ADVERSARIAL,
+    "temperature": frozenset({"distill"}),
+    "eps_ramp": _ADVERSARIAL,
+    "train_eps": _ADVERSARIAL,
+    "train_steps": frozenset({"adv-pgd"}),
+    "train_step_size": _ADVERSARIAL,
+    "sample": frozenset({"vae-purify"}),
+    "refine_steps": frozenset({"cvae-label"}),
+    "refine_lr": frozenset({"cvae-label"}),
+}
+
+
+def check_options_apply(args: Namespace, defense: str, options: dict[str, frozenset[str]] = DEFENSE_OPTIONS) -> None:
+    """Refuse an option given (not ``None``/``False``) that ``defense`` does not use, naming those it does."""
+    for name, defenses in options.items():
+        value = getattr(args, name, None)
+        if value is not None and value is not False and defense not in defenses:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidParameterError(
+                f"{flag} does not apply to {defense}; expected it only with {', '.join(sorted(defenses))}"
+            )
+
+
 # ---------------------------------------------------------------------------------------------- compare
 #: The attack options only ``compare`` has (``defend`` runs its attack at their defaults).
 COMPARE_ATTACK_OPTIONS = ("targeted", "overshoot", "candidates", "gamma", "init_norm", "levels")
@@ -210,6 +241,7 @@ def defend(args: Namespace) -> Outcome:
             f"and --defense-module {args.defense_module}"
         )
     family = UserDefense() if args.defense_module else get_defense(args.defense).family
+    check_options_apply(args, args.defense or "module")
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = family.spec(args, info.family)
     attack = attack_spec(args, info.family)
@@ -249,7 +281,8 @@ class DefenseFamily:
     spec_fields: tuple[str, ...] = ()
 
     def spec(self, args: Namespace, family: str):
-        return self.spec_type(defense=args.defense, **{k: getattr(args, k) for k in self.spec_fields}).resolved(family)
+        given = {k: getattr(args, k) for k in self.spec_fields if getattr(args, k) is not None}
+        return self.spec_type(defense=args.defense, **given).resolved(family)
 
     def check(self, args: Namespace, spec) -> None:
         if args.restarts < 1:
@@ -363,6 +396,13 @@ def train(args: Namespace) -> Outcome:
     generator, trained or taken from the model cache."""
     from advbridge.zoo.checkpoints import checkpoint_dir
 
+    if args.generator is not None and args.defense is not None:
+        raise InvalidParameterError(
+            f"expected --generator or --defense, got both (--generator {args.generator}, --defense {args.defense})"
+        )
+    train_budget = {"ratio": _ADVERSARIAL, "temperature": frozenset({"distill"}), "eps_ramp": _ADVERSARIAL,
+                    "eps": _ADVERSARIAL, "steps": frozenset({"adv-pgd"}), "step_size": _ADVERSARIAL}  # fmt: skip
+    check_options_apply(args, args.defense or "no --defense", train_budget)
     if args.generator is not None:
         from advbridge.defenses.generative import get_or_train_generator
 

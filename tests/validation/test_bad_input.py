@@ -257,6 +257,12 @@ CLI_CASES = [
     (["compare", "--attack", "pgd", "--lr", "inf"], "expected lr > 0, got inf"),
     (["train", "--seed", str(2**63)], "expected seed as an int in [0, 2**63)"),
     (["train", "--clip-grad-norm", "inf"], "expected clip_grad_norm > 0 or None, got inf"),
+    (["defend", "--defense", "median", "--bits", "3", "--attack", "pgd"], "--bits does not apply to median"),
+    (["defend", "--defense", "distill", "--ratio", "0.5", "--attack", "pgd"], "--ratio does not apply to distill"),
+    (["defend", "--defense", "bit-depth", "--refine-steps", "2", "--attack", "pgd"], "--refine-steps does not apply"),
+    (["train", "--defense", "adv-pgd", "--generator", "vae"], "expected --generator or --defense, got both"),
+    (["train", "--ratio", "0.5"], "--ratio does not apply to no --defense"),
+    (["train", "--defense", "distill", "--steps", "3"], "--steps does not apply to distill"),
 ]
 
 

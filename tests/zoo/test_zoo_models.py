@@ -88,7 +88,7 @@ def test_weights_file_with_other_head(
     state = (source if wrapped else source.backbone).state_dict()
     path = tmp_path / f"w{suffix}"
     save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
-    with caplog.at_level(logging.WARNING, logger="zoo"):
+    with caplog.at_level(logging.WARNING, logger="advbridge.zoo"):
         target = create_classifier("advbridge_mnist_cnn", weights=path, **{**MNIST, "num_classes": 3})
     assert "skipped 2 tensors" in caplog.text and "fc.weight" in caplog.text
     src, dst = source.backbone.state_dict(), target.backbone.state_dict()

@@ -35,7 +35,7 @@ def test_get_or_train_reuses_the_cache(
 ) -> None:
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
     config = TrainConfig(**QUICK, max_train=300, val_fraction=0.05)
-    with caplog.at_level(logging.INFO, logger="zoo"):
+    with caplog.at_level(logging.INFO, logger="advbridge.zoo"):
         first, card = get_or_train(config, progress=False)
     assert "no cached model for advbridge_mnist_cnn" in caplog.text
     (folder,) = (tmp_path / "models").iterdir()
@@ -47,7 +47,7 @@ def test_get_or_train_reuses_the_cache(
 
     monkeypatch.setattr(training, "train", no_training)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="zoo"):
+    with caplog.at_level(logging.INFO, logger="advbridge.zoo"):
         second, card2 = get_or_train(config, progress=False)
     assert "using cached model" in caplog.text and "no cached model" not in caplog.text
     assert card2 == card and (folder / "model.safetensors").stat().st_mtime_ns == mtime
@@ -64,7 +64,7 @@ def test_get_or_train_retrains_a_corrupt_cache(
     _, card = get_or_train(config, progress=False)
     (folder,) = (tmp_path / "models").iterdir()
     (folder / "model.safetensors").write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="zoo"):
+    with caplog.at_level(logging.WARNING, logger="advbridge.zoo"):
         _, card2 = get_or_train(config, progress=False)
     assert "unusable" in caplog.text and "does not match its card" in caplog.text
     assert card2["sha256"] == card["sha256"]  # same seed, same weights
