@@ -116,7 +116,7 @@ def test_bad_generative_spec_is_one_line(fields, message):
     ("extra", "message"),
     [
         (["--defense", "vae-purfy"], "unknown defense 'vae-purfy'; did you mean 'vae-purify'"),
-        (["--defense", "cvae-label", "--sample"], "expected sample only with vae-purify"),
+        (["--defense", "cvae-label", "--sample"], "--sample does not apply to cvae-label"),
         (["--defense", "vae-purify", "--defense-libraries", "art"], "expected --defense-libraries own for vae-purify"),
         (["--defense", "vae-purify", "--latent-dim", "0"], "expected latent_dim >= 1"),
         (["--defense", "vae-purify", "--beta", "-1"], "expected beta >= 0"),
