@@ -31,10 +31,17 @@ if (_root := _checkout_root()) is not None and str(_root) not in __path__:
 #: The public API, imported on first use (``import advbridge`` itself loads no torch): name -> (module, attribute).
 _API = {
     "compare": ("advbridge.api", "compare"),
+    "evaluate_defense": ("advbridge.api", "evaluate_defense"),
     "fgsm": ("advbridge.own_attacks", "fgsm"),
     "pgd": ("advbridge.own_attacks", "pgd"),
     "deepfool": ("advbridge.own_attacks", "deepfool"),
     "ddn": ("advbridge.own_attacks", "ddn"),
+    "BitDepth": ("advbridge.defenses.preprocessor", "BitDepth"),
+    "MedianFilter": ("advbridge.defenses.preprocessor", "MedianFilter"),
+    "Resample": ("advbridge.defenses.preprocessor", "Resample"),
+    "PreprocessedClassifier": ("advbridge.defenses.preprocessor", "PreprocessedClassifier"),
+    "SqueezeDetector": ("advbridge.defenses.detector", "SqueezeDetector"),
+    "BPDA": ("advbridge.defenses.preprocessor.bpda", "BPDA"),
     "AttackSpec": ("advbridge.bridge.spec", "AttackSpec"),
     "AdvBridgeError": ("advbridge.bridge.errors", "AdvBridgeError"),
 }

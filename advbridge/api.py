@@ -5,21 +5,29 @@
     result.table            # pandas: one row per library (agreement with ours, success, norms, speed, flags)
     result.save("results/mine")   # the files ``cli.py compare --out results/mine`` writes
 
+    run = advbridge.evaluate_defense("median", model, images, labels, attack="pgd", size=2)
+    run = advbridge.evaluate_defense(my_defended_module, model, images, labels)  # model: its undefended twin
+    run.table               # clean / transfer / white-box / adaptive / worst-case rows, with the flags
+
 ``model`` is any ``nn.Module`` mapping images in [0, 1] (N, C, H, W) to logits (normalization inside it);
 ``images`` a tensor or a DataLoader of ``(images, labels)``. Nothing is trained or downloaded.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from advbridge.bridge.errors import InvalidParameterError, check_name
 from advbridge.bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, standard_eps
-from advbridge.experiments.workload import Workload
+from advbridge.experiments.workload import Workload, check_user_model
 from advbridge.zoo.datasets import DatasetInfo
 
 if TYPE_CHECKING:
@@ -68,24 +76,19 @@ def user_workload(
     model = model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x, y = x.to(device), y.to(device)
-    with torch.no_grad():
-        logits = model(x[:1])
-    if logits.dim() != 2:
-        raise InvalidParameterError(f"expected the model to return logits (N, K), got shape {tuple(logits.shape)}")
-    classes = int(logits.shape[1]) if num_classes is None else num_classes
-    if classes != logits.shape[1] or int(y.max()) >= classes or int(y.min()) < 0:
-        raise InvalidParameterError(
-            f"expected labels in 0..{logits.shape[1] - 1} (the model's {logits.shape[1]} outputs), "
-            f"got num_classes {classes} and labels {int(y.min())}..{int(y.max())}"
-        )
+    accuracy, classes = check_user_model(model, x, y, type(model).__name__, num_classes, "the given")
     channels = x.shape[1]
     info = DatasetInfo(
         name=name, family=_family(x), num_classes=classes, in_chans=channels, image_size=x.shape[-1],
         mean=(0.0,) * channels, std=(1.0,) * channels, class_names=tuple(str(k) for k in range(classes)),
     )  # fmt: skip
-    with torch.no_grad():
-        accuracy = float((model(x).argmax(1) == y).double().mean())
-    card = {"model": type(model).__name__, "accuracy": accuracy, "source": "user"}
+    card = {
+        "model": type(model).__name__,
+        "accuracy": accuracy,
+        "source": "user",
+        "num_classes": classes,
+        "accuracy_on": f"the {len(x)} given images",
+    }  # the failed_training check of every row
     return Workload(model, x, y, info, card)
 
 
@@ -124,15 +127,10 @@ def compare(
     names = parse_libraries(libraries)
     x, y = as_tensors(images, labels)
     workload = user_workload(model, x, y, num_classes=num_classes)
-    chosen = Norm.parse(norm) if norm else DEFAULT_NORMS[attack]
-    if eps is None and attack in ("fgsm", "pgd"):
-        eps = standard_eps(workload.info.family, chosen)
-    spec = AttackSpec(
-        attack=attack, norm=chosen, eps=eps, steps=steps, step_size=step_size, random_start=random_start, seed=seed,
-        **attack_options,
-    )  # fmt: skip
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidParameterError(f"expected batch_size as an int >= 1 or None, got {batch_size!r}")
+    spec = _attack_spec(attack, workload.info.family, norm, eps, steps=steps, step_size=step_size,
+                        random_start=random_start, seed=seed, **attack_options)  # fmt: skip
+    _check_batch_size(batch_size)
+    chosen = spec.norm
     grid = None
     if spec.minimal:
         standard = standard_eps(workload.info.family, chosen)
@@ -140,3 +138,122 @@ def compare(
         if not grid or any(not e > 0 for e in grid):
             raise InvalidParameterError(f"expected eps_grid as eps values > 0, got {eps_grid!r}")
     return compare_workload(spec, names, workload, eps_grid=grid, batch_size=batch_size, show_progress=show_progress)
+
+
+def _attack_spec(attack: str, family: str, norm: str | None, eps: float | None, **fields: Any) -> AttackSpec:
+    """The attack: its default norm, and for FGSM and PGD the standard budget of the images' kind."""
+    check_name("attack", attack, ATTACKS)
+    chosen = Norm.parse(norm) if norm else DEFAULT_NORMS[attack]
+    if eps is None and attack in ("fgsm", "pgd"):
+        eps = standard_eps(family, chosen)
+    return AttackSpec(attack=attack, norm=chosen, eps=eps, **fields)
+
+
+def _check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidParameterError(f"expected batch_size as an int >= 1 or None, got {batch_size!r}")
+
+
+@dataclass
+class DefenseRun:
+    """What :func:`evaluate_defense` measured: ``table`` (pandas: one row per defended model or implementation ×
+    attack library × mode — none / transfer / white-box / adaptive / worst case — with robust accuracy and the
+    flags), and the files written when ``out`` was given."""
+
+    table: pd.DataFrame
+    paths: list[Path] = field(default_factory=list)
+
+
+def evaluate_defense(
+    defense: str | nn.Module,
+    model: nn.Module,
+    images: Tensor | Iterable,
+    labels: Tensor | Sequence[int] | None = None,
+    *,
+    attack: str = "pgd",
+    libraries: str | Sequence[str] = "all",
+    defense_libraries: str | Sequence[str] | None = None,
+    norm: str | None = None,
+    eps: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    restarts: int = 10,
+    autoattack: bool = True,
+    eot: int = 10,
+    calibration: Tensor | None = None,
+    batch_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    show_progress: bool = False,
+    **defense_options: Any,
+) -> DefenseRun:
+    """Evaluate a defense on ``model`` (its undefended twin) and the images, as ``cli.py defend`` does: clean,
+    transfer (each library's attack on ``model``, fed to the defended system), white-box (on the system as it
+    is), adaptive (margin PGD from ``restarts`` random starts, AutoAttack; BPDA/EOT where the system declares
+    them) and the worst case, with the flags of gradient masking and of a model that did not learn.
+
+    ``defense``: a registered input-transformation defense by name (``"bit-depth"``, ``"median"``,
+    ``"resample"``, ``"squeeze-detect"``; ``defense_options`` are its fields: ``bits``, ``size``, ``factor``,
+    ``mode``, ``threshold``, ``fpr``; the detector calibrates its threshold on ``calibration`` clean images),
+    or any ``nn.Module`` — the user's defended system from images in [0, 1] to logits, optionally declaring
+    ``preprocess`` and ``classifier`` (BPDA) and ``randomized = True`` (EOT over ``eot`` draws). Defenses that
+    advbridge trains (adversarial training, distillation, generative models) need a dataset to train on:
+    ``cli.py defend --defense NAME --dataset ...``. Bad input raises an
+    :class:`~advbridge.bridge.errors.AdvBridgeError` before any attack runs; nothing is trained.
+    """
+    from advbridge.bridge.defense_spec import DefenseSpec, UserDefenseSpec
+    from advbridge.experiments.compare import parse_libraries
+    from advbridge.experiments.engine import EvaluationOptions
+    from advbridge.experiments.registry import get_defense
+
+    names = parse_libraries(libraries)
+    for name, value in (("restarts", restarts), ("eot", eot)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidParameterError(f"expected {name} as an int >= 1, got {value!r}")
+    _check_batch_size(batch_size)
+    if isinstance(defense, str):
+        entry = get_defense(defense)
+        if entry.kind not in ("squeezer", "detector"):
+            raise InvalidParameterError(
+                f"expected a defense applied to a given model (bit-depth, median, resample, squeeze-detect) or your "
+                f"defended nn.Module, got {defense} ({entry.kind}: advbridge trains it on a dataset; use "
+                f"cli.py defend --defense {defense} --dataset ...)"
+            )
+    elif not isinstance(defense, nn.Module):
+        raise InvalidParameterError(
+            f"expected the defense as a registered name or a torch.nn.Module, got {type(defense).__name__}"
+        )
+    elif defense_options or defense_libraries is not None or calibration is not None:
+        given = sorted([*defense_options, *(["defense_libraries"] if defense_libraries is not None else []),
+                        *(["calibration"] if calibration is not None else [])])  # fmt: skip
+        raise InvalidParameterError(f"expected no options of a registered defense with your module, got {given}")
+    x, y = as_tensors(images, labels)
+    workload = user_workload(model, x, y)
+    attack_spec = _attack_spec(attack, workload.info.family, norm, eps, steps=steps, seed=seed)
+    if isinstance(defense, str):
+        spec = DefenseSpec(defense=defense, **defense_options).resolved(workload.info.family)
+        if spec.detector and spec.threshold is None:
+            if calibration is None:
+                raise InvalidParameterError(
+                    "expected calibration= clean images (held out) to set the detector's threshold, or threshold="
+                )
+            calibration, _ = as_tensors(calibration, torch.zeros(len(calibration), dtype=torch.long))
+        elif calibration is not None:
+            raise InvalidParameterError(
+                f"expected calibration= only with a detector without a threshold, got {defense}"
+            )
+    else:
+        spec = UserDefenseSpec(module=f"python:{type(defense).__name__}", eot=eot)
+    options = EvaluationOptions(
+        names, restarts=restarts, autoattack=autoattack, batch_size=batch_size, show_progress=show_progress,
+        calibration=None if calibration is None else calibration.to(workload.x.device),
+    )  # fmt: skip
+    if isinstance(defense, str):
+        from advbridge.experiments.defend.squeezers import run_defend
+
+        table, _, paths = run_defend(spec, attack_spec, workload, options, defense_libraries=defense_libraries,
+                                     out=out)  # fmt: skip
+    else:
+        from advbridge.experiments.defend.user import run_defend_module
+
+        table, paths = run_defend_module(spec, attack_spec, workload, options, out=out, system=defense)
+    return DefenseRun(table, paths)

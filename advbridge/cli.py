@@ -20,6 +20,30 @@ from advbridge.bridge.errors import AdvBridgeError
 
 log = logging.getLogger("advbridge")
 
+DESCRIPTION = """\
+advbridge attacks and defends image classifiers and runs every attack and defense side by side with
+adversarial-robustness-toolbox (ART), torchattacks, foolbox and adv-lib, on your model or ours: how far each
+library agrees with ours, success, perturbation norms, speed, and the flags of a failed attack or a masked
+gradient. Images are in [0, 1]; bad input is refused with one line (exit 2) before any work."""
+
+EPILOG = """\
+examples:
+  advbridge compare --attack deepfool                       # the embedded 5,000 MNIST digits, our CNN
+  advbridge compare --attack pgd --model my_net.py:build --checkpoint my_net.safetensors --dataset mnist
+  advbridge defend --defense median --attack pgd --libraries own,art
+  advbridge defend --defense-module my_defense.py:build --surrogate my_net.py:build --attack pgd
+  advbridge list                                            # attacks, defenses, datasets, model sources"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help (unless the help says it or there is none), descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -56,6 +80,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         help="a timm name, advbridge_mnist_cnn / advbridge_cifar_cnn, or your own: path/file.py:factory, package.module:factory",
     )  # fmt: skip
     p.add_argument("--data-root", default=None, help="folder with the dataset files (default: $ADVBRIDGE_DATA)")
+    p.add_argument("--image-size", type=int, default=None, help="resize the images to this side (default: native)")
     p.add_argument("--pretrained", action="store_true", default=None, help="start from timm hub weights (online)")
     p.add_argument("--weights", default=None, help="start from a local checkpoint (.safetensors or state dict)")
     p.add_argument("--finetune", choices=("all", "head"), default=None, help="train the whole network or the head")
@@ -77,6 +102,14 @@ def _add_user_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--std", default=None, help="with --model file.py:factory: e.g. 0.3081 (comma-separated per channel)"
     )
+    g.add_argument(
+        "--num-classes", type=int, default=None,
+        help="logits your model returns, when more than the dataset's classes (default: the dataset's)",
+    )  # fmt: skip
+
+
+def _add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when there is one, else cpu)")
 
 
 def _add_generator_options(p, epochs_flag: str | None = None, max_flag: str | None = None) -> None:
@@ -110,8 +143,20 @@ def _add_attack_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="advbridge", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from advbridge import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="advbridge", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"advbridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{compare,defend,train,study,list}")
+    real_add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:  # every command: defaults in its help
+        kwargs.setdefault("description", kwargs.get("help"))
+        return real_add_parser(name, formatter_class=HelpFormatter, **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("compare", help="run one attack with every library on the same model and images")
     _add_attack_options(p)
@@ -131,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a killed run from <out>.progress/")
     _add_model_options(p)
     _add_user_model_options(p)
+    _add_device_option(p)
     _add_common(p)
 
     p = sub.add_parser("defend", help="evaluate a defense: every implementation, transfer / white-box / adaptive")
@@ -142,7 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--defense-module", default=None,
-        help="your defended system instead: FILE.py:factory or package.module:factory (--model is its undefended twin)",
+        help="your defended system instead: FILE.py:factory or package.module:factory",
+    )  # fmt: skip
+    p.add_argument(
+        "--surrogate", default=None,
+        help="with --defense-module: its undefended twin (FILE.py:factory...; its weights: --checkpoint), on which "
+        "the transfer attacks are computed (default: --model)",
     )  # fmt: skip
     _add_attack_options(p)
     p.add_argument("--bits", type=int, default=None, help="bit depth 1-8 (default: Xu et al.'s, 1 MNIST, 5 CIFAR)")
@@ -181,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(p)
     _add_user_model_options(p)
+    _add_device_option(p)
     _add_common(p)
 
     p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")
@@ -198,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_study_parser(sub)
 
-    p = sub.add_parser("list", help="print the attack x library matrix")
+    p = sub.add_parser("list", help="what advbridge has: attacks and defenses × libraries, datasets, model sources")
     _add_common(p)
     return parser
 
@@ -240,13 +292,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from advbridge.experiments.matrix import support_matrix
+    from advbridge.experiments.matrix import MODEL_SOURCES, dataset_rows, defense_matrix, support_matrix
     from advbridge.experiments.registry import registered_defenses
 
+    print("attacks × libraries (compare --attack NAME --norm NORM):")
     print(support_matrix().to_string())
-    print("\ndefenses (defend --defense NAME):")
-    for entry in registered_defenses():
-        print(f"  {entry.name:<15} {entry.kind:<11} {entry.summary}")
+    print("\ndefenses × libraries (defend --defense NAME; or your own: --defense-module FILE.py:factory):")
+    print(defense_matrix().to_string())
+    for kind, summary in dict.fromkeys((e.kind, e.summary) for e in registered_defenses()):
+        print(f"  {kind:<11} {summary}")
+    print("\ndatasets (--dataset NAME):")
+    print(dataset_rows().to_string())
+    print("\nmodels (--model NAME, --checkpoint):")
+    for source, meaning in MODEL_SOURCES.items():
+        print(f"  {source:<42} {meaning}")
     return 0
 
 

@@ -62,3 +62,16 @@ def check_name(kind: str, value: str, accepted: Iterable[str]) -> str:
     if value not in options:
         raise UnknownNameError(did_you_mean(kind, value, options))
     return value
+
+
+def check_names(kind: str, values: str | Iterable[str], accepted: Iterable[str]) -> list[str]:
+    """``"own,art"`` (or a list) → the names, each among ``accepted``; an empty list or a name given twice raises
+    :class:`InvalidParameterError`, an unknown name :class:`UnknownNameError`."""
+    options = list(accepted)
+    names = [s.strip() for s in values.split(",")] if isinstance(values, str) else [str(v).strip() for v in values]
+    names = [check_name(kind, name, options) for name in names if name]
+    if not names:
+        raise InvalidParameterError(f"expected at least one {kind} of {', '.join(options)}, got {values!r}")
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise InvalidParameterError(f"expected each {kind} once, got {', '.join(twice)} more than once")
+    return names

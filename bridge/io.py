@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from advbridge.bridge.errors import OutputError
+from advbridge.bridge.errors import CheckpointError, OutputError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -66,6 +68,17 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def read_json(path: str | Path, what: str, remedy: str = "") -> Any:
+    """The JSON in ``path``; an unreadable, truncated or invalid file raises :class:`CheckpointError` naming
+    ``what`` it is and ``remedy`` (e.g. "run without --resume to start over"), not a traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        hint = f"; {remedy}" if remedy else ""
+        raise CheckpointError(f"cannot read {what} {path} ({type(exc).__name__}: {exc}){hint}") from None
 
 
 #: Extensions stripped from an ``--out`` value: ``results/x.csv`` means the prefix ``results/x``.
@@ -121,18 +134,24 @@ class OutputPrefix:
         return [self.file(t) for t in tails]
 
     def check_writable(self) -> None:
-        """Create the folder if needed and prove a file can be created in it, or raise :class:`OutputError`.
+        """Prove that the run's files can be written, or raise :class:`OutputError`; creates nothing.
 
-        Called before a run starts, so that an unwritable ``--out`` costs seconds, not an attack.
+        The folder (or, when it does not exist yet, its nearest existing ancestor, where the folder will be
+        made) must be a writable directory: a probe file is created there and removed. Called before a run
+        starts, so that an unwritable ``--out`` costs seconds, not an attack.
         """
         folder = self.prefix.parent
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{self.prefix.name}.", suffix=".probe")
+            if not existing.is_dir():
+                raise NotADirectoryError(20, "not a folder")
+            fd, probe = tempfile.mkstemp(dir=existing, prefix=f".{self.prefix.name}.", suffix=".probe")
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise OutputError(
-                f"cannot write outputs to {self.prefix}*: {reason} ({folder}); expected --out in a writable folder"
+                f"cannot write outputs to {self.prefix}*: {reason} ({existing}); expected --out in a writable folder"
             ) from None

@@ -32,7 +32,7 @@ from advbridge.experiments.engine import EvaluationOptions
 from advbridge.experiments.minimal import DEFAULT_GRID_FACTORS
 from advbridge.experiments.registry import get_defense, register_defense
 from advbridge.experiments.workload import DEFAULT_MODELS, load_workload
-from advbridge.zoo.datasets import dataset_info, load_tensors
+from advbridge.zoo.datasets import check_split_size, dataset_info, load_tensors
 
 
 @dataclass
@@ -71,8 +71,34 @@ def workload_of(args: Namespace):
         checkpoint=args.checkpoint,
         mean=parse_floats("--mean", args.mean),
         std=parse_floats("--std", args.std),
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        device=parse_device(args.device),
         **train_options(args),
     )
+
+
+def parse_device(text: str | None):
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` of a GPU this machine has (``None``: cuda if any, else cpu)."""
+    if text is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InvalidParameterError(f"expected --device cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise InvalidParameterError(
+                f"expected --device cpu or one of this machine's {count} GPU(s) (cuda:0..cuda:{count - 1}), got {text!r}"
+                if count
+                else f"expected --device cpu (this machine has no CUDA GPU), got {text!r}"
+            )
+    return device
 
 
 def parse_floats(flag: str, text: str | None) -> tuple[float, ...] | None:
@@ -138,6 +164,7 @@ def generator_config(args: Namespace, generator: str, *, epochs, max_train, seed
 
     options = {"latent_dim": args.latent_dim, "beta": args.beta, "epochs": epochs, "lr": args.lr, "seed": seed}
     options["batch_size"] = args.batch_size
+    options["image_size"] = args.image_size
     return GeneratorConfig(
         dataset=args.dataset,
         generator=generator,
@@ -149,7 +176,8 @@ def generator_config(args: Namespace, generator: str, *, epochs, max_train, seed
 
 def calibration_images(args: Namespace, workload):
     """``--calibration-n`` clean test images after the evaluated ones in the same seeded order (disjoint)."""
-    x, _ = load_tensors(args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed)
+    x, _ = load_tensors(args.dataset, "test", n=args.n + args.calibration_n, data_root=args.data_root, seed=args.seed,
+                        image_size=args.image_size)  # fmt: skip
     return x[args.n :].to(workload.x.device)
 
 
@@ -208,7 +236,12 @@ def compare(args: Namespace) -> Outcome:
         raise InvalidParameterError(f"expected every --eps-grid value > 0, got {args.eps_grid}")
     out = OutputPrefix.parse(args.out or compare_default_out(args.dataset, spec), default_name="compare")
     out.check_writable()  # the default folder too, before a model is trained or an image attacked
-    workload = workload_of(args)
+    if args.resume:  # a truncated resume key is refused now, not after the model is trained
+        from advbridge.experiments.compare import PROGRESS_TAIL
+        from advbridge.experiments.progress import read_resume_key
+
+        read_resume_key(out.file(PROGRESS_TAIL))
+    workload = workload_of(args)  # checks --n against the test split before it trains anything
     table, grid, paths = run_compare(
         spec,
         libraries,
@@ -240,16 +273,29 @@ def defend(args: Namespace) -> Outcome:
             f"expected --defense NAME or --defense-module FILE.py:factory (one of them), got --defense {args.defense} "
             f"and --defense-module {args.defense_module}"
         )
+    if args.surrogate is not None:
+        if args.defense_module is None:
+            raise InvalidParameterError(
+                f"expected --surrogate only with --defense-module, got --surrogate {args.surrogate}"
+            )
+        if args.model is not None:
+            raise InvalidParameterError(
+                f"expected the undefended twin once, as --surrogate or --model, got both ({args.surrogate}, {args.model})"
+            )
+        args.model = args.surrogate
     family = UserDefense() if args.defense_module else get_defense(args.defense).family
     check_options_apply(args, args.defense or "module")
     info = dataset_info(args.dataset, data_root=args.data_root)
     spec = family.spec(args, info.family)
     attack = attack_spec(args, info.family)
+    for flag, value in (("--restarts", args.restarts), ("--eot", args.eot), ("--calibration-n", args.calibration_n)):
+        if value < 1:
+            raise InvalidParameterError(f"expected {flag} >= 1, got {value}")
     family.check(args, spec)
     libraries = parse_libraries(args.libraries)
     calibrate = spec.detector and spec.threshold is None
-    if calibrate and args.calibration_n < 1:
-        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    if calibrate:  # (--n alone is checked by workload_of, before it trains anything)
+        check_split_size(args.dataset, args.n + args.calibration_n, args.data_root, what="--n + --calibration-n")
     out = OutputPrefix.parse(args.out or default_out(args.dataset, spec, attack), default_name="defend")
     out.check_writable()
     workload = workload_of(args)
@@ -285,8 +331,11 @@ class DefenseFamily:
         return self.spec_type(defense=args.defense, **given).resolved(family)
 
     def check(self, args: Namespace, spec) -> None:
-        if args.restarts < 1:
-            raise InvalidParameterError(f"expected --restarts >= 1, got {args.restarts}")
+        """The family's own options, before any work (the shared ones are checked by ``defend``)."""
+
+    def libraries(self, defense: str) -> list[str]:
+        """The libraries that implement ``defense`` at its defaults (``cli.py list``): ours only by default."""
+        return ["own"]
 
 
 @register_defense("squeeze-detect", kind="detector", summary="Xu et al.'s feature-squeezing detector")
@@ -301,6 +350,9 @@ class Squeezers(DefenseFamily):
 
     def check(self, args: Namespace, spec: DefenseSpec) -> None:
         check_defense_libraries(spec, args.defense_libraries)
+
+    def libraries(self, defense: str) -> list[str]:
+        return check_defense_libraries(DefenseSpec(defense=defense).resolved("mnist"))
 
     def run(self, args, spec, attack, workload, options, out):
         from advbridge.experiments.defend.squeezers import run_defend
@@ -327,15 +379,48 @@ class TrainedDefenses(DefenseFamily):
         spec = training_spec(args, args.train_eps, args.train_norm, args.train_steps, args.train_step_size)
         return spec.resolved(family, warm_start=args.from_undefended)
 
+    @staticmethod
+    def given(args: Namespace) -> dict[str, Any]:
+        """The defended models' training options given on the command line (``None``: the twin's)."""
+        return {"epochs": args.train_epochs, "max_train": args.train_max, "lr": args.train_lr,
+                "optimizer": args.train_optimizer, "schedule": args.train_schedule,
+                "clip_grad_norm": args.train_clip_grad_norm}  # fmt: skip
+
+    def check(self, args: Namespace, spec: TrainingDefenseSpec) -> None:
+        """The defended models' options, checked by building their config now (before the twin is trained); a
+        user's model cannot be the twin (advbridge trains the defended models from the twin's recipe)."""
+        from advbridge.zoo.train_config import TrainConfig
+        from advbridge.zoo.user_models import is_factory
+
+        super().check(args, spec)
+        user_file = args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_dir()
+        if is_factory(args.model) or user_file:
+            raise InvalidParameterError(
+                f"expected a model advbridge trains (a timm name or a cache folder) with --defense {spec.defense}, "
+                "got your own model; evaluate your defended model with --defense-module FILE.py:factory"
+            )
+        from advbridge.experiments.defend.run_trained import check_training_libraries
+
+        info = dataset_info(args.dataset, data_root=args.data_root)
+        config = TrainConfig(dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family],
+                             data_root=args.data_root, **recipe(spec, **self.given(args)))  # fmt: skip
+        check_training_libraries(spec, config, args.defense_libraries)
+
+    def libraries(self, defense: str) -> list[str]:
+        from advbridge.experiments.defend.run_trained import check_training_libraries
+        from advbridge.zoo.train_config import TrainConfig
+
+        spec = TrainingDefenseSpec(defense=defense).resolved("mnist")
+        config = TrainConfig(dataset="mnist-5k", model=DEFAULT_MODELS["mnist"], **recipe(spec))
+        return check_training_libraries(spec, config)
+
     def run(self, args, spec, attack, workload, options, out):
         from advbridge.experiments.defend.run_trained import defended_config, run_defend_trained
 
-        given = {"epochs": args.train_epochs, "max_train": args.train_max, "lr": args.train_lr,
-                 "optimizer": args.train_optimizer, "schedule": args.train_schedule,
-                 "clip_grad_norm": args.train_clip_grad_norm}  # fmt: skip
         config = defended_config(
-            workload.card, from_undefended=args.from_undefended, data_root=args.data_root, **recipe(spec, **given)
-        )
+            workload.card, from_undefended=args.from_undefended, data_root=args.data_root,
+            **recipe(spec, **self.given(args)),
+        )  # fmt: skip
         table, checks, paths = run_defend_trained(
             spec, attack, workload, config, options, defense_libraries=args.defense_libraries, out=out
         )
@@ -420,7 +505,7 @@ def train(args: Namespace) -> Outcome:
 
     spec = None if args.defense is None else training_spec(args, args.eps, args.norm, args.steps, args.step_size)
     info = dataset_info(args.dataset, data_root=args.data_root)
-    options = {"seed": args.seed, "max_train": args.max_train, **train_options(args)}
+    options = {"seed": args.seed, "max_train": args.max_train, "image_size": args.image_size, **train_options(args)}
     options = recipe(spec, **options) if spec is not None else {k: v for k, v in options.items() if v is not None}
     config = TrainConfig(
         dataset=args.dataset, model=args.model or DEFAULT_MODELS[info.family], data_root=args.data_root, **options

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from advbridge.bridge import distributed
 from advbridge.bridge.adapters import LIBRARIES
-from advbridge.bridge.errors import check_name
+from advbridge.bridge.errors import check_names
 from advbridge.bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from advbridge.bridge.provenance import provenance
 from advbridge.bridge.runner import AttackResult, run_attack, warm_up
@@ -67,8 +67,7 @@ def parse_libraries(text: str | Sequence[str] | None) -> list[str]:
     """``"own,art"`` or a list → validated library names (``None``/``"all"`` = every library)."""
     if text is None or text == "all":
         return list(LIBRARIES)
-    names = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
-    names = [check_name("library", name, LIBRARIES) for name in names if name]
+    names = check_names("library", text, LIBRARIES)
     if "own" not in names:
         names.insert(0, "own")  # agreement is measured against our own attack
     return names

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from advbridge.bridge.errors import CheckpointError
-from advbridge.bridge.io import atomic_write, atomic_write_text
+from advbridge.bridge.io import atomic_write, atomic_write_text, read_json
 from advbridge.bridge.runner import AttackResult
 from advbridge.bridge.spec import AttackSpec
 
@@ -36,6 +36,16 @@ def batch_seed(seed: int, batch: int) -> int:
     return int(np.random.SeedSequence([seed, batch]).generate_state(1)[0])
 
 
+def read_resume_key(folder: str | Path) -> dict[str, Any] | None:
+    """The settings a killed run saved in ``<folder>/run.json`` (``None`` when there is none); an unreadable or
+    truncated file raises :class:`CheckpointError` in one line."""
+    key_file = Path(folder) / "run.json"
+    if not key_file.exists():
+        return None
+    saved = read_json(key_file, "the resume key", "run without --resume to start over")
+    return saved if isinstance(saved, dict) else {"(not a mapping)": saved}
+
+
 class ProgressStore:
     """Saved per-batch results of one comparison run."""
 
@@ -44,7 +54,7 @@ class ProgressStore:
         self.key = json.loads(json.dumps(key, sort_keys=True, default=str))
         key_file = self.folder / "run.json"
         if resume and key_file.exists():
-            saved = json.loads(key_file.read_text())
+            saved = read_resume_key(self.folder)
             if saved != self.key:
                 changed = sorted(k for k in set(saved) | set(self.key) if saved.get(k) != self.key.get(k))
                 raise CheckpointError(

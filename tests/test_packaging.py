@@ -58,10 +58,21 @@ def test_the_installed_package_ignores_a_users_own_experiments_zoo_and_bridge(in
         (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the user package {name} was imported')\n")
     env = {**os.environ, "PYTHONPATH": str(installed)}
     code = (
-        "import advbridge, advbridge.experiments.commands, advbridge.bridge.adapters as a;"
+        "import torch, advbridge, advbridge.experiments.commands;"
         "assert advbridge.__path__ == [advbridge.__path__[0]], advbridge.__path__;"
-        "print(sorted(a.LIBRARIES))"
+        "torch.manual_seed(0);"
+        "net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10));"
+        "x = torch.rand(8, 1, 28, 28); y = net(x).argmax(1);"
+        "run = advbridge.compare(net, x, y, attack='fgsm', libraries='own,torchattacks');"
+        "print(run.table[['library', 'clean_acc', 'success_rate']].to_csv(index=False))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "torchattacks" in done.stdout
+    table = done.stdout.strip().splitlines()
+    assert table[0] == "library,clean_acc,success_rate" and [r.split(",")[:2] for r in table[1:]] == [
+        ["own", "1.0"], ["torchattacks", "1.0"]
+    ], done.stdout  # fmt: skip
+    script = subprocess.run(
+        [str(installed / "bin" / "advbridge"), "--version"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert script.returncode == 0 and script.stdout.strip().startswith("advbridge "), script.stderr

@@ -38,7 +38,14 @@ log = logging.getLogger(__name__)
 def cache_dir() -> Path:
     """advbridge's cache folder: ``$ADVBRIDGE_CACHE``, else ``~/.cache/advbridge``."""
     env = os.environ.get("ADVBRIDGE_CACHE")
-    return Path(env).expanduser() if env else Path("~/.cache/advbridge").expanduser()
+    folder = Path(env).expanduser() if env else Path("~/.cache/advbridge").expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "$ADVBRIDGE_CACHE" if env else "the cache folder"
+        raise InvalidParameterError(f"expected {where} {folder} to be a folder, got a file at {existing}")
+    return folder
 
 
 def config_key(config: Mapping[str, Any]) -> str:

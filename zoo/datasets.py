@@ -351,6 +351,16 @@ def load_dataset(
     raise UnknownNameError(did_you_mean("dataset", name, DATASETS))
 
 
+def check_split_size(
+    name: str, n: int, data_root: str | os.PathLike | None = None, split: str = "test", what: str = "n"
+) -> None:
+    """Refuse ``n`` images from a split that holds fewer (:class:`InvalidParameterError` naming ``what``), before
+    anything is trained; missing data raises :class:`DataNotFoundError` here too."""
+    size = len(load_dataset(name, split, data_root))
+    if n > size:
+        raise InvalidParameterError(f"expected {what} <= {size} (size of {name} {split}), got {n}")
+
+
 def load_tensors(
     name: str,
     split: str = "test",

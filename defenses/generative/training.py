@@ -5,6 +5,7 @@ stopping keeping the best weights, a checkpoint and card in the model cache keye
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -55,14 +56,20 @@ class GeneratorConfig:
         check_name("generator", self.generator, GENERATORS)
         if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
             raise InvalidParameterError(f"expected latent_dim >= 1 (an integer), got {self.latent_dim!r}")
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0:
-            raise InvalidParameterError(f"expected beta >= 0, got {self.beta!r}")
-        for name in ("epochs", "batch_size", "patience"):
+        if not _finite(self.beta) or self.beta < 0:
+            raise InvalidParameterError(f"expected beta as a finite number >= 0, got {self.beta!r}")
+        for name in ("epochs", "batch_size", "patience", "max_train"):
             value = getattr(self, name)
+            if name == "max_train" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidParameterError(f"expected {name} >= 1 (an integer), got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise InvalidParameterError(f"expected lr > 0, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise InvalidParameterError(f"expected seed as an int in [0, 2**63), got {self.seed!r}")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise InvalidParameterError(f"expected lr as a finite number > 0, got {self.lr!r}")
+        if not _finite(self.val_fraction) or not 0 <= self.val_fraction < 1:
+            raise InvalidParameterError(f"expected val_fraction in [0, 1), got {self.val_fraction!r}")
 
     def cache_fields(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -70,6 +77,11 @@ class GeneratorConfig:
         if self.generator == "ae":
             fields["beta"] = None  # unused: the same autoencoder whatever beta says
         return {**fields, "cache_format": CACHE_FORMAT}
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool), neither infinite nor NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _build(cfg: GeneratorConfig, info) -> ConvGenerator:

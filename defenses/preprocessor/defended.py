@@ -24,5 +24,11 @@ class PreprocessedClassifier(nn.Module):
             if hasattr(classifier, name):
                 setattr(self, name, getattr(classifier, name))
 
+    @property
+    def preprocess(self) -> nn.Module:
+        """The preprocessor, under the name a defended system declares it by (``classifier(preprocess(x))``), so
+        that an evaluation adds BPDA rows (:mod:`advbridge.experiments.defend.user`)."""
+        return self.preprocessor
+
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.preprocessor(x))

@@ -19,7 +19,7 @@ import pandas as pd
 from advbridge.bridge import distributed
 from advbridge.bridge.adapters import LIBRARIES, get_adapter
 from advbridge.bridge.defense_spec import TrainingDefenseSpec
-from advbridge.bridge.errors import UnsupportedDefenseError, check_name
+from advbridge.bridge.errors import UnsupportedDefenseError, check_names
 from advbridge.bridge.io import OutputPrefix, atomic_write
 from advbridge.bridge.spec import AttackSpec
 from advbridge.bridge.training import train_defended
@@ -45,8 +45,7 @@ def check_training_libraries(
 
     if names is None:
         return [n for n in LIBRARIES if reason(n) is None]
-    names = [s.strip() for s in names.split(",")] if isinstance(names, str) else list(names)
-    names = [check_name("library", n, LIBRARIES) for n in names if n]
+    names = check_names("library", names, LIBRARIES)
     names = ["own"] + [n for n in names if n != "own"]
     for name in names:
         why = reason(name)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from advbridge.bridge import distributed
 from advbridge.bridge.adapters import LIBRARIES, get_adapter
 from advbridge.bridge.defense_spec import DefenseSpec
-from advbridge.bridge.errors import UnsupportedDefenseError, check_name
+from advbridge.bridge.errors import UnsupportedDefenseError, check_names
 from advbridge.bridge.io import OutputPrefix
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.detector import SqueezeDetector, calibrate_threshold
@@ -115,8 +115,7 @@ def check_defense_libraries(spec: DefenseSpec, names: Sequence[str] | str | None
 
     if names is None:
         return [n for n in LIBRARIES if has(n)]
-    names = [s.strip() for s in names.split(",")] if isinstance(names, str) else list(names)
-    names = [check_name("library", n, LIBRARIES) for n in names if n]
+    names = check_names("library", names, LIBRARIES)
     names = ["own"] + [n for n in names if n != "own"]
 
     for name in names:

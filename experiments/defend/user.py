@@ -39,13 +39,19 @@ USER = "user"
 
 
 def load_defense_module(spec: UserDefenseSpec) -> nn.Module:
-    """The user's system, checked: an ``nn.Module``; ``preprocess`` and ``classifier`` both modules or both
-    absent."""
-    system = build_factory_model(spec.module)
-    parts = [getattr(system, name, None) for name in ("preprocess", "classifier")]
+    """The user's system built by the factory of ``spec``, checked (:func:`check_defense_module`)."""
+    return check_defense_module(build_factory_model(spec.module), spec.module)
+
+
+def check_defense_module(system: nn.Module, name: str) -> nn.Module:
+    """The user's system in eval mode, checked: an ``nn.Module``; ``preprocess`` and ``classifier`` both modules
+    or both absent."""
+    if not isinstance(system, nn.Module):
+        raise InvalidParameterError(f"expected the defense as a torch.nn.Module, got {type(system).__name__}")
+    parts = [getattr(system, part, None) for part in ("preprocess", "classifier")]
     if any(p is not None for p in parts) and not all(isinstance(p, nn.Module) for p in parts):
         raise InvalidParameterError(
-            f"expected {spec.module} to declare both preprocess and classifier as modules (for BPDA) or neither"
+            f"expected {name} to declare both preprocess and classifier as modules (for BPDA) or neither"
         )
     return system.eval()
 
@@ -78,10 +84,13 @@ def run_defend_module(
     options: EvaluationOptions,
     *,
     out: str | Path | OutputPrefix | None = None,
+    system: nn.Module | None = None,
 ) -> tuple[pd.DataFrame, list[Path]]:
-    """Evaluate the user's system of ``spec`` against the workload's model as its twin; returns (results, paths)."""
+    """Evaluate the user's system of ``spec`` (or ``system`` itself, from Python) against the workload's model as
+    its twin; returns (results, paths)."""
     prefix = OutputPrefix.writable(out)
-    system = load_defense_module(spec).to(workload.x.device)
+    system = load_defense_module(spec) if system is None else check_defense_module(system, spec.module)
+    system = system.to(workload.x.device)
     evaluation = UserDefenseEvaluation(
         spec, attack, workload.model, {USER: system}, workload.x, workload.y, num_classes=workload.info.num_classes,
         options=options,

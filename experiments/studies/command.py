@@ -26,7 +26,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="comma-separated cell names to run (the report covers what is done)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the images and training samples (for a GPU)")
     for entry in BUDGET_FLAGS:
-        p.add_argument(f"--{entry.replace('_', '-')}", dest=entry, type=int, default=None, help=f"budget: {entry}")
+        p.add_argument(
+            f"--{entry.replace('_', '-')}",
+            dest=entry,
+            type=int,
+            default=None,
+            help=f"budget: {entry} (default: the study's, above)",
+        )
     p.add_argument("--libraries", default=None, help="attack libraries (default: the study's, e.g. own,art)")
     p.add_argument("--attack-batch-size", type=int, default=None, help="attack in batches of this size (torchrun)")
     g = p.add_argument_group("animals10-fs-dd")
@@ -44,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from advbridge.bridge import distributed
-    from advbridge.bridge.errors import InvalidParameterError
-    from advbridge.experiments.compare import results_prefix
+    from advbridge.bridge.errors import InvalidParameterError, check_names
+    from advbridge.experiments.compare import parse_libraries, results_prefix
     from advbridge.experiments.studies.catalog import StudyOptions, build_study
     from advbridge.experiments.studies.engine import run_study
     from advbridge.experiments.studies.report import write_report
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         scale=args.scale,
         budget={k: getattr(args, k) for k in BUDGET_FLAGS if getattr(args, k) is not None},
-        libraries=tuple(s.strip() for s in args.libraries.split(",") if s.strip()) if args.libraries else None,
+        libraries=tuple(parse_libraries(args.libraries)) if args.libraries is not None else None,
         model=args.model,
         dataset=args.dataset,
         pretrained=args.pretrained,
@@ -67,11 +73,8 @@ def run(args: argparse.Namespace) -> int:
     )
     study = build_study(args.name, options)
     only = None
-    if args.only:
-        only = [s.strip() for s in args.only.split(",") if s.strip()]
-        known = [c.name for c in study.cells]
-        if unknown := [s for s in only if s not in known]:
-            raise InvalidParameterError(f"expected --only cells of {study.name} ({', '.join(known)}), got {unknown}")
+    if args.only is not None:
+        only = check_names(f"cell of {study.name}", args.only, [c.name for c in study.cells])
     out = Path(args.out or results_prefix(f"study-{study.name}"))
     start = time.perf_counter()
     ran, skipped = run_study(study, out, resume=args.resume, only=only)

@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 from advbridge.bridge import distributed
-from advbridge.bridge.errors import CheckpointError
-from advbridge.bridge.io import OutputPrefix, atomic_write_text
+from advbridge.bridge.errors import AdvBridgeError, CheckpointError
+from advbridge.bridge.io import OutputPrefix, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,58 @@ def done_marker(out: Path, cell: StudyCell) -> Path:
     return out / "cells" / f"{cell.name}.done"
 
 
-def prepare(study: Study, out: Path, *, resume: bool) -> None:
-    """Check or write ``<out>/study.json``; without ``resume`` remove earlier cells (start over)."""
+def prepare(study: Study, out: Path, *, resume: bool) -> Callable[[], None] | None:
+    """Check or write ``<out>/study.json``; without ``resume`` start over: earlier cells are set aside.
+
+    Returns, for a fresh start, ``undo()``: it puts the folder back as it was (the earlier study's key and
+    cells, or no folder at all), for a study refused before its first cell finished; ``None`` on resume.
+    Once a cell finishes, :func:`forget_previous` drops what was set aside.
+    """
     key_file = out / "study.json"
     key = json.loads(json.dumps({"study": study.name, **study.key}, sort_keys=True, default=str))
     if resume and key_file.exists():
-        saved = json.loads(key_file.read_text())
+        saved = read_json(key_file, "the study's key", "run without --resume to start over")
+        if not isinstance(saved, dict):
+            saved = {"(not a mapping)": saved}
         if saved != key:
             changed = sorted(k for k in set(saved) | set(key) if saved.get(k) != key.get(k))
             raise CheckpointError(
                 f"cannot resume the study in {out}: it was started with other settings ({', '.join(changed)}); "
                 "run without --resume to start over"
             )
-        return
-    if (out / "cells").exists():
-        shutil.rmtree(out / "cells")
+        return None
+    existed, top = out.exists(), out  # top: the outermost folder this call creates
+    while not top.parent.exists():
+        top = top.parent
+    previous = out / PREVIOUS
+    shutil.rmtree(previous, ignore_errors=True)
+    for name in ("cells", "study.json"):
+        if (out / name).exists():
+            previous.mkdir(parents=True, exist_ok=True)
+            (out / name).rename(previous / name)
     (out / "cells").mkdir(parents=True)
     atomic_write_text(key_file, json.dumps(key, sort_keys=True, indent=1) + "\n")
+
+    def undo() -> None:
+        if not existed:
+            shutil.rmtree(top, ignore_errors=True)
+            return
+        shutil.rmtree(out / "cells", ignore_errors=True)
+        key_file.unlink(missing_ok=True)
+        if previous.exists():
+            for item in previous.iterdir():
+                item.rename(out / item.name)
+            previous.rmdir()
+
+    return undo
+
+
+#: Where a fresh start sets the earlier study's cells aside until its own first cell finishes.
+PREVIOUS = ".previous"
+
+
+def forget_previous(out: Path) -> None:
+    shutil.rmtree(out / PREVIOUS, ignore_errors=True)
 
 
 def run_study(
@@ -97,27 +132,34 @@ def run_study(
     """Run every unfinished cell of ``study`` into ``out``; returns (cells run now, cells taken as finished).
 
     ``only``: run just these cells (by name), e.g. to split a study over machines; the report covers what
-    is finished.
+    is finished. A study refused (an :class:`~advbridge.bridge.errors.AdvBridgeError`: missing data, a bad
+    option) before its first cell finished leaves ``out`` as it found it.
     """
     out = Path(out)
     OutputPrefix(out / "study").check_writable()
-    if distributed.world().main:
-        prepare(study, out, resume=resume)
+    main = distributed.world().main
+    undo = prepare(study, out, resume=resume) if main else None
     distributed.barrier()
     ran, skipped = [], []
-    for cell in study.cells:
-        if only is not None and cell.name not in only:
-            continue
-        if done_marker(out, cell).exists():
-            log.info("study %s: cell %s is finished, not recomputed", study.name, cell.name)
-            skipped.append(cell.name)
-            continue
-        log.info("study %s: running cell %s", study.name, cell.name)
-        cell.run(cell_prefix(out, cell))
-        if distributed.world().main:
-            atomic_write_text(done_marker(out, cell), "finished\n")
-        distributed.barrier()
-        ran.append(cell.name)
+    try:
+        for cell in study.cells:
+            if only is not None and cell.name not in only:
+                continue
+            if done_marker(out, cell).exists():
+                log.info("study %s: cell %s is finished, not recomputed", study.name, cell.name)
+                skipped.append(cell.name)
+                continue
+            log.info("study %s: running cell %s", study.name, cell.name)
+            cell.run(cell_prefix(out, cell))
+            if main:
+                atomic_write_text(done_marker(out, cell), "finished\n")
+                forget_previous(out)
+            distributed.barrier()
+            ran.append(cell.name)
+    except AdvBridgeError:
+        if undo is not None and not ran:
+            undo()
+        raise
     return ran, skipped
 
 

@@ -44,6 +44,11 @@ def test_list_prints_the_matrix(capsys):
     assert main(["list"]) == 0
     printed = capsys.readouterr().out
     assert "fgsm Linf" in printed and "no: adv-lib has no FGSM" in printed
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.strip()}
+    assert rows["median"] == ["squeezer", "yes", "yes", "-", "-", "-"]  # own and ART's median filter
+    assert rows["adv-pgd"] == ["training", "yes", "yes", "-", "-", "-"] and rows["vae-purify"][1:3] == ["yes", "-"]
+    assert rows["mnist-5k"][:3] == ["mnist", "10", "1×28×28"] and "imagefolder:PATH" in rows
+    assert "path/to/file.py:factory" in rows and "package.module:factory" in rows
 
 
 @pytest.mark.parametrize(
@@ -103,3 +108,8 @@ def test_help_answers_without_importing_torch_or_pandas(command):
     assert proc.returncode == 0 and "usage:" in proc.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & {"torch", "pandas", "numpy"}, sorted(imported & {"torch", "pandas", "numpy"})
+    if command in ("compare", "defend", "train", "study"):  # every default is shown
+        assert "--n N " in proc.stdout or "(default: " in proc.stdout
+        assert proc.stdout.count("(default: ") >= 5, proc.stdout
+    if not command:
+        assert "--version" in proc.stdout and "examples:" in proc.stdout and "adv-lib" in proc.stdout

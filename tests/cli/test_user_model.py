@@ -141,7 +141,9 @@ def make_random():
 def test_a_users_defense_module_gets_the_engines_rows_and_the_attacks_it_declares(user_model, factory, tmp_path):
     folder, accuracy = user_model
     (folder / "mydefense.py").write_text(f"WEIGHTS = {str(folder / 'net.pt')!r}\n{DEFENSE}")
-    twin = ["--model", f"{folder / 'mynet.py'}:make", "--checkpoint", str(folder / "net.pt")]
+    before = _cache_entries()
+    twin = ["--surrogate" if factory == "make" else "--model", f"{folder / 'mynet.py'}:make",
+            "--checkpoint", str(folder / "net.pt")]  # fmt: skip
     assert main(["defend", "--defense-module", f"{folder / 'mydefense.py'}:{factory}", *twin, "--attack", "pgd",
                  "--steps", "5", "--n", "16", "--libraries", "own", "--restarts", "1", "--eot", "2",
                  "--no-autoattack", "--quiet", "--out", str(tmp_path / "d")]) == 0  # fmt: skip
@@ -156,6 +158,47 @@ def test_a_users_defense_module_gets_the_engines_rows_and_the_attacks_it_declare
     assert white_box["status"] == "error" and "not have been used in the graph" in white_box["reason"]
     undefended = table[(table["defense_library"] == "undefended") & (table["mode"] == "none")]
     assert float(undefended["clean_acc"].iloc[0]) == pytest.approx(accuracy)
+    assert _cache_entries() == before, "nothing is trained for a user's defense and twin"
+
+
+def test_the_python_api_evaluates_the_users_model_and_defense_as_they_are(user_model, tmp_path):
+    """The same through ``import advbridge``: compare, a registered defense on the user's model, and the user's
+    defended module; nothing trained or cached, the clean accuracy the user measured."""
+    import advbridge
+
+    folder, accuracy = user_model
+    namespace: dict = {}
+    exec(compile(NET, "mynet", "exec"), namespace)
+    net = namespace["make"]()
+    net.load_state_dict(torch.load(folder / "net.pt", weights_only=True))
+    x, y = load_tensors("mnist-5k", "test", n=16, seed=0)
+    before = _cache_entries()
+    run = advbridge.compare(net, x, y, attack="fgsm", libraries="own,torchattacks")
+    assert run.table["clean_acc"].tolist() == pytest.approx([accuracy] * 2)
+    median = advbridge.evaluate_defense("median", net, x, y, attack="fgsm", libraries="own", size=2,
+                                        out=tmp_path / "median")  # fmt: skip
+    assert {"none", "transfer", "white-box"} <= set(median.table["mode"]) and (tmp_path / "median.csv").exists()
+    assert median.table["failed_training"].tolist() == pytest.approx([accuracy - 0.1] * len(median.table))
+
+    class Binarized(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net  # declares no preprocess/classifier: no BPDA rows
+
+        def forward(self, x):
+            return self.net(advbridge.BitDepth(1)(x))
+
+    module = advbridge.evaluate_defense(Binarized(net), net, x, y, attack="pgd", steps=3, libraries="own",
+                                        restarts=1, autoattack=False)  # fmt: skip
+    clean = module.table[(module.table["mode"] == "none")].set_index("defense_library")["robust_acc"]
+    with torch.no_grad():
+        own = float((Binarized(net)(x).argmax(1) == y).double().mean())
+    assert clean["undefended"] == pytest.approx(accuracy) and clean["user"] == pytest.approx(own)
+    assert _cache_entries() == before
+    with pytest.raises(advbridge.AdvBridgeError, match="advbridge trains it on a dataset"):
+        advbridge.evaluate_defense("adv-pgd", net, x, y)
+    with pytest.raises(advbridge.AdvBridgeError, match="expected calibration= clean images"):
+        advbridge.evaluate_defense("squeeze-detect", net, x, y)
 
 
 def test_defend_takes_a_defense_or_a_defense_module_not_both(capsys):

@@ -104,18 +104,51 @@ def test_resume_with_other_settings_is_refused_and_a_fresh_run_starts_over(mnist
         (["nope"], "unknown study"),
         (["cifar10-fs-at", "--scale", "0"], "expected scale > 0"),
         (["cifar10-fs-at", "--n", "0"], "expected n as an int >= 1"),
-        (["cifar10-fs-at", "--only", "x"], "expected --only cells of cifar10-fs-at"),
+        (["cifar10-fs-at", "--only", "x"], "unknown cell of cifar10-fs-at 'x'"),
+        (["cifar10-fs-at", "--only", ","], "expected at least one cell of cifar10-fs-at"),
+        (["cifar10-fs-at", "--libraries", ","], "expected at least one library"),
         (["animals10-fs-dd", "--dataset", "cifar10"], "study dataset"),
+        (["mnist-cifar10-vae", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
     ],
 )
 def test_bad_study_input_exits_2_with_one_line(args, expected, tmp_path):
+    """Refused in one line, and the study folder stays as it was: here, an earlier study's files untouched."""
+    earlier = tmp_path / "s"
+    (earlier / "cells").mkdir(parents=True)
+    (earlier / "cells" / "old.done").write_text("finished\n")
+    (earlier / "study.json").write_text('{"study": "old"}\n')
+    before = sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else b"") for p in tmp_path.rglob("*"))
     proc = subprocess.run(
-        [sys.executable, "cli.py", "study", *args, "--out", str(tmp_path / "s"), "--quiet"],
+        [sys.executable, "cli.py", "study", *args, "--out", str(earlier), "--quiet"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
+    after = sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else b"") for p in tmp_path.rglob("*"))
+    assert after == before
+
+
+def test_a_refused_study_in_a_new_folder_leaves_no_folder(tmp_path):
+    out = tmp_path / "results" / "study"
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "study", "mnist-cifar10-vae", "--data-root", str(tmp_path / "none"), "--out",
+         str(out), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "MNIST" in proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_truncated_study_key_is_refused_in_one_line(tmp_path):
+    (tmp_path / "s" / "cells").mkdir(parents=True)
+    (tmp_path / "s" / "study.json").write_text('{"study": "cifar10-fs')
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "study", "cifar10-fs-at", "--resume", "--out", str(tmp_path / "s"), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot read the study's key" in lines[0], proc.stderr
 
 
 def test_the_report_shows_no_robustness_for_a_model_that_did_not_learn():

@@ -263,15 +263,75 @@ CLI_CASES = [
     (["train", "--defense", "adv-pgd", "--generator", "vae"], "expected --generator or --defense, got both"),
     (["train", "--ratio", "0.5"], "--ratio does not apply to no --defense"),
     (["train", "--defense", "distill", "--steps", "3"], "--steps does not apply to distill"),
+    # infinite or negative hyper-parameters of a generator, bad counts and lists: refused before any training
+    (["train", "--generator", "vae", "--beta", "inf"], "expected beta as a finite number >= 0, got inf"),
+    (["train", "--generator", "vae", "--max-train", "-5"], "expected max_train >= 1 (an integer), got -5"),
+    (["train", "--generator", "vae", "--seed", "-1"], "expected seed as an int in [0, 2**63), got -1"),
+    (["defend", "--defense", "vae-purify", "--attack", "pgd", "--gen-max-train", "-5"], "expected max_train >= 1"),
+    (["compare", "--attack", "pgd", "--n", "100000"], "expected n <= 1000 (size of mnist-5k test)"),
+    (["defend", "--defense", "squeeze-detect", "--attack", "pgd", "--n", "900"], "expected --n + --calibration-n"),
+    (["defend", "--defense", "median", "--attack", "pgd", "--eot", "0"], "expected --eot >= 1, got 0"),
+    (["defend", "--defense", "median", "--attack", "pgd", "--restarts", "0"], "expected --restarts >= 1, got 0"),
+    (["defend", "--defense", "median", "--attack", "pgd", "--calibration-n", "0"], "expected --calibration-n >= 1"),
+    (["compare", "--attack", "pgd", "--libraries", ","], "expected at least one library of own, art"),
+    (["compare", "--attack", "pgd", "--libraries", "own,art,own"], "expected each library once, got own"),
+    (["defend", "--defense", "median", "--attack", "pgd", "--defense-libraries", ","], "expected at least one library"),
+    (["defend", "--defense", "adv-pgd", "--attack", "pgd", "--defense-libraries", "art,art"], "expected each library"),
+    (["defend", "--defense", "adv-pgd", "--attack", "pgd", "--defense-libraries", "foolbox"], "foolbox cannot train"),
+    (["defend", "--defense", "adv-pgd", "--attack", "pgd", "--train-epochs", "0"], "expected epochs as an int >= 1"),
+    (["defend", "--defense", "adv-pgd", "--attack", "pgd", "--train-max", "-5"], "expected max_train as an int >= 1"),
+    (["defend", "--defense", "adv-pgd", "--attack", "pgd", "--train-lr", "inf"], "expected lr > 0, got inf"),
+    (["defend", "--defense", "adv-pgd", "--attack", "pgd", "--model", "my.py:make"], "expected a model advbridge"),
+    (["defend", "--defense", "median", "--attack", "pgd", "--surrogate", "my.py:make"], "expected --surrogate only"),
+    (
+        ["defend", "--defense-module", "d.py:f", "--surrogate", "a.py:f", "--model", "b.py:f", "--attack", "pgd"],
+        "expected the undefended twin once",
+    ),
+    (["compare", "--attack", "pgd", "--device", "tpu"], "expected --device cpu, cuda or cuda:N, got 'tpu'"),
+    (["compare", "--attack", "pgd", "--device", "cuda:7"], "expected --device cpu"),
+    (["compare", "--attack", "pgd", "--num-classes", "3"], "expected --num-classes as an int >= 10"),
+    (["compare", "--attack", "pgd", "--num-classes", "12"], "expected --num-classes 10 (or none)"),
+    (["compare", "--attack", "pgd", "--image-size", "0"], "image_size"),
+    (["compare", "--attack", "pgd", "--mean", "0.5"], "expected --mean/--std only with a user model"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "message"), CLI_CASES, ids=[" ".join(c[0][1:4]) for c in CLI_CASES])
-def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys):
+def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    """One line, exit 2, before any work: in an empty folder with an empty model cache, nothing is written
+    (no results folder, no model trained or cached)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path / "cache"))
     assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err, err
     assert "\n" not in err
+    assert not list(tmp_path.iterdir()), f"a refused command wrote {list(tmp_path.rglob('*'))}"
+
+
+@pytest.mark.parametrize("content", ["{", "", "[1, 2]"])
+def test_a_truncated_resume_file_is_refused_in_one_line(content, tmp_path, capsys, monkeypatch):
+    """``run.json`` of a killed compare, truncated or not a mapping: one line naming it, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    progress = tmp_path / "c.progress"
+    progress.mkdir()
+    (progress / "run.json").write_text(content)
+    code = main(["compare", "--attack", "fgsm", "--n", "4", "--libraries", "own", "--out", "c", "--resume", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and ("run.json" in err or "different settings" in err), err
+
+
+def test_a_cache_that_is_a_file_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path / "cache"))
+    assert main(["compare", "--attack", "fgsm", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: expected $ADVBRIDGE_CACHE {tmp_path / 'cache'} to be a folder, got a file at {tmp_path / 'cache'}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
 def test_debug_flag_shows_the_traceback():
