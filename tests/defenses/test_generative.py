@@ -42,7 +42,11 @@ def test_generators_reconstruct_any_shape_in_0_1(kind, chans, side):
         ),
         (lambda: ConvGenerator("vae", 1, 28, latent_dim=0), "expected latent_dim >= 1", InvalidParameterError),
         (lambda: GeneratorConfig(dataset="mnist", generator="vea"), "did you mean 'vae'", UnknownNameError),
-        (lambda: GeneratorConfig(dataset="mnist", beta=-1), "expected beta >= 0, got -1", InvalidParameterError),
+        (
+            lambda: GeneratorConfig(dataset="mnist", beta=-1),
+            "expected beta as a finite number >= 0, got -1",
+            InvalidParameterError,
+        ),
         (lambda: GeneratorConfig(dataset="mnist", latent_dim=0), "expected latent_dim >= 1", InvalidParameterError),
         (
             lambda: check_generator_for({"dataset": "mnist", "in_chans": 1, "image_size": 28}, "cifar10", 3, 32),
@@ -131,7 +135,7 @@ def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path
     [
         (["--generator", "gan"], "unknown generator 'gan'"),
         (["--generator", "vae", "--latent-dim", "0"], "expected latent_dim >= 1"),
-        (["--generator", "cvae", "--beta", "-1"], "expected beta >= 0"),
+        (["--generator", "cvae", "--beta", "-1"], "expected beta as a finite number >= 0, got -1.0"),
     ],
 )
 def test_cli_train_bad_generator_exits_2(extra, message, capsys):

@@ -119,7 +119,7 @@ def test_bad_generative_spec_is_one_line(fields, message):
         (["--defense", "cvae-label", "--sample"], "--sample does not apply to cvae-label"),
         (["--defense", "vae-purify", "--defense-libraries", "art"], "expected --defense-libraries own for vae-purify"),
         (["--defense", "vae-purify", "--latent-dim", "0"], "expected latent_dim >= 1"),
-        (["--defense", "vae-purify", "--beta", "-1"], "expected beta >= 0"),
+        (["--defense", "vae-purify", "--beta", "-1"], "expected beta as a finite number >= 0, got -1.0"),
         (["--defense", "recon-detect", "--calibration-n", "0"], "expected --calibration-n >= 1"),
     ],
 )
