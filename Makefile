@@ -2,6 +2,8 @@
 # constraints.txt changed. constraints.txt is the lock: torch 2.14.1 + torchvision 0.29.1 (a known-good
 # pair) and every other package pinned; it also pins setuptools<81 for the isolated build of visdom
 # (imported by adv-lib 0.2.8), whose setup.py needs pkg_resources. PIP_CONSTRAINT reaches those builds.
+# attackbenchlib (the reference of the optimality test: its numpy-only attackbench/metrics/distances.py) is
+# installed without its dependencies: importing the package would pull in wandb, and the test never does.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,6 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps attackbenchlib
 	touch $(STAMP)
 
 demo: install

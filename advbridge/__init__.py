@@ -32,6 +32,7 @@ if (_root := _checkout_root()) is not None and str(_root) not in __path__:
 _API = {
     "compare": ("advbridge.api", "compare"),
     "evaluate_defense": ("advbridge.api", "evaluate_defense"),
+    "audit": ("advbridge.api", "audit"),
     "fgsm": ("advbridge.own_attacks", "fgsm"),
     "pgd": ("advbridge.own_attacks", "pgd"),
     "deepfool": ("advbridge.own_attacks", "deepfool"),

@@ -9,6 +9,10 @@
     run = advbridge.evaluate_defense(my_defended_module, model, images, labels)  # model: its undefended twin
     run.table               # clean / transfer / white-box / adaptive / worst-case rows, with the flags
 
+    report = advbridge.audit(my_defended_module, images, labels, surrogate=model)  # trust no number
+    report.verdict          # the worst case, and whether an indicator of attack failure stayed raised
+    report.indicators       # AutoAttack's checks and Pintor et al.'s indicators: value, remedy, before -> after
+
 ``model`` is any ``nn.Module`` mapping images in [0, 1] (N, C, H, W) to logits (normalization inside it);
 ``images`` a tensor or a DataLoader of ``(images, labels)``. Nothing is trained or downloaded.
 """
@@ -31,6 +35,7 @@ from advbridge.experiments.workload import Workload, check_user_model
 from advbridge.zoo.datasets import DatasetInfo
 
 if TYPE_CHECKING:
+    from advbridge.experiments.audit.command import AuditRun
     from advbridge.experiments.compare import CompareRun
 
 
@@ -257,3 +262,76 @@ def evaluate_defense(
 
         table, paths = run_defend_module(spec, attack_spec, workload, options, out=out, system=defense)
     return DefenseRun(table, paths)
+
+
+def audit(
+    model: nn.Module,
+    images: Tensor | Iterable,
+    labels: Tensor | Sequence[int] | None = None,
+    *,
+    surrogate: nn.Module | None = None,
+    defense: str | None = None,
+    norm: str = "Linf",
+    eps: float | None = None,
+    steps: int = 40,
+    budget: int | None = None,
+    libraries: str | Sequence[str] = "all",
+    restarts: int = 5,
+    eot: int = 10,
+    autoattack: bool = True,
+    square_queries: int = 1000,
+    minimal: bool = True,
+    seed: int = 0,
+    num_classes: int | None = None,
+    out: str | os.PathLike | None = None,
+    show_progress: bool = False,
+    **defense_options: Any,
+) -> AuditRun:
+    """Audit ``model`` as ``cli.py audit`` does: every attack of every library that has it, AutoAttack, Square,
+    transfer from ``surrogate`` (the model's undefended twin, when there is one) and the minimal-norm attacks,
+    per sample the worst case; the indicators of attack failure (AutoAttack's checks, Pintor et al.'s six),
+    each raised one remedied (EOT, BPDA, margin loss, log-probabilities, more steps, restarts, the best point of
+    the path, an unbounded run) and the audit run again; every row's optimality (AttackBench).
+
+    ``defense``: a registered squeezer (``"bit-depth"``, ``"median"``, ``"resample"``; ``defense_options``: its
+    ``bits``, ``size``, ``factor``, ``mode``) put in front of ``model``, which is then the surrogate. ``eps``
+    defaults to the images' standard budget (MNIST-like: L∞ 0.3; up to 32 px: 8/255; larger: 4/255);
+    ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). Returns an
+    :class:`~advbridge.experiments.audit.command.AuditRun` (``table``, ``indicators``, ``verdict``,
+    ``.save(prefix)``). Bad input raises an :class:`~advbridge.bridge.errors.AdvBridgeError` before any attack.
+    """
+    from advbridge.bridge.spec import parse_eps
+    from advbridge.experiments.audit.command import audit_config, defended_by, parse_budget, run
+    from advbridge.experiments.compare import parse_libraries
+
+    names = parse_libraries(libraries)
+    chosen = Norm.parse(norm)
+    x, y = as_tensors(images, labels)
+    if defense is None and defense_options:
+        raise InvalidParameterError(f"expected defense= with the options {sorted(defense_options)}")
+    if defense is not None and surrogate is not None:
+        raise InvalidParameterError("expected defense= (model is then the surrogate) or surrogate=, not both")
+    if surrogate is not None and not isinstance(surrogate, nn.Module):
+        raise InvalidParameterError(f"expected the surrogate as a torch.nn.Module, got {type(surrogate).__name__}")
+    workload = user_workload(model, x, y, num_classes=num_classes)
+    family = workload.info.family
+    config = audit_config(
+        norm=chosen.value, eps=standard_eps(family, chosen) if eps is None else parse_eps(eps), steps=steps,
+        budget=parse_budget(budget), libraries=names, restarts=restarts, eot=eot, autoattack=autoattack,
+        square_queries=square_queries, minimal=minimal, seed=seed,
+    )  # fmt: skip
+    system = workload.model
+    if defense is not None:
+        system, surrogate = defended_by(defense, workload.model, family, defense_options), workload.model
+    prefix = None
+    if out is not None:
+        from advbridge.bridge.io import OutputPrefix
+
+        prefix = OutputPrefix.writable(out)
+    context = {"model": type(model).__name__, "dataset": "user", "audited": defense or type(model).__name__,
+               "surrogate": type(surrogate).__name__ if surrogate is not None else None}  # fmt: skip
+    return run(
+        system, workload.x, workload.y, config, num_classes=workload.info.num_classes,
+        surrogate=None if surrogate is None else surrogate.eval().to(workload.x.device), context=context,
+        out=prefix, show_progress=show_progress,
+    )  # fmt: skip

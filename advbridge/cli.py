@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="advbridge", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"advbridge {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{compare,defend,train,study,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{compare,defend,audit,train,study,list}")
     real_add_parser = sub.add_parser
 
     def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:  # every command: defaults in its help
@@ -235,6 +235,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_option(p)
     _add_common(p)
 
+    p = sub.add_parser(
+        "audit",
+        help="trust no number: every attack and library, the indicators of attack failure, their remedies, optimality",
+    )  # fmt: skip
+    p.add_argument(
+        "--defense", default=None, help="a registered squeezer in front of --model: bit-depth, median, resample"
+    )
+    p.add_argument(
+        "--defense-module", default=None, help="your defended system: FILE.py:factory or package.module:factory"
+    )
+    p.add_argument(
+        "--surrogate", default=None,
+        help="with --defense-module: its undefended twin (FILE.py:factory...; weights: --checkpoint) (default: --model)",
+    )  # fmt: skip
+    p.add_argument("--norm", default="Linf", help="threat model: Linf or L2")
+    p.add_argument("--eps", default=None, help="budget, e.g. 0.3 or 8/255 (default: the dataset's standard)")
+    p.add_argument("--steps", type=int, default=40, help="PGD iterations of the cascade")
+    p.add_argument(
+        "--budget", type=int, default=None,
+        help="forward + backward propagations per sample and row, AttackBench's way (AttackBench: 2000; default: none)",
+    )  # fmt: skip
+    p.add_argument("--restarts", type=int, default=5, help="random restarts of the remedies' margin PGD")
+    p.add_argument("--eot", type=int, default=10, help="draws per gradient of the EOT remedy")
+    p.add_argument("--square-queries", type=int, default=1000, help="queries per image of the Square (black-box) row")
+    p.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (standard) in the cascade")
+    p.add_argument("--no-minimal", action="store_true", help="skip the minimal-norm attacks (DeepFool, DDN)")
+    p.add_argument("--bits", type=int, default=None, help="--defense bit-depth: bits 1-8")
+    p.add_argument("--size", type=int, default=None, help="--defense median: window k (k×k), 2-5")
+    p.add_argument("--factor", type=float, default=None, help="--defense resample: factor > 1")
+    p.add_argument("--mode", default=None, help="--defense resample: interpolation (default bilinear)")
+    p.add_argument("--n", type=int, default=100, help="number of test images")
+    p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--out", default=None,
+        help="output prefix: <out>.csv, -samples.csv, -indicators.csv, .json, .md, .png "
+        "(default: results/audit-<dataset>-<what>-<norm>)",
+    )  # fmt: skip
+    _add_model_options(p)
+    _add_user_model_options(p)
+    _add_device_option(p)
+    _add_common(p)
+
     p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")
     _add_model_options(p)
     p.add_argument("--seed", type=int, default=None)
@@ -285,6 +328,13 @@ def cmd_defend(args: argparse.Namespace) -> int:
     return _print(defend(args))
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    _check_out(args, "audit")
+    from advbridge.experiments.audit.command import cli_audit
+
+    return _print(cli_audit(args))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from advbridge.experiments.commands import train
 
@@ -321,7 +371,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("art", "matplotlib", "PIL", "timm"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    commands = {"compare": cmd_compare, "defend": cmd_defend, "train": cmd_train, "study": cmd_study, "list": cmd_list}
+    commands = {
+        "compare": cmd_compare,
+        "defend": cmd_defend,
+        "audit": cmd_audit,
+        "train": cmd_train,
+        "study": cmd_study,
+        "list": cmd_list,
+    }
     try:
         if args.command != "list" and any(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
             _join_torchrun(args)

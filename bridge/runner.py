@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -161,6 +161,7 @@ def run_attack(
     *,
     num_classes: int | None = None,
     seed: int | None = None,
+    during: Callable[[], AbstractContextManager] | None = None,
 ) -> AttackResult:
     """Run ``spec`` with one library on ``(x, y)`` and measure it the same way for every library.
 
@@ -172,6 +173,8 @@ def run_attack(
         spec: what to run.
         num_classes: number of logits; inferred from one forward pass when ``None``.
         seed: seed for every RNG; ``None`` = ``spec.seed`` (a batched run derives one per batch).
+        during: a context entered around the library's call only (not the runner's own predictions): the
+            audit's path tracker records the attack's queries in it.
 
     Returns:
         An :class:`AttackResult`; ``status`` is ``"unsupported"`` (with the reason) when the library
@@ -197,7 +200,8 @@ def run_attack(
     seed_everything(spec.seed if seed is None else seed)
     try:
         start = time.perf_counter()
-        x_adv = adapter.generate(model, x, y, spec, num_classes)
+        with nullcontext() if during is None else during():
+            x_adv = adapter.generate(model, x, y, spec, num_classes)
         result.seconds = time.perf_counter() - start
     except UnsupportedAttackError as exc:
         result.status, result.reason = "unsupported", str(exc)

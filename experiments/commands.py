@@ -264,6 +264,21 @@ def compare(args: Namespace) -> Outcome:
 
 
 # ---------------------------------------------------------------------------------------------- defend
+def take_surrogate(args: Namespace) -> None:
+    """``--surrogate`` (only with ``--defense-module``) is the twin's ``--model``; refused beside ``--model``."""
+    if args.surrogate is None:
+        return
+    if args.defense_module is None:
+        raise InvalidParameterError(
+            f"expected --surrogate only with --defense-module, got --surrogate {args.surrogate}"
+        )
+    if args.model is not None:
+        raise InvalidParameterError(
+            f"expected the undefended twin once, as --surrogate or --model, got both ({args.surrogate}, {args.model})"
+        )
+    args.model = args.surrogate
+
+
 def defend(args: Namespace) -> Outcome:
     """``defend``: the registered defense ``--defense`` evaluated on the workload, one body for every family:
     the spec, the attack and the libraries checked, the output prefix checked, then the classifier, the
@@ -273,16 +288,7 @@ def defend(args: Namespace) -> Outcome:
             f"expected --defense NAME or --defense-module FILE.py:factory (one of them), got --defense {args.defense} "
             f"and --defense-module {args.defense_module}"
         )
-    if args.surrogate is not None:
-        if args.defense_module is None:
-            raise InvalidParameterError(
-                f"expected --surrogate only with --defense-module, got --surrogate {args.surrogate}"
-            )
-        if args.model is not None:
-            raise InvalidParameterError(
-                f"expected the undefended twin once, as --surrogate or --model, got both ({args.surrogate}, {args.model})"
-            )
-        args.model = args.surrogate
+    take_surrogate(args)
     family = UserDefense() if args.defense_module else get_defense(args.defense).family
     check_options_apply(args, args.defense or "module")
     info = dataset_info(args.dataset, data_root=args.data_root)

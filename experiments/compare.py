@@ -27,11 +27,13 @@ from advbridge.bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from advbridge.bridge.provenance import provenance
 from advbridge.bridge.runner import AttackResult, run_attack, warm_up
 from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.audit.optimality import optimality_table, samples_table
 from advbridge.experiments.flags import add_compare_flags
 from advbridge.experiments.minimal import (
     MINIMAL_FIGURE_TAILS,
     WORST_CASE,
     eps_grid_table,
+    norms_of,
     save_minimal_figures,
     worst_case,
 )
@@ -59,6 +61,7 @@ COLUMNS = [
     "max_abs_diff_vs_own",
     "success_agreement_vs_own",
     "best_count",
+    "optimality",
     "reason",
 ]
 
@@ -175,6 +178,14 @@ def worst_case_row(ok: Sequence[AttackResult], best: Tensor) -> dict:
     return row
 
 
+def sample_distances(results: Sequence[AttackResult]) -> pd.DataFrame:
+    """Per sample (rows) and library (columns): the norm of its adversarial example in the threat model, 0 for a
+    sample misclassified before the attack, ``inf`` where it failed (AttackBench's convention)."""
+    return pd.DataFrame(
+        {r.library: torch.where(r.clean_correct, norms_of(r), torch.zeros(r.n)).double().numpy() for r in results}
+    )
+
+
 def summary_table(results: Sequence[AttackResult], context: dict | None = None) -> pd.DataFrame:
     """The comparison table: one row per library, tidy columns for the spec and ``context``.
 
@@ -184,6 +195,10 @@ def summary_table(results: Sequence[AttackResult], context: dict | None = None) 
     reference = next((r for r in results if r.library == "own" and r.x_adv is not None), None)
     rows = [result_row(r, reference) for r in results]
     ok = [r for r in results if r.success is not None]
+    if ok and not ok[0].spec.targeted:
+        scores = optimality_table(sample_distances(ok), float(ok[0].clean_correct.double().mean()))
+        for row in rows:
+            row["optimality"] = scores.get(row["library"], math.nan)
     if ok and ok[0].spec.minimal:
         best, counts = worst_case(ok)
         for row in rows:
@@ -205,9 +220,11 @@ TIMING_COLUMNS = ["seconds", "images_per_s"]
 
 #: Every file a ``compare`` run writes, as tails of its output prefix (distinct, so none overwrites another).
 TABLE_TAILS = {"results": ".csv", "timing": "-timing.csv", "markdown": ".md", "metadata": ".json"}
+#: The per-sample distances behind the ``optimality`` column (untargeted runs).
+SAMPLES_TAIL = "-samples.csv"
 FIGURE_TAIL = ".png"
 EPS_TAILS = {"eps_csv": "-eps.csv", "eps_markdown": "-eps.md"}
-OUTPUT_TAILS = (*TABLE_TAILS.values(), FIGURE_TAIL, *EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS)
+OUTPUT_TAILS = (*TABLE_TAILS.values(), SAMPLES_TAIL, FIGURE_TAIL, *EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS)
 PROGRESS_TAIL = ".progress"
 
 
@@ -333,9 +350,17 @@ def write_compare(
 ) -> list[Path]:
     """Write one ``compare`` run's files under ``prefix`` (see :func:`run_compare`); returns their paths."""
     minimal = grid is not None and not grid.empty
-    tails = [*TABLE_TAILS.values(), FIGURE_TAIL, *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]
+    ok = [r for r in results if r.success is not None]
+    samples = bool(ok) and not ok[0].spec.targeted
+    tails = [*TABLE_TAILS.values(), *((SAMPLES_TAIL,) if samples else ()), FIGURE_TAIL,
+             *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]  # fmt: skip
     metadata = {**metadata, "files": [p.name for p in prefix.files(tails)]}  # what belongs to this run
-    paths = write_table(table, prefix, metadata) + [save_figure(results, x.cpu(), prefix)]
+    paths = write_table(table, prefix, metadata)
+    if samples:
+        labels = {r.library: {"attack": r.spec.attack, "library": r.library} for r in ok}
+        text = samples_table(sample_distances(ok), labels).to_csv(index=False)
+        paths.append(atomic_write_text(prefix.file(SAMPLES_TAIL), text))
+    paths.append(save_figure(results, x.cpu(), prefix))
     if minimal:
         assert grid is not None and eps_grid is not None
         paths.append(atomic_write_text(prefix.file(EPS_TAILS["eps_csv"]), grid.to_csv()))

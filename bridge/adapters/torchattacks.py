@@ -24,6 +24,8 @@ Semantic differences:
   ``AutoAttack(version="standard")`` = APGD-CE, APGD-T, FAB-T (multi-targeted) and Square (5,000 queries),
   one restart each, each attack run only on the samples the previous ones left correct (``MultiAttack``);
   ``n_classes`` must be given (its default is 10).
+- Square (:meth:`TorchattacksAdapter.square`, the audit's black-box attack; Andriushchenko et al. 2020):
+  ``Square(norm, eps, n_queries, n_restarts=1, p_init=0.8, loss="margin")``; queries count forward passes only.
 """
 
 from __future__ import annotations
@@ -78,6 +80,23 @@ class TorchattacksAdapter(Adapter):
         try:
             attack = torchattacks.AutoAttack(
                 model, norm=norm, eps=eps, version="standard", n_classes=num_classes, seed=seed
+            )
+            return attack(x, y).detach().to(dtype=x.dtype)
+        finally:
+            model.train(was_training)
+
+    def square(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float, queries: int, seed: int = 0
+    ) -> Tensor:
+        """torchattacks' Square attack (score-based, no gradients) at ``norm`` and ``eps`` with at most ``queries``
+        queries per image; the model in eval mode meanwhile, its mode restored."""
+        import torchattacks
+
+        was_training = model.training
+        model.eval()
+        try:
+            attack = torchattacks.Square(
+                model, norm=norm, eps=eps, n_queries=queries, n_restarts=1, p_init=0.8, loss="margin", seed=seed
             )
             return attack(x, y).detach().to(dtype=x.dtype)
         finally:

@@ -20,7 +20,7 @@ from advbridge.experiments.compare import OUTPUT_TAILS, PROGRESS_TAIL
 
 ROOT = Path(__file__).resolve().parents[2]
 DEEPFOOL = ["compare", "--attack", "deepfool", "--n", "8", "--libraries", "own,advlib", "--quiet"]
-MINIMAL_FILES = {".csv", "-timing.csv", ".md", ".json", ".png", "-eps.csv", "-eps.md", "-robust.png", "-norms.png"}
+MINIMAL_FILES = {".csv", "-timing.csv", "-samples.csv", ".md", ".json", ".png", "-eps.csv", "-eps.md", "-robust.png", "-norms.png"}
 
 
 def _written(printed: str) -> list[Path]:
@@ -74,7 +74,7 @@ def test_a_later_run_on_the_same_prefix_says_which_files_are_its_own(tmp_path, c
     eps_table = (tmp_path / "run-eps.csv").read_bytes()
     assert main(["compare", "--attack", "fgsm", "--n", "8", "--libraries", "own", "--quiet", "--out", str(out)]) == 0
     paths = _written(capsys.readouterr().out)
-    own_files = {f"run{t}" for t in (".csv", "-timing.csv", ".md", ".json", ".png")}
+    own_files = {f"run{t}" for t in (".csv", "-timing.csv", ".md", ".json", "-samples.csv", ".png")}
     assert {p.name for p in paths} == own_files
     assert json.loads((tmp_path / "run.json").read_text())["files"] == sorted(
         own_files, key=[p.name for p in paths].index

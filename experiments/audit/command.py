@@ -1,0 +1,160 @@
+"""``cli.py audit`` and ``advbridge.audit``: the audited system from what the user gave, the config, the run.
+
+What is audited (``system``), from the options:
+
+- a model alone (``--model`` / a Python module): the model;
+- ``--defense NAME`` (a registered feature squeezer: bit-depth, median, resample) on the model: the squeezer
+  in front of it (it declares its ``preprocess``: BPDA applies), the model itself as the surrogate;
+- ``--defense-module FILE.py:factory`` (a user's defended system): that module, the model (``--model`` or
+  ``--surrogate``) as its undefended twin, the surrogate of the transfer and straight-through rows.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from advbridge.bridge.errors import InvalidParameterError
+from advbridge.bridge.io import OutputPrefix
+from advbridge.experiments.audit.engine import Audit, AuditConfig, run_audit
+
+#: Registered defenses the audit puts in front of a model (a detector needs detection-aware success: ``defend``).
+AUDITABLE_DEFENSES = ("bit-depth", "median", "resample")
+
+
+@dataclass
+class AuditRun:
+    """What an audit found: ``table`` (one row per attack × library × stage, then the worst cases),
+    ``indicators`` (one row per indicator: value, threshold, raised, remedy, value after it, robust accuracy
+    before → after), ``audit`` (the per-sample results), ``verdict`` (one line), and the files written."""
+
+    audit: Audit
+    table: pd.DataFrame
+    indicators: pd.DataFrame
+    verdict: str
+    paths: list[Path] = field(default_factory=list)
+    context: Mapping | None = None
+
+    @property
+    def worst_case_robust_accuracy(self) -> float:
+        return self.audit.robust_after
+
+    def save(self, out: str | Path | OutputPrefix) -> list[Path]:
+        """Write the audit's files under ``out`` (those of ``cli.py audit --out``)."""
+        from advbridge.experiments.audit.report import write_audit
+
+        self.paths = write_audit(self.audit, OutputPrefix.writable(out), self.context)
+        return self.paths
+
+
+def defended_by(defense: str, classifier: nn.Module, family: str, options: Mapping) -> nn.Module:
+    """The registered squeezer ``defense`` (our implementation, exact backward) in front of ``classifier``."""
+    from advbridge.bridge.defense_spec import DefenseSpec
+    from advbridge.defenses.preprocessor import PreprocessedClassifier
+    from advbridge.defenses.preprocessor.squeezing import build_squeezer
+
+    if defense not in AUDITABLE_DEFENSES:
+        raise InvalidParameterError(
+            f"expected --defense one of {', '.join(AUDITABLE_DEFENSES)} for an audit (or your module: "
+            f"--defense-module), got {defense!r}; a detector or a trained defense: cli.py defend --defense {defense}"
+        )
+    spec = DefenseSpec(defense=defense, **dict(options)).resolved(family)
+    return PreprocessedClassifier(build_squeezer(spec, "exact"), classifier).eval()
+
+
+def audit_config(
+    *, norm: str, eps: float, steps: int, budget: int | None, libraries: Sequence[str], restarts: int, eot: int,
+    autoattack: bool, square_queries: int, minimal: bool, seed: int,
+) -> AuditConfig:  # fmt: skip
+    return AuditConfig(
+        norm=norm, eps=eps, steps=steps, budget=budget, libraries=tuple(libraries), restarts=restarts, eot=eot,
+        autoattack=autoattack, square_queries=square_queries, minimal=minimal, seed=seed,
+    )  # fmt: skip
+
+
+def run(
+    system: nn.Module, x, y, config: AuditConfig, *, num_classes: int, surrogate: nn.Module | None,
+    context: Mapping | None, out: OutputPrefix | None, show_progress: bool,
+) -> AuditRun:  # fmt: skip
+    """Audit ``system`` and write its files under ``out`` (``None``: none)."""
+    from advbridge.experiments.audit.report import indicator_table, results_table, verdict, write_audit
+
+    audit = run_audit(system, x, y, config, num_classes=num_classes, surrogate=surrogate, show_progress=show_progress)
+    result = AuditRun(audit, results_table(audit), indicator_table(audit), verdict(audit), context=context)
+    if out is not None:
+        result.paths = write_audit(audit, out, context)
+    return result
+
+
+def parse_budget(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise InvalidParameterError(f"expected --budget >= 2 propagations per sample, got {value!r}")
+    return value
+
+
+def cli_audit(args: Namespace):
+    """``cli.py audit``: every option checked before the model is loaded, then the audit and its files."""
+    from advbridge.bridge.defense_spec import UserDefenseSpec
+    from advbridge.bridge.spec import Norm, parse_eps, standard_eps
+    from advbridge.experiments.audit.report import SHOWN
+    from advbridge.experiments.commands import Outcome, take_surrogate, workload_of
+    from advbridge.experiments.compare import format_table, parse_libraries
+    from advbridge.experiments.defend.user import load_defense_module
+    from advbridge.zoo.datasets import dataset_info
+
+    if args.defense is not None and args.defense_module is not None:
+        raise InvalidParameterError(
+            f"expected --defense NAME or --defense-module FILE.py:factory (at most one), got both "
+            f"({args.defense}, {args.defense_module})"
+        )
+    take_surrogate(args)
+    info = dataset_info(args.dataset, data_root=args.data_root)
+    norm = Norm.parse(args.norm)
+    eps = standard_eps(info.family, norm) if args.eps is None else parse_eps(args.eps)
+    libraries = parse_libraries(args.libraries)
+    squeezer_options = {k: getattr(args, k) for k in ("bits", "size", "factor", "mode") if getattr(args, k) is not None}
+    if args.defense is None and squeezer_options:
+        raise InvalidParameterError(f"expected --defense with {', '.join('--' + k for k in squeezer_options)}")
+    if args.defense is not None:
+        defended_by(args.defense, nn.Identity(), info.family, squeezer_options)  # checks the name and options
+    module_spec = UserDefenseSpec(module=args.defense_module).resolved() if args.defense_module else None
+    config = audit_config(
+        norm=norm.value, eps=eps, steps=args.steps, budget=parse_budget(args.budget), libraries=libraries,
+        restarts=args.restarts, eot=args.eot, autoattack=not args.no_autoattack, square_queries=args.square_queries,
+        minimal=not args.no_minimal, seed=args.seed,
+    )  # fmt: skip
+    name = args.defense or (Path(args.defense_module.split(":")[0]).stem if args.defense_module else "model")
+    out = OutputPrefix.parse(args.out or f"results/audit-{args.dataset.replace(':', '_').replace('/', '_')}-{name}-{norm.value}",
+                             default_name="audit")  # fmt: skip
+    out.check_writable()
+    workload = workload_of(args)
+    system, surrogate = workload.model, None
+    if args.defense is not None:
+        system, surrogate = defended_by(args.defense, workload.model, info.family, squeezer_options), workload.model
+    elif module_spec is not None:
+        system, surrogate = load_defense_module(module_spec).to(workload.x.device), workload.model
+    context = {**workload.context, "audited": args.defense or args.defense_module or workload.context.get("model"),
+               "surrogate": workload.context.get("model") if surrogate is not None else None}  # fmt: skip
+    result = run(
+        system, workload.x, workload.y, config, num_classes=workload.info.num_classes, surrogate=surrogate,
+        context=context, out=out, show_progress=not args.quiet,
+    )  # fmt: skip
+    header = (
+        f"audit of {context['audited']} ({config.norm} eps={config.eps:g}) on {len(workload.x)} images of "
+        f"{workload.info.name}"
+        + (f", surrogate {context['surrogate']}" if surrogate is not None else "")
+        + (f", budget {config.budget} propagations per sample" if config.budget else "")
+    )
+    indicators = result.indicators.loc[result.indicators["raised"]]
+    lines = [header, result.verdict, "", format_table(result.table, SHOWN, drop_empty=True, reason_width=60)]
+    lines += ["", "indicators raised:" if len(indicators) else "indicators: none raised"]
+    if len(indicators):
+        shown = ["indicator", "value", "threshold", "remedy", "value_after_remedy", "robust_accuracy_before",
+                 "robust_accuracy_after"]  # fmt: skip
+        lines.append(indicators[shown].to_string(index=False))
+    return Outcome(lines, result.paths)

@@ -1,0 +1,242 @@
+"""Indicators of a failed robustness evaluation, each a measured value with its threshold and its remedy.
+
+Two sources (REFERENCES.md §8):
+
+- AutoAttack's ``checks.py`` (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+  ensemble of diverse parameter-free attacks", ICML, App. and the repository's checks): a randomized model,
+  probability outputs, zero gradients of the DLR loss, Square beating the white-box attacks, gradients
+  computed inside ``forward`` (a dynamic defense), too few classes for DLR. AutoAttack only warns.
+- Pintor et al. 2022, "Indicators of Attack Failure" (NeurIPS), Sec. 3: (1) unavailable gradients,
+  (2) unstable predictions, (3) silent success, (4) incomplete optimization, (5) transfer failure,
+  (6) unconstrained attack failure, each paired with the fix the audit then applies.
+
+Model-level indicators are functions of the model and the images (this module); attack-level ones are
+measured on the traces of :class:`~advbridge.experiments.audit.tracker.PathTracker` (also here). Each
+returns a float; :data:`INDICATORS` holds the threshold, the direction, the source and the remedy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advbridge.bridge.runner import eval_mode
+from advbridge.experiments.audit.tracker import margin_loss
+
+
+@dataclass(frozen=True)
+class IndicatorInfo:
+    """What an indicator means: its threshold (raised when the value is above it, or below it when
+    ``below``), where it comes from, and the remedy the audit applies when it is raised."""
+
+    threshold: float
+    source: str
+    remedy: str
+    below: bool = False
+
+    def raised(self, value: float) -> bool:
+        if value is None or math.isnan(value):
+            return False
+        return value < self.threshold if self.below else value > self.threshold
+
+
+#: Every indicator of the audit, in report order.
+INDICATORS: dict[str, IndicatorInfo] = {
+    # AutoAttack's checks.py
+    "randomized": IndicatorInfo(1e-4, "AutoAttack check_randomized", "EOT over the randomness"),
+    "probability_outputs": IndicatorInfo(0.5, "AutoAttack check_range_output", "margin loss on log-probabilities"),
+    "zero_gradients": IndicatorInfo(
+        0.0, "AutoAttack check_zero_gradients (DLR)", "BPDA / surrogate gradients / black-box attack"
+    ),
+    "square_beats_white_box": IndicatorInfo(
+        0.002, "AutoAttack check_square_sr", "BPDA through the surrogate (gradient masking)"
+    ),
+    "dynamic": IndicatorInfo(0.0, "AutoAttack check_dynamic", "BPDA through the surrogate, black-box attack"),
+    "too_few_classes": IndicatorInfo(3.0, "AutoAttack check_n_classes", "margin loss instead of DLR", below=True),
+    # Pintor et al. 2022
+    "unavailable_gradients": IndicatorInfo(
+        0.0, "Pintor et al. 1", "margin loss, else BPDA / surrogate gradients / black-box attack"
+    ),
+    "unstable_predictions": IndicatorInfo(0.1, "Pintor et al. 2", "EOT over input noise"),
+    "silent_success": IndicatorInfo(0.0, "Pintor et al. 3", "return the best point of the path"),
+    "incomplete_optimization": IndicatorInfo(0.0, "Pintor et al. 4", "4x steps, margin loss, random restarts"),
+    "transfer_failure": IndicatorInfo(0.0, "Pintor et al. 5", "attack the target itself (white-box rows)"),
+    "unconstrained_failure": IndicatorInfo(0.0, "Pintor et al. 6", "eps = inf with the margin loss"),
+    # advbridge's flags (experiments.flags)
+    "saturated_softmax": IndicatorInfo(0.5, "Carlini & Wagner 2016", "margin loss on the logits"),
+    "single_step_gap": IndicatorInfo(0.0, "Carlini et al. 2019", "4x steps, margin loss, random restarts"),
+    "unbounded_incomplete": IndicatorInfo(0.0, "Carlini et al. 2019", "eps = inf with the margin loss"),
+}
+
+#: Pintor et al.'s unstable-predictions radius r, number of samples γ (Sec. 3, indicator 2).
+NOISE_RADIUS = 8 / 255
+NOISE_SAMPLES = 100
+#: Pintor et al.'s incomplete optimization: the rescaled running minimum still falls by more than this over
+#: the last ``WINDOW`` queries.
+LOSS_DROP = 0.05
+WINDOW = 10
+#: AutoAttack's check_randomized: forward passes compared.
+RANDOM_PASSES = 5
+
+
+@torch.no_grad()
+def randomized(model: nn.Module, x: Tensor, y: Tensor, passes: int = RANDOM_PASSES) -> float:
+    """AutoAttack's check_randomized: the largest L2 distance between the L2-normalized outputs of
+    ``passes`` forward passes (eval mode) and the first's; 1 if the number of correct predictions changes."""
+    with eval_mode(model):
+        outputs = [model(x).double() for _ in range(passes)]
+    normed = [F.normalize(o.flatten(1), dim=1) for o in outputs]
+    correct = {int((o.argmax(1) == y).sum()) for o in outputs}
+    if len(correct) > 1:
+        return 1.0
+    return max(float((n - normed[0]).norm(dim=1).max()) for n in normed[1:])
+
+
+@torch.no_grad()
+def probability_outputs(model: nn.Module, x: Tensor, atol: float = 1e-5) -> float:
+    """AutoAttack's check_range_output: the share of rows in [−atol, 1 + atol] that sum to 1 within atol."""
+    with eval_mode(model):
+        out = model(x).double()
+    in_range = ((out >= -atol) & (out <= 1 + atol)).all(1)
+    return float((in_range & ((out.sum(1) - 1).abs() <= atol)).double().mean())
+
+
+def dlr_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Croce & Hein 2020, eq. 6: DLR = −(z_y − max_{j≠y} z_j) / (z_π1 − z_π3), π the descending order."""
+    top = logits.sort(1, descending=True).values
+    return -margin_loss(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def _zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor]) -> float:
+    """Share of samples whose input gradient of ``loss(model(x), y)`` is exactly zero; 1 when the gradient
+    cannot be computed (the graph does not reach x, or the call raises)."""
+    xg = x.detach().clone().requires_grad_(True)
+    try:
+        with eval_mode(model):
+            value = loss(model(xg), y).sum()
+        if not value.requires_grad:
+            return 1.0
+        (grad,) = torch.autograd.grad(value, xg, allow_unused=True)
+    except RuntimeError:
+        return 1.0
+    if grad is None:
+        return 1.0
+    return float(((grad.flatten(1) == 0).all(1) | ~torch.isfinite(grad.flatten(1)).all(1)).double().mean())
+
+
+def zero_gradients(model: nn.Module, x: Tensor, y: Tensor, num_classes: int) -> float:
+    """AutoAttack's check_zero_gradients: the share of samples whose DLR gradient is all zero (NaN with fewer
+    than 3 classes, where DLR is undefined)."""
+    if num_classes < 3:
+        return math.nan
+    return _zero_gradient_share(model, x, y, dlr_loss)
+
+
+def unavailable_gradients(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Pintor et al.'s indicator 1 for the cross-entropy every library ascends: the share of samples whose
+    gradient is all zero (or non-finite); 1 when the gradient call raises or the graph does not reach x."""
+    return _zero_gradient_share(model, x, y, lambda out, t: F.cross_entropy(out, t, reduction="none"))
+
+
+def margin_gradients_unavailable(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """:func:`unavailable_gradients` for the margin loss: deciding between the margin remedy (saturated
+    softmax: the margin's gradient is there) and BPDA / surrogate gradients (it is not)."""
+    return _zero_gradient_share(model, x, y, margin_loss)
+
+
+def dynamic(model: nn.Module, x: Tensor) -> float:
+    """AutoAttack's check_dynamic: how many times one ``forward`` calls ``torch.autograd.grad`` or
+    ``torch.autograd.backward`` (``Tensor.backward`` goes through it): a defense that optimizes at inference.
+    Counted with a profiler hook, as AutoAttack counts with ``sys.settrace``, whatever name the call is made by."""
+    calls = 0
+    autograd_file = torch.autograd.grad.__code__.co_filename
+
+    def profile(frame, event, arg) -> None:
+        nonlocal calls
+        code = frame.f_code
+        if event == "call" and code.co_name in ("grad", "backward") and code.co_filename == autograd_file:
+            calls += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        with eval_mode(model):
+            model(x[:1])
+    finally:
+        sys.setprofile(previous)
+    return float(calls)
+
+
+@torch.no_grad()
+def unstable_predictions(
+    model: nn.Module, x: Tensor, y: Tensor, radius: float = NOISE_RADIUS, samples: int = NOISE_SAMPLES, seed: int = 0
+) -> float:
+    """Pintor et al.'s indicator 2 on the margin loss L: the mean over samples and over ``samples`` draws
+    u ~ U[−r/2, r/2]^d of min(|L(x) − L(x + u)| / |L(x)|, 1)."""
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    with eval_mode(model):
+        reference = margin_loss(model(x).float(), y)
+        changes = []
+        for _ in range(samples):
+            u = (torch.rand(x.shape, generator=generator, device=x.device) - 0.5) * radius
+            value = margin_loss(model((x + u).clamp(0, 1)).float(), y)
+            changes.append(((reference - value).abs() / reference.abs().clamp_min(1e-12)).clamp_max(1))
+    return float(torch.stack(changes).double().mean())
+
+
+@torch.no_grad()
+def saturated_softmax(model: nn.Module, x: Tensor) -> float:
+    """Share of samples whose float32 softmax is exactly one-hot (Carlini & Wagner 2016)."""
+    with eval_mode(model):
+        return float((model(x).float().softmax(1).amax(1) == 1.0).double().mean())
+
+
+def silent_success(returned_success: Tensor, path_success: Tensor, attacked: Tensor) -> float:
+    """Pintor et al.'s indicator 3: the share of attacked samples for which some point on the path was
+    adversarial (inside the ball) but the returned point is not."""
+    if not bool(attacked.any()):
+        return 0.0
+    return float((path_success & ~returned_success)[attacked].double().mean())
+
+
+def incomplete(trace: Tensor, drop: float = LOSS_DROP, window: int = WINDOW) -> bool:
+    """Pintor et al.'s indicator 4 on one sample's loss trace (to be minimized): the running minimum,
+    rescaled to [0, 1] by its first and last values, fell by more than ``drop`` over the last ``window``
+    queries."""
+    if len(trace) <= window:
+        return False
+    running = torch.cummin(trace.double(), 0).values
+    span = float(running[0] - running[-1])
+    if span <= 0:
+        return False
+    return float(running[-1 - window] - running[-1]) / span > drop
+
+
+def incomplete_optimization(traces: Sequence[Tensor], failed: Tensor) -> float:
+    """The share of attacked samples the attack failed on whose loss trace was still falling (:func:`incomplete`)."""
+    if len(traces) == 0:
+        return 0.0
+    flags = torch.tensor([bool(f) and incomplete(t) for t, f in zip(traces, failed.tolist(), strict=True)])
+    return float(flags.double().mean())
+
+
+def transfer_failure(surrogate_success: Tensor, target_success: Tensor, attacked: Tensor) -> float:
+    """Pintor et al.'s indicator 5: the share of attacked samples whose transferred point fools the surrogate
+    but not the target."""
+    if not bool(attacked.any()):
+        return 0.0
+    return float((surrogate_success & ~target_success)[attacked].double().mean())
+
+
+def unconstrained_failure(success: Tensor, attacked: Tensor) -> float:
+    """Pintor et al.'s indicator 6: the share of attacked samples an eps = ∞ attack (best point of its path)
+    still fails on."""
+    if not bool(attacked.any()):
+        return 0.0
+    return float((~success)[attacked].double().mean())

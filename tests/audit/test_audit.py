@@ -1,0 +1,122 @@
+"""The audit end to end: quiet and tight on the plain CNN; each defense the literature broke is broken again, with
+its cause named; propagations as the hooks count them, within a budget; optimality as AttackBench scores it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from broken_defenses import BROKEN
+
+from advbridge.experiments.audit.engine import NAIVE, AuditConfig, run_audit
+from advbridge.experiments.audit.report import distance_table, results_table, write_audit
+
+#: A small cascade: our attacks only (the libraries' agreement is tested elsewhere), short Square, few restarts.
+SMALL = {"norm": "Linf", "eps": 0.3, "steps": 20, "libraries": ("own",), "autoattack": False, "square_queries": 50,
+         "restarts": 2, "eot": 4}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def batch(mnist_batch):
+    x, y = mnist_batch
+    return x[:24], y[:24]
+
+
+@pytest.fixture(scope="module")
+def plain(mnist_model, batch):
+    x, y = batch
+    return run_audit(mnist_model, x, y, AuditConfig(**{**SMALL, "libraries": ("own", "advlib")}))
+
+
+def test_plain_cnn_raises_no_indicator_and_its_worst_case_is_the_best_single_attack(plain):
+    raised = {name: r.value for name, r in plain.indicators.items() if r.raised}
+    assert raised == {}
+    assert plain.robust_after <= 0.05  # the twin of every broken defense below is itself broken
+    best = float(plain.best_single.robust.double().mean())
+    assert abs(plain.robust_after - best) <= 0.01
+    assert {r.stage for r in plain.rows} == {NAIVE}  # nothing to remedy
+
+
+def test_propagations_are_the_hooks_counts(plain):
+    rows = [r for r in plain.rows if r.ok and r.attack != "pgd-transfer"]
+    assert rows
+    for row in rows:
+        assert int(row.forward.sum()) == row.hook_forward, row.key
+        assert int(row.backward.sum()) == row.hook_backward, row.key
+    own_pgd = next(r for r in rows if r.key == "pgd | own | naive")
+    assert own_pgd.forward.tolist() == [20] * len(own_pgd.forward)  # one forward and one backward per step
+    assert own_pgd.backward.tolist() == [20] * len(own_pgd.backward)
+
+
+def test_optimality_is_attackbench_s(plain, reference):
+    table = results_table(plain).set_index(["attack", "library", "stage"])
+    distances = distance_table(plain)
+    best = distances.min(axis=1).to_numpy()
+    for key in distances.columns:
+        attack, library, stage = (part.strip() for part in key.split("|"))
+        expected = reference.eval_optimality(distances[key].to_numpy(), best, clean_acc=plain.clean_accuracy)
+        assert table.loc[(attack, library, stage), "optimality"] == pytest.approx(expected, abs=1e-6, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "cause"),
+    [
+        ("quantized", "unavailable_gradients"),
+        ("numpy", "unavailable_gradients"),
+        ("resize_pad", "randomized"),
+        ("noise", "randomized"),
+        ("saturated", "saturated_softmax"),
+        ("probabilities", "probability_outputs"),
+    ],
+)
+def test_a_broken_defense_is_broken_again_and_its_cause_named(mnist_model, batch, name, cause):
+    x, y = batch
+    torch.manual_seed(0)
+    system = BROKEN[name](mnist_model).eval()
+    audit = run_audit(system, x, y, AuditConfig(**{**SMALL, "minimal": False}), surrogate=mnist_model)
+    assert audit.clean_accuracy >= 0.6
+    assert audit.robust_after <= 0.05, results_table(audit)[["attack", "stage", "robust_acc"]]
+    indicator = audit.indicators[cause]
+    assert indicator.raised and indicator.remedy
+    assert any(cause in r.indicators for r in audit.rows), "the remedy ran"
+    assert not audit.stayed_raised
+
+
+def test_budget_caps_every_row(mnist_model, batch):
+    x, y = batch
+    budget = 30
+    config = AuditConfig(**{**SMALL, "libraries": ("own", "advlib")}, budget=budget)
+    audit = run_audit(mnist_model, x[:12], y[:12], config)
+    table = results_table(audit)
+    rows = table[table["stage"] != ""]
+    assert (rows.loc[rows["status"] == "ok", "max_propagations"] <= budget).all(), rows
+    square = next(r for r in audit.rows if r.attack == "square")
+    assert int((square.forward + square.backward).max()) == budget  # Square would have spent 50 queries
+    assert all(r.ok for r in audit.rows if r.library == "own")
+
+
+def test_files(plain, tmp_path):
+    paths = write_audit(plain, tmp_path / "audit", {"model": "advbridge_mnist_cnn", "dataset": "mnist-5k"})
+    names = sorted(p.name for p in paths)
+    assert names == sorted(["audit.csv", "audit-samples.csv", "audit-indicators.csv", "audit.json", "audit.md",
+                            "audit.png"])  # fmt: skip
+    info = json.loads((tmp_path / "audit.json").read_text())
+    assert info["clean_accuracy"] == pytest.approx(plain.clean_accuracy)
+    assert info["worst_case_robust_accuracy"] == pytest.approx(plain.robust_after)
+    assert set(info["indicators"]["silent_success"]) >= {"value", "threshold", "raised", "remedy"}
+    samples = pd.read_csv(tmp_path / "audit-samples.csv")
+    assert list(samples.columns) == ["sample", "attack", "library", "stage", "distance"]
+    ok_rows = [r for r in plain.rows if r.ok]
+    assert len(samples) == len(ok_rows) * len(plain.clean)
+    pgd = samples[(samples["attack"] == "pgd") & (samples["library"] == "own")].sort_values("sample")
+    expected = next(r for r in ok_rows if r.key == "pgd | own | naive").distance.numpy()
+    np.testing.assert_allclose(pgd["distance"].to_numpy(), expected)
+    table = pd.read_csv(tmp_path / "audit.csv")
+    assert {"optimality", "propagations", "max_propagations", "stage"} <= set(table.columns)
+    card = (tmp_path / "audit.md").read_text()
+    assert card.splitlines()[2].startswith("**worst-case robust accuracy")
+    assert not math.isnan(info["worst_case_robust_accuracy_naive"])
