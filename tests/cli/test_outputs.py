@@ -20,7 +20,18 @@ from advbridge.experiments.compare import OUTPUT_TAILS, PROGRESS_TAIL
 
 ROOT = Path(__file__).resolve().parents[2]
 DEEPFOOL = ["compare", "--attack", "deepfool", "--n", "8", "--libraries", "own,advlib", "--quiet"]
-MINIMAL_FILES = {".csv", "-timing.csv", "-samples.csv", ".md", ".json", ".png", "-eps.csv", "-eps.md", "-robust.png", "-norms.png"}
+MINIMAL_FILES = {
+    ".csv",
+    "-timing.csv",
+    "-samples.csv",
+    ".md",
+    ".json",
+    ".png",
+    "-eps.csv",
+    "-eps.md",
+    "-robust.png",
+    "-norms.png",
+}
 
 
 def _written(printed: str) -> list[Path]:
