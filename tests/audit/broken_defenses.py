@@ -9,7 +9,8 @@ declare nothing (no ``preprocess``, no ``randomized``), each built to trip one i
 - :class:`SaturatedLogits`: logits scaled until the float32 softmax is one-hot (defensive distillation's cause);
 - :class:`Probabilities`: softmax probabilities instead of logits.
 
-``factory(name)`` builds one around the committed test classifier (for ``--defense-module FILE.py:NAME``).
+A factory of each (``quantized``, ``numpy_preprocess``, ``resize_pad``, ``noise``, ``saturated``, ``probabilities``)
+builds it around the committed test classifier (``fixture_classifier``), for ``--defense-module FILE.py:NAME``.
 """
 
 from __future__ import annotations
@@ -113,9 +114,25 @@ def fixture_classifier() -> nn.Module:
 
 
 def quantized() -> nn.Module:
-    """``--defense-module tests/audit/broken_defenses.py:quantized``."""
+    """``--defense-module tests/audit/broken_defenses.py:quantized`` (and so on for each of :data:`BROKEN`)."""
     return Quantized(fixture_classifier())
+
+
+def numpy_preprocess() -> nn.Module:
+    return NumpyPreprocess(fixture_classifier())
+
+
+def resize_pad() -> nn.Module:
+    return RandomResizePad(fixture_classifier())
+
+
+def noise() -> nn.Module:
+    return GaussianNoise(fixture_classifier())
 
 
 def saturated() -> nn.Module:
     return SaturatedLogits(fixture_classifier())
+
+
+def probabilities() -> nn.Module:
+    return Probabilities(fixture_classifier())
