@@ -499,7 +499,7 @@ def run_audit(
                 "share an eps = inf PGD (cross-entropy) never fooled")  # fmt: skip
     else:
         measure("unconstrained_failure", 1.0, f"the eps = inf PGD failed: {unbounded.reason}")
-    white = [r for r in budget_rows if r.attack not in ("square",)]
+    white = [r for r in budget_rows if r.attack not in ("square", "autoattack")]  # AutoAttack runs Square too
     square = next((r for r in naive if r.attack == "square"), None)
 
     def square_gap(rows: Sequence[AuditRow]) -> float:
@@ -553,8 +553,9 @@ def run_audit(
 
 
 def is_white_box(row: AuditRow) -> bool:
-    """A naive row that attacks the model itself with its gradients (not transfer, not the black-box Square)."""
-    return row.stage == NAIVE and row.attack not in ("pgd-transfer", "square")
+    """A naive row that attacks the model itself with its gradients only: not transfer, not the black-box Square,
+    not AutoAttack (whose ensemble ends with Square)."""
+    return row.stage == NAIVE and row.attack not in ("pgd-transfer", "square", "autoattack")
 
 
 def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attacked: Tensor, square_gap) -> None:

@@ -77,3 +77,16 @@ def test_bad_input_raises_a_typed_error_before_any_attack(mnist_model, mnist_bat
         labels = None
     with pytest.raises(advbridge.AdvBridgeError, match=message.replace("[", r"\[").replace("]", r"\]")):
         advbridge.compare(mnist_model, images, labels, **{"attack": "pgd", **kwargs})
+
+
+def test_readme_audit_example_runs(mnist_model, mnist_batch):
+    """The README's ``advbridge.audit`` line (a short cascade): the bit-depth module, whose rounding has no
+    gradient, audited with its twin: BPDA through its declared preprocessing, the cause named."""
+    x, y = mnist_batch[0][:8], mnist_batch[1][:8]
+    defended = advbridge.PreprocessedClassifier(advbridge.BitDepth(1), mnist_model)
+    report = advbridge.audit(defended, x, y, surrogate=mnist_model, libraries="own,advlib", autoattack=False,
+                             minimal=False, steps=10, restarts=1, square_queries=20)  # fmt: skip
+    assert report.verdict.startswith("worst-case robust accuracy")
+    raised = report.indicators[report.indicators["raised"]].set_index("indicator")
+    assert "unavailable_gradients" in raised.index and "bpda" in raised.loc["unavailable_gradients", "remedy"]
+    assert {"pgd-margin-bpda", "pgd-margin-bpda-surrogate"} <= set(report.table["attack"])
