@@ -309,6 +309,13 @@ def audit(
     x, y = as_tensors(images, labels)
     if defense is None and defense_options:
         raise InvalidParameterError(f"expected defense= with the options {sorted(defense_options)}")
+    from advbridge.bridge.defense_spec import TRAINING_DEFENSES
+
+    if defense in TRAINING_DEFENSES:
+        raise InvalidParameterError(
+            f"expected defense= bit-depth, median or resample (applied to the given model), got {defense!r}: advbridge "
+            f"trains it on a dataset (cli.py audit --defense {defense} --dataset ...), or audit your trained model"
+        )
     if defense is not None and surrogate is not None:
         raise InvalidParameterError("expected defense= (model is then the surrogate) or surrogate=, not both")
     if surrogate is not None and not isinstance(surrogate, nn.Module):

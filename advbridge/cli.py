@@ -240,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="trust no number: every attack and library, the indicators of attack failure, their remedies, optimality",
     )  # fmt: skip
     p.add_argument(
-        "--defense", default=None, help="a registered squeezer in front of --model: bit-depth, median, resample"
-    )
+        "--defense", default=None,
+        help="a squeezer in front of --model (bit-depth, median, resample) or a defense trained from --model's "
+        "recipe (adv-fgsm, adv-fgsm-rs, adv-pgd, distill)",
+    )  # fmt: skip
     p.add_argument(
         "--defense-module", default=None, help="your defended system: FILE.py:factory or package.module:factory"
     )

@@ -5,6 +5,8 @@ What is audited (``system``), from the options:
 - a model alone (``--model`` / a Python module): the model;
 - ``--defense NAME`` (a registered feature squeezer: bit-depth, median, resample) on the model: the squeezer
   in front of it (it declares its ``preprocess``: BPDA applies), the model itself as the surrogate;
+- ``--defense NAME`` (a training-time defense: adv-fgsm, adv-fgsm-rs, adv-pgd, distill): the defended model
+  trained from the model's recipe (or taken from the cache), the model as its twin and surrogate;
 - ``--defense-module FILE.py:factory`` (a user's defended system): that module, the model (``--model`` or
   ``--surrogate``) as its undefended twin, the surrogate of the transfer and straight-through rows.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
+from advbridge.bridge.defense_spec import TRAINING_DEFENSES
 from advbridge.bridge.errors import InvalidParameterError
 from advbridge.bridge.io import OutputPrefix
 from advbridge.experiments.audit.engine import Audit, AuditConfig, run_audit
@@ -60,11 +63,26 @@ def defended_by(defense: str, classifier: nn.Module, family: str, options: Mappi
 
     if defense not in AUDITABLE_DEFENSES:
         raise InvalidParameterError(
-            f"expected --defense one of {', '.join(AUDITABLE_DEFENSES)} for an audit (or your module: "
-            f"--defense-module), got {defense!r}; a detector or a trained defense: cli.py defend --defense {defense}"
+            f"expected --defense one of {', '.join(AUDITABLE_DEFENSES + TRAINING_DEFENSES)} for an audit (or your "
+            f"module: --defense-module), got {defense!r}; a detector or a generative defense: cli.py defend --defense "
+            f"{defense}"
         )
     spec = DefenseSpec(defense=defense, **dict(options)).resolved(family)
     return PreprocessedClassifier(build_squeezer(spec, "exact"), classifier).eval()
+
+
+def trained_defended(args: Namespace, workload) -> nn.Module:
+    """The training-time defense ``args.defense`` (ours, at its defaults) trained from the twin's recipe, or taken
+    from the cache: the audit then sees only the trained module and its twin."""
+    from advbridge.bridge.defense_spec import TrainingDefenseSpec
+    from advbridge.bridge.training import train_defended
+    from advbridge.experiments.commands import recipe
+    from advbridge.experiments.defend.run_trained import defended_config
+
+    spec = TrainingDefenseSpec(defense=args.defense).resolved(workload.info.family)
+    config = defended_config(workload.card, data_root=args.data_root, **recipe(spec))
+    model, _ = train_defended(config, spec, library="own", progress=not args.quiet)
+    return model.to(workload.x.device).eval()
 
 
 def audit_config(
@@ -120,7 +138,18 @@ def cli_audit(args: Namespace):
     squeezer_options = {k: getattr(args, k) for k in ("bits", "size", "factor", "mode") if getattr(args, k) is not None}
     if args.defense is None and squeezer_options:
         raise InvalidParameterError(f"expected --defense with {', '.join('--' + k for k in squeezer_options)}")
-    if args.defense is not None:
+    trained = args.defense in TRAINING_DEFENSES
+    if trained:
+        if squeezer_options:
+            raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}")
+        from advbridge.zoo.user_models import is_factory
+
+        if is_factory(args.model) or (args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_dir()):
+            raise InvalidParameterError(
+                f"expected a model advbridge trains (a timm name or a cache folder) with --defense {args.defense}, "
+                "got your own model; audit your defended model with --defense-module FILE.py:factory"
+            )
+    elif args.defense is not None:
         defended_by(args.defense, nn.Identity(), info.family, squeezer_options)  # checks the name and options
     module_spec = UserDefenseSpec(module=args.defense_module).resolved() if args.defense_module else None
     config = audit_config(
@@ -134,7 +163,9 @@ def cli_audit(args: Namespace):
     out.check_writable()
     workload = workload_of(args)
     system, surrogate = workload.model, None
-    if args.defense is not None:
+    if trained:
+        system, surrogate = trained_defended(args, workload), workload.model
+    elif args.defense is not None:
         system, surrogate = defended_by(args.defense, workload.model, info.family, squeezer_options), workload.model
     elif module_spec is not None:
         system, surrogate = load_defense_module(module_spec).to(workload.x.device), workload.model

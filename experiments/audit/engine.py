@@ -472,6 +472,10 @@ def run_audit(
     measure("unstable_predictions", ind.unstable_predictions(model, x, y, seed=config.seed),
             "mean relative change of the margin loss under U[-4/255, 4/255] noise")  # fmt: skip
     measure("saturated_softmax", ind.saturated_softmax(model, x), "share of samples whose softmax is one-hot")
+    clean_accuracy = float(cascade.clean.double().mean())
+    measure(
+        "failed_training", clean_accuracy - 1 / num_classes, f"clean accuracy {clean_accuracy:.4f} - 1/{num_classes}"
+    )
 
     cascade.naive()
     naive = [r for r in cascade.rows if r.ok]
@@ -660,5 +664,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
     if "square_beats_white_box" in raised:
         remedy_rows = [r for r in cascade.rows if r.ok and r.stage != NAIVE and not r.minimal and r.attack != "square"]
         results["square_beats_white_box"].after = square_gap([r for r in naive if not r.minimal] + remedy_rows)
+    if "failed_training" in raised:  # nothing to remedy: the verdict says the model did not learn
+        results["failed_training"].after = results["failed_training"].value
     if "transfer_failure" in raised:
         results["transfer_failure"].remedy = "attack the model itself: the white-box rows"

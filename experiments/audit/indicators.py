@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from advbridge.bridge.runner import eval_mode
 from advbridge.experiments.audit.tracker import margin_loss
+from advbridge.zoo.training_check import CHANCE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ INDICATORS: dict[str, IndicatorInfo] = {
     "saturated_softmax": IndicatorInfo(0.5, "Carlini & Wagner 2016", "margin loss on the logits"),
     "single_step_gap": IndicatorInfo(0.0, "Carlini et al. 2019", "4x steps, margin loss, random restarts"),
     "unbounded_incomplete": IndicatorInfo(0.0, "Carlini et al. 2019", "eps = inf with the margin loss"),
+    "failed_training": IndicatorInfo(
+        CHANCE_MARGIN,
+        "advbridge (clean accuracy - 1/K)",
+        "none: a model at chance is no defense; retrain it",
+        below=True,
+    ),
 }
 
 #: Pintor et al.'s unstable-predictions radius r, number of samples γ (Sec. 3, indicator 2).

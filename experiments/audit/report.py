@@ -94,7 +94,9 @@ def verdict(audit: Audit) -> str:
     stayed = audit.stayed_raised
     raised = [name for name, r in audit.indicators.items() if r.raised]
     trust = (
-        f"indicators still raised after their remedy: {', '.join(stayed)} — do not trust this number"
+        "the model did not learn (clean accuracy at chance): no robustness number of it means anything"
+        if "failed_training" in stayed
+        else f"indicators still raised after their remedy: {', '.join(stayed)} — do not trust this number"
         if stayed
         else f"indicators raised and remedied: {', '.join(raised)}"
         if raised

@@ -120,3 +120,18 @@ def test_files(plain, tmp_path):
     card = (tmp_path / "audit.md").read_text()
     assert card.splitlines()[2].startswith("**worst-case robust accuracy")
     assert not math.isnan(info["worst_case_robust_accuracy_naive"])
+
+
+def test_a_model_at_chance_is_never_reported_as_a_defense(batch):
+    """An untrained network is "robust" to every attack that needs a wrong prediction to start from: the audit
+    raises failed_training, keeps it raised (no remedy makes it learn), and its verdict says so."""
+    x, y = batch
+    torch.manual_seed(0)
+    untrained = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    with torch.no_grad():
+        untrained[1].weight.zero_()
+    audit = run_audit(untrained, x, y, AuditConfig(**{**SMALL, "minimal": False}))
+    assert audit.indicators["failed_training"].raised and "failed_training" in audit.stayed_raised
+    from advbridge.experiments.audit.report import verdict
+
+    assert "did not learn" in verdict(audit)

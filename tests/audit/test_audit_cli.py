@@ -57,6 +57,8 @@ def test_api_audit_with_a_registered_squeezer(mnist_model, mnist_batch):
         (["--bits", "2"], "expected --defense with --bits"),
         (["--defense", "bit-depth", "--bits", "9"], "bits"),
         (["--libraries", "own,own"], "own"),
+        (["--defense", "distill", "--bits", "1"], "expected no squeezer options with --defense distill"),
+        (["--defense", "adv-pgd", "--model", "x.py:f"], "expected a model advbridge trains"),
     ],
 )
 def test_cli_audit_bad_input_exits_2_before_work(extra, message, tmp_path, monkeypatch, capsys):
