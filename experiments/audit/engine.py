@@ -206,6 +206,12 @@ class Audit:
         return float(self.worst_case().double().mean())
 
     @property
+    def robust_white_box(self) -> float:
+        """Worst case over the naive rows that attack the model with its own gradients only (:func:`is_white_box`):
+        what an evaluation without transfer, black-box attacks or remedies would report."""
+        return float(self.worst_case([NAIVE], keep=is_white_box).double().mean())
+
+    @property
     def best_single(self) -> AuditRow | None:
         ok = [r for r in self.rows if r.ok]
         return min(ok, key=lambda r: float(r.robust.double().mean())) if ok else None
@@ -543,8 +549,7 @@ def run_audit(
     audit = Audit(config, cascade.clean, cascade.rows, results, num_classes)
     # before -> after of each remedy: the naive white-box rows (the gradient attacks on the model itself), then
     # with the remedy's rows: the gap each indicator explains
-    white_box = [NAIVE]
-    before = float(audit.worst_case(white_box, keep=is_white_box).double().mean())
+    before = audit.robust_white_box
     for result in results.values():
         if result.raised:
 

@@ -114,6 +114,7 @@ def metadata(audit: Audit, context: Mapping | None, files: list[Path]) -> dict:
         "clean_accuracy": audit.clean_accuracy,
         "worst_case_robust_accuracy": audit.robust_after,
         "worst_case_robust_accuracy_naive": audit.robust_before,
+        "worst_case_robust_accuracy_white_box": audit.robust_white_box,
         "best_single_attack": None if best is None else {"row": best.key, "robust_accuracy": float(best.robust.double().mean())},
         "verdict": verdict(audit),
         "indicators_stayed_raised": audit.stayed_raised,

@@ -135,3 +135,14 @@ def test_a_model_at_chance_is_never_reported_as_a_defense(batch):
     from advbridge.experiments.audit.report import verdict
 
     assert "did not learn" in verdict(audit)
+
+
+def test_summary_of_audit_files(plain, tmp_path):
+    from advbridge.experiments.audit.summary import summary
+
+    write_audit(plain, tmp_path / "a", {"model": "advbridge_mnist_cnn", "audited": "advbridge_mnist_cnn"})
+    table = summary([tmp_path / "a.json"])
+    row = table.iloc[0]
+    assert row["audited"] == "advbridge_mnist_cnn" and row["threat"] == "Linf 0.3" and row["n"] == 24
+    assert row["worst case"] == pytest.approx(plain.robust_after)
+    assert row["white-box naive"] == pytest.approx(plain.robust_white_box) and row["still raised"] == ""
