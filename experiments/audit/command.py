@@ -119,7 +119,7 @@ def cli_audit(args: Namespace):
     """``cli.py audit``: every option checked before the model is loaded, then the audit and its files."""
     from advbridge.bridge.defense_spec import UserDefenseSpec
     from advbridge.bridge.spec import Norm, parse_eps, standard_eps
-    from advbridge.experiments.audit.report import SHOWN
+    from advbridge.experiments.audit.report import SHOWN, cost_line
     from advbridge.experiments.commands import Outcome, take_surrogate, workload_of
     from advbridge.experiments.compare import format_table, parse_libraries
     from advbridge.experiments.defend.user import load_defense_module
@@ -182,7 +182,13 @@ def cli_audit(args: Namespace):
         + (f", budget {config.budget} propagations per sample" if config.budget else "")
     )
     indicators = result.indicators.loc[result.indicators["raised"]]
-    lines = [header, result.verdict, "", format_table(result.table, SHOWN, drop_empty=True, reason_width=60)]
+    lines = [
+        header,
+        result.verdict,
+        cost_line(result.audit),
+        "",
+        format_table(result.table, SHOWN, drop_empty=True, reason_width=60),
+    ]
     lines += ["", "indicators raised:" if len(indicators) else "indicators: none raised"]
     if len(indicators):
         shown = ["indicator", "value", "threshold", "remedy", "value_after_remedy", "robust_accuracy_before",

@@ -184,6 +184,20 @@ class Audit:
     rows: list[AuditRow]
     indicators: dict[str, IndicatorResult]
     num_classes: int
+    seconds: float = math.nan  # wall time of the whole audit (indicators, cascade, remedies)
+
+    def cost(self) -> dict:
+        """What the audit cost: propagations per sample (forward + backward reaching the model, summed over the
+        rows) and wall time, and AutoAttack's alone (its row) on the same model and images."""
+        rows = [r for r in self.rows if r.ok and r.stage != "best-of-path"]  # best-of-path reuses its row's run
+        autoattack = next((r for r in rows if r.attack == "autoattack"), None)
+        return {
+            "propagations_per_sample": sum(float((r.forward + r.backward).double().mean()) for r in rows),
+            "seconds": self.seconds,
+            "autoattack_propagations_per_sample": None if autoattack is None
+            else float((autoattack.forward + autoattack.backward).double().mean()),
+            "autoattack_seconds": None if autoattack is None else autoattack.seconds,
+        }  # fmt: skip
 
     @property
     def clean_accuracy(self) -> float:
@@ -452,6 +466,7 @@ def run_audit(
 ) -> Audit:
     """Audit ``model`` on ``(x, y)`` under ``config`` (module docstring): the naive cascade, the indicators,
     the remedies of the raised ones, per-sample results of every row."""
+    start = time.perf_counter()
     model.eval()
     if surrogate is not None:
         surrogate.eval()
@@ -547,6 +562,7 @@ def run_audit(
     }
     _remedy(cascade, results, naive, attacked, square_gap)
     audit = Audit(config, cascade.clean, cascade.rows, results, num_classes)
+    audit.seconds = time.perf_counter() - start
     # before -> after of each remedy: the naive white-box rows (the gradient attacks on the model itself), then
     # with the remedy's rows: the gap each indicator explains
     before = audit.robust_white_box

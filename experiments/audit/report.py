@@ -108,6 +108,16 @@ def verdict(audit: Audit) -> str:
     )
 
 
+def cost_line(audit: Audit) -> str:
+    """The audit's cost next to AutoAttack's alone (propagations per sample, wall time)."""
+    cost = audit.cost()
+    line = f"cost: {cost['propagations_per_sample']:.0f} propagations per sample, {cost['seconds']:.1f} s"
+    if cost["autoattack_propagations_per_sample"] is not None:
+        line += (f" (AutoAttack standard alone: {cost['autoattack_propagations_per_sample']:.0f} propagations per "
+                 f"sample, {cost['autoattack_seconds']:.1f} s)")  # fmt: skip
+    return line
+
+
 def metadata(audit: Audit, context: Mapping | None, files: list[Path]) -> dict:
     best = audit.best_single
     return {
@@ -117,6 +127,7 @@ def metadata(audit: Audit, context: Mapping | None, files: list[Path]) -> dict:
         "worst_case_robust_accuracy_white_box": audit.robust_white_box,
         "best_single_attack": None if best is None else {"row": best.key, "robust_accuracy": float(best.robust.double().mean())},
         "verdict": verdict(audit),
+        "cost": audit.cost(),
         "indicators_stayed_raised": audit.stayed_raised,
         "indicators": {name: result.to_dict() for name, result in audit.indicators.items()},
         "config": {**audit.config.__dict__, "libraries": list(audit.config.libraries)},
@@ -175,6 +186,7 @@ def write_audit(audit: Audit, out: str | Path | OutputPrefix, context: Mapping |
         f"# Audit: {info.get('model', 'model')} on {info.get('dataset', 'images')}\n\n**{verdict(audit)}**\n\n"
         f"n = {len(audit.clean)} images, {audit.num_classes} classes"
         + (f", budget {audit.config.budget} propagations per sample" if audit.config.budget else "")
+        + f"\n\n{cost_line(audit)}"
         + "\n\n## Indicators\n\n"
         + indicators.to_markdown(index=False)
         + "\n\n## Rows\n\n"

@@ -120,6 +120,9 @@ def test_files(plain, tmp_path):
     card = (tmp_path / "audit.md").read_text()
     assert card.splitlines()[2].startswith("**worst-case robust accuracy")
     assert not math.isnan(info["worst_case_robust_accuracy_naive"])
+    ok = [r for r in plain.rows if r.ok]
+    expected_cost = sum(float((r.forward + r.backward).double().mean()) for r in ok)
+    assert info["cost"]["propagations_per_sample"] == pytest.approx(expected_cost) and info["cost"]["seconds"] > 0
 
 
 def test_a_model_at_chance_is_never_reported_as_a_defense(batch):
