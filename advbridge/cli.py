@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--defense", default=None,
         help="a squeezer in front of --model (bit-depth, median, resample) or a defense trained from --model's "
-        "recipe (adv-fgsm, adv-fgsm-rs, adv-pgd, distill)",
+        "recipe (adv-fgsm, adv-fgsm-rs, adv-pgd, distill), or a generative one (ae-purify, vae-purify, cvae-label)",
     )  # fmt: skip
     p.add_argument(
         "--defense-module", default=None, help="your defended system: FILE.py:factory or package.module:factory"

@@ -7,6 +7,8 @@ What is audited (``system``), from the options:
   in front of it (it declares its ``preprocess``: BPDA applies), the model itself as the surrogate;
 - ``--defense NAME`` (a training-time defense: adv-fgsm, adv-fgsm-rs, adv-pgd, distill): the defended model
   trained from the model's recipe (or taken from the cache), the model as its twin and surrogate;
+- ``--defense ae-purify|vae-purify|cvae-label``: the purifier in front of the model, or the labeller, its
+  generator trained on the dataset (or taken from the cache), the model as the surrogate;
 - ``--defense-module FILE.py:factory`` (a user's defended system): that module, the model (``--model`` or
   ``--surrogate``) as its undefended twin, the surrogate of the transfer and straight-through rows.
 """
@@ -28,6 +30,8 @@ from advbridge.experiments.audit.engine import Audit, AuditConfig, run_audit
 
 #: Registered defenses the audit puts in front of a model (a detector needs detection-aware success: ``defend``).
 AUDITABLE_DEFENSES = ("bit-depth", "median", "resample")
+#: Generative defenses the audit builds from their generator (recon-detect is a detector: ``defend``).
+GENERATIVE_AUDITABLE = ("ae-purify", "vae-purify", "cvae-label")
 
 
 @dataclass
@@ -63,7 +67,8 @@ def defended_by(defense: str, classifier: nn.Module, family: str, options: Mappi
 
     if defense not in AUDITABLE_DEFENSES:
         raise InvalidParameterError(
-            f"expected --defense one of {', '.join(AUDITABLE_DEFENSES + TRAINING_DEFENSES)} for an audit (or your "
+            f"expected --defense one of {', '.join(AUDITABLE_DEFENSES + TRAINING_DEFENSES + GENERATIVE_AUDITABLE)} "
+            f"for an audit (or your "
             f"module: --defense-module), got {defense!r}; a detector or a generative defense: cli.py defend --defense "
             f"{defense}"
         )
@@ -83,6 +88,31 @@ def trained_defended(args: Namespace, workload) -> nn.Module:
     config = defended_config(workload.card, data_root=args.data_root, **recipe(spec))
     model, _ = train_defended(config, spec, library="own", progress=not args.quiet)
     return model.to(workload.x.device).eval()
+
+
+def generative_defended(args: Namespace, workload) -> nn.Module:
+    """The generative defense ``args.defense`` at its defaults: the purifier (autoencoder or VAE) in front of the
+    model, or the class-conditional labeller; its generator trained on the dataset or taken from the cache."""
+    from advbridge.bridge.defense_spec import GenerativeDefenseSpec
+    from advbridge.defenses.generative import (
+        GeneratorConfig,
+        Purifier,
+        ReconstructionLabeller,
+        check_generator_for,
+        get_or_train_generator,
+    )  # fmt: skip
+    from advbridge.defenses.preprocessor import PreprocessedClassifier
+
+    info = workload.info
+    spec = GenerativeDefenseSpec(defense=args.defense).resolved(info.family)
+    sizes = {} if args.image_size is None else {"image_size": args.image_size}
+    config = GeneratorConfig(dataset=args.dataset, generator=spec.generator, data_root=args.data_root, **sizes)
+    generator, card = get_or_train_generator(config, progress=not args.quiet, device=workload.x.device)
+    check_generator_for(card, info.name, info.in_chans, info.image_size)
+    generator = generator.eval()
+    if spec.defense == "cvae-label":
+        return ReconstructionLabeller(generator, refine_steps=spec.refine_steps, refine_lr=spec.refine_lr).eval()
+    return PreprocessedClassifier(Purifier(generator, sample=spec.sample), workload.model).eval()
 
 
 def audit_config(
@@ -139,6 +169,9 @@ def cli_audit(args: Namespace):
     if args.defense is None and squeezer_options:
         raise InvalidParameterError(f"expected --defense with {', '.join('--' + k for k in squeezer_options)}")
     trained = args.defense in TRAINING_DEFENSES
+    generative = args.defense in GENERATIVE_AUDITABLE
+    if generative and squeezer_options:
+        raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}")
     if trained:
         if squeezer_options:
             raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}")
@@ -149,7 +182,7 @@ def cli_audit(args: Namespace):
                 f"expected a model advbridge trains (a timm name or a cache folder) with --defense {args.defense}, "
                 "got your own model; audit your defended model with --defense-module FILE.py:factory"
             )
-    elif args.defense is not None:
+    elif args.defense is not None and not generative:
         defended_by(args.defense, nn.Identity(), info.family, squeezer_options)  # checks the name and options
     module_spec = UserDefenseSpec(module=args.defense_module).resolved() if args.defense_module else None
     config = audit_config(
@@ -165,6 +198,8 @@ def cli_audit(args: Namespace):
     system, surrogate = workload.model, None
     if trained:
         system, surrogate = trained_defended(args, workload), workload.model
+    elif generative:
+        system, surrogate = generative_defended(args, workload), workload.model
     elif args.defense is not None:
         system, surrogate = defended_by(args.defense, workload.model, info.family, squeezer_options), workload.model
     elif module_spec is not None:

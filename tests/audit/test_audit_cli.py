@@ -58,6 +58,8 @@ def test_api_audit_with_a_registered_squeezer(mnist_model, mnist_batch):
         (["--defense", "bit-depth", "--bits", "9"], "bits"),
         (["--libraries", "own,own"], "own"),
         (["--defense", "distill", "--bits", "1"], "expected no squeezer options with --defense distill"),
+        (["--defense", "vae-purify", "--size", "2"], "expected no squeezer options with --defense vae-purify"),
+        (["--defense", "recon-detect"], "a detector or a generative defense: cli.py defend --defense recon-detect"),
         (["--defense", "adv-pgd", "--model", "x.py:f"], "expected a model advbridge trains"),
     ],
 )
