@@ -48,18 +48,22 @@ class NumpyPreprocess(nn.Module):
 
 
 class RandomResizePad(nn.Module):
-    """Xie et al. 2018: resize to a random side in [s − 6, s), pad back to s at a random offset, every call."""
+    """Xie et al. 2018: each image shrunk by a random factor in [1 − shrink, 1) and placed at a random offset on a
+    zero canvas of its own size, drawn per image at every call (one affine resampling of the batch)."""
 
-    def __init__(self, classifier: nn.Module, shrink: int = 6) -> None:
+    def __init__(self, classifier: nn.Module, shrink: float = 0.2) -> None:
         super().__init__()
         self.net, self.shrink = classifier, shrink
 
     def forward(self, x: Tensor) -> Tensor:
-        side = x.shape[-1]
-        new = int(torch.randint(side - self.shrink, side, ()))
-        resized = F.interpolate(x, size=(new, new), mode="bilinear", align_corners=False)
-        left, top = (int(v) for v in torch.randint(0, side - new + 1, (2,)))
-        return self.net(F.pad(resized, (left, side - new - left, top, side - new - top)))
+        n = len(x)
+        scale = 1 - self.shrink * torch.rand(n, device=x.device)
+        center = (1 - scale)[:, None] * (2 * torch.rand(n, 2, device=x.device) - 1)
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+        theta[:, :, 2] = -center / scale[:, None]
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return self.net(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
 
 
 class GaussianNoise(nn.Module):
