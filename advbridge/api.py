@@ -283,6 +283,7 @@ def audit(
     minimal: bool = True,
     seed: int = 0,
     num_classes: int | None = None,
+    calibration: Tensor | None = None,
     out: str | os.PathLike | None = None,
     show_progress: bool = False,
     **defense_options: Any,
@@ -294,7 +295,9 @@ def audit(
     the path, an unbounded run) and the audit run again; every row's optimality (AttackBench).
 
     ``defense``: a registered squeezer (``"bit-depth"``, ``"median"``, ``"resample"``; ``defense_options``: its
-    ``bits``, ``size``, ``factor``, ``mode``) put in front of ``model``, which is then the surrogate. ``eps``
+    ``bits``, ``size``, ``factor``, ``mode``) put in front of ``model``, or the squeezing detector
+    (``"squeeze-detect"``: ``threshold=``, or ``calibration=`` held-out clean images and ``fpr=``) next to it, as
+    one classifier with a reject class (success: fooled and not detected); ``model`` is then the surrogate. ``eps``
     defaults to the images' standard budget (MNIST-like: L∞ 0.3; up to 32 px: 8/255; larger: 4/255);
     ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). Returns an
     :class:`~advbridge.experiments.audit.command.AuditRun` (``table``, ``indicators``, ``verdict``,
@@ -329,7 +332,12 @@ def audit(
     )  # fmt: skip
     system = workload.model
     if defense is not None:
-        system, surrogate = defended_by(defense, workload.model, family, defense_options), workload.model
+        if calibration is not None:
+            calibration, _ = as_tensors(calibration, torch.zeros(len(calibration), dtype=torch.long))
+            calibration = calibration.to(workload.x.device)
+        system = defended_by(defense, workload.model, family, defense_options, calibration,
+                             num_classes=workload.info.num_classes)  # fmt: skip
+        surrogate = workload.model
     prefix = None
     if out is not None:
         from advbridge.bridge.io import OutputPrefix

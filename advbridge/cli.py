@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--defense", default=None,
-        help="a squeezer in front of --model (bit-depth, median, resample) or a defense trained from --model's "
+        help="a squeezer in front of --model (bit-depth, median, resample), the squeezing detector next to it "
+        "(squeeze-detect), a defense trained from --model's "
         "recipe (adv-fgsm, adv-fgsm-rs, adv-pgd, distill), or a generative one (ae-purify, vae-purify, cvae-label)",
     )  # fmt: skip
     p.add_argument(
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="--defense median: window k (k×k), 2-5")
     p.add_argument("--factor", type=float, default=None, help="--defense resample: factor > 1")
     p.add_argument("--mode", default=None, help="--defense resample: interpolation (default bilinear)")
+    p.add_argument("--threshold", type=float, default=None, help="squeeze-detect: threshold (default: calibrated)")
+    p.add_argument("--fpr", type=float, default=None, help="squeeze-detect: false-positive rate of the calibration")
+    p.add_argument("--calibration-n", type=int, default=500, help="squeeze-detect: held-out clean calibration images")
     p.add_argument("--n", type=int, default=100, help="number of test images")
     p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
     p.add_argument("--seed", type=int, default=0)

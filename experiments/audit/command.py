@@ -28,8 +28,10 @@ from advbridge.bridge.errors import InvalidParameterError
 from advbridge.bridge.io import OutputPrefix
 from advbridge.experiments.audit.engine import Audit, AuditConfig, run_audit
 
-#: Registered defenses the audit puts in front of a model (a detector needs detection-aware success: ``defend``).
+#: Registered squeezers the audit puts in front of a model.
 AUDITABLE_DEFENSES = ("bit-depth", "median", "resample")
+#: The squeezing detector: next to the model, as one classifier with a reject class.
+DETECTOR = "squeeze-detect"
 #: Generative defenses the audit builds from their generator (recon-detect is a detector: ``defend``).
 GENERATIVE_AUDITABLE = ("ae-purify", "vae-purify", "cvae-label")
 
@@ -59,21 +61,47 @@ class AuditRun:
         return self.paths
 
 
-def defended_by(defense: str, classifier: nn.Module, family: str, options: Mapping) -> nn.Module:
-    """The registered squeezer ``defense`` (our implementation, exact backward) in front of ``classifier``."""
+def defended_by(
+    defense: str, classifier: nn.Module, family: str, options: Mapping, calibration=None, *, num_classes: int = 0,
+    check_only: bool = False,
+) -> nn.Module | None:  # fmt: skip
+    """The registered squeezer ``defense`` (our implementation, exact backward) in front of ``classifier``, or the
+    squeezing detector next to it (:func:`rejecting_detector`); ``check_only``: the name and options checked."""
     from advbridge.bridge.defense_spec import DefenseSpec
     from advbridge.defenses.preprocessor import PreprocessedClassifier
     from advbridge.defenses.preprocessor.squeezing import build_squeezer
 
-    if defense not in AUDITABLE_DEFENSES:
+    if defense not in (*AUDITABLE_DEFENSES, DETECTOR):
         raise InvalidParameterError(
-            f"expected --defense one of {', '.join(AUDITABLE_DEFENSES + TRAINING_DEFENSES + GENERATIVE_AUDITABLE)} "
+            f"expected --defense one of {', '.join((*AUDITABLE_DEFENSES, DETECTOR, *TRAINING_DEFENSES, *GENERATIVE_AUDITABLE))} "
             f"for an audit (or your "
             f"module: --defense-module), got {defense!r}; a detector or a generative defense: cli.py defend --defense "
             f"{defense}"
         )
     spec = DefenseSpec(defense=defense, **dict(options)).resolved(family)
+    if check_only:
+        return None
+    if spec.detector:
+        return rejecting_detector(spec, classifier, calibration, num_classes)
     return PreprocessedClassifier(build_squeezer(spec, "exact"), classifier).eval()
+
+
+def rejecting_detector(spec, classifier: nn.Module, calibration, classes: int) -> nn.Module:
+    """Xu et al.'s squeezing detector (our squeezers, exact backward) next to ``classifier`` as one classifier with a
+    reject class (:class:`~advbridge.defenses.detector.RejectingClassifier`); its threshold the spec's, or
+    calibrated at the spec's false-positive rate on ``calibration`` clean images; its BPDA variant declared."""
+    from advbridge.bridge.adapters import get_adapter
+    from advbridge.defenses.detector import RejectingClassifier, SqueezeDetector, calibrate_threshold
+
+    exact = SqueezeDetector(classifier, list(get_adapter("own").build_defense(spec, "exact")))
+    threshold = spec.threshold
+    if threshold is None:
+        if calibration is None:
+            raise InvalidParameterError("expected calibration images (or a threshold) for the squeezing detector")
+        threshold = calibrate_threshold(exact.scores(calibration), spec.fpr)
+    bpda = SqueezeDetector(classifier, list(get_adapter("own").build_defense(spec, "bpda")))
+    differentiable = RejectingClassifier(classifier, bpda.score, threshold, num_classes=classes).eval()
+    return RejectingClassifier(classifier, exact.score, threshold, num_classes=classes, bpda=differentiable).eval()
 
 
 def trained_defended(args: Namespace, workload) -> nn.Module:
@@ -165,7 +193,11 @@ def cli_audit(args: Namespace):
     norm = Norm.parse(args.norm)
     eps = standard_eps(info.family, norm) if args.eps is None else parse_eps(args.eps)
     libraries = parse_libraries(args.libraries)
-    squeezer_options = {k: getattr(args, k) for k in ("bits", "size", "factor", "mode") if getattr(args, k) is not None}
+    squeezer_options = {
+        k: getattr(args, k)
+        for k in ("bits", "size", "factor", "mode", "threshold", "fpr")
+        if getattr(args, k) is not None
+    }
     if args.defense is None and squeezer_options:
         raise InvalidParameterError(f"expected --defense with {', '.join('--' + k for k in squeezer_options)}")
     trained = args.defense in TRAINING_DEFENSES
@@ -183,7 +215,14 @@ def cli_audit(args: Namespace):
                 "got your own model; audit your defended model with --defense-module FILE.py:factory"
             )
     elif args.defense is not None and not generative:
-        defended_by(args.defense, nn.Identity(), info.family, squeezer_options)  # checks the name and options
+        defended_by(args.defense, nn.Identity(), info.family, squeezer_options, check_only=True)
+    calibrate = args.defense == DETECTOR and args.threshold is None
+    if args.calibration_n < 1:
+        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    if calibrate:
+        from advbridge.zoo.datasets import check_split_size
+
+        check_split_size(args.dataset, args.n + args.calibration_n, args.data_root, what="--n + --calibration-n")
     module_spec = UserDefenseSpec(module=args.defense_module).resolved() if args.defense_module else None
     config = audit_config(
         norm=norm.value, eps=eps, steps=args.steps, budget=parse_budget(args.budget), libraries=libraries,
@@ -201,7 +240,14 @@ def cli_audit(args: Namespace):
     elif generative:
         system, surrogate = generative_defended(args, workload), workload.model
     elif args.defense is not None:
-        system, surrogate = defended_by(args.defense, workload.model, info.family, squeezer_options), workload.model
+        from advbridge.experiments.commands import calibration_images
+
+        calibration = calibration_images(args, workload) if calibrate else None
+        system = defended_by(
+            args.defense, workload.model, info.family, squeezer_options, calibration,
+            num_classes=workload.info.num_classes,
+        )  # fmt: skip
+        surrogate = workload.model
     elif module_spec is not None:
         system, surrogate = load_defense_module(module_spec).to(workload.x.device), workload.model
     context = {**workload.context, "audited": args.defense or args.defense_module or workload.context.get("model"),

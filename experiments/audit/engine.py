@@ -47,7 +47,7 @@ from advbridge.bridge.runner import PassCounter, eval_mode, predict, run_attack,
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.preprocessor.bpda import BPDA
 from advbridge.experiments.audit import indicators as ind
-from advbridge.experiments.audit.tracker import PathTracker, distances, margin_loss
+from advbridge.experiments.audit.tracker import PathTracker, distances, fooled, margin_loss
 from advbridge.own_attacks import pgd
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,8 @@ class StraightThrough(nn.Module):
         approx = self.surrogate(x)
         with torch.no_grad():
             exact = self.system(x.detach()).to(approx.dtype)
+        if exact.shape[1] > approx.shape[1]:  # a detector's reject logit: no gradient from the surrogate
+            approx = torch.nn.functional.pad(approx, (0, exact.shape[1] - approx.shape[1]))
         return approx + (exact - approx).detach()
 
 
@@ -275,12 +277,16 @@ class Cascade:
     ) -> None:  # fmt: skip
         self.model, self.x, self.y, self.num_classes, self.config = model, x, y, num_classes, config
         self.surrogate, self.show_progress = surrogate, show_progress
+        self.reject: int | None = getattr(model, "reject_class", None)  # a detector's: fooled = wrong and not it
+        self.outputs = num_classes + (self.reject is not None)  # the logits the libraries see
         self.clean = (predict(model, x) == y).cpu()
         self.rows: list[AuditRow] = []
 
     # -- rows -------------------------------------------------------------------------------------------------
     def tracker(self, module: nn.Module, eps: float) -> PathTracker:
-        return PathTracker(module, self.x, self.y, norm=self.config.norm, eps=eps, budget=self.config.budget)
+        return PathTracker(
+            module, self.x, self.y, norm=self.config.norm, eps=eps, budget=self.config.budget, reject=self.reject
+        )
 
     def finish(self, row: AuditRow, tracker: PathTracker, x_adv: Tensor | None, eps: float) -> AuditRow:
         """The row's per-sample results from its returned points and its tracker (module docstring)."""
@@ -288,9 +294,9 @@ class Cascade:
         row.tracker = tracker
         path = tracker.best_distance.clone()
         if x_adv is not None and self.config.budget is None:  # with a budget: its best point within it (AttackBench)
-            fooled = (predict(self.model, x_adv) != self.y).cpu()
+            now = fooled(predict(self.model, x_adv), self.y, self.reject).cpu()
             returned = distances(x_adv - self.x, self.config.norm).double().cpu()
-            fooled_within = fooled & (returned <= eps * (1 + 1e-5) + 1e-5)
+            fooled_within = now & (returned <= eps * (1 + 1e-5) + 1e-5)
             path = torch.where(fooled_within, torch.minimum(path, returned), path)
             row.x_adv = x_adv.detach().cpu()
         row.distance = torch.where(self.clean, path, torch.zeros_like(path))
@@ -305,7 +311,7 @@ class Cascade:
         eps = math.inf if spec.minimal else spec.eps
         tracker = self.tracker(self.model, eps)
         row = AuditRow(spec.attack, library, stage, minimal=spec.minimal)
-        result = run_attack(library, tracker, self.x, self.y, spec, num_classes=self.num_classes, during=tracker.record)
+        result = run_attack(library, tracker, self.x, self.y, spec, num_classes=self.outputs, during=tracker.record)
         row.seconds = result.seconds
         row.hook_forward, row.hook_backward = result.forward_images, result.backward_images
         if result.status != "ok":
@@ -349,18 +355,20 @@ class Cascade:
         steps = steps or config.fitted_steps(restarts=restarts)
         step_size = 2.5 * eps / steps
 
+        reject = self.reject
+
         def run(tracked: nn.Module) -> Tensor:
-            loss = objective(tracked) if objective else (lambda x, y: -margin_loss(tracked(x), y))
+            loss = objective(tracked) if objective else (lambda x, y: -margin_loss(tracked(x), y, reject))
             best, found = self.x.clone(), torch.zeros(len(self.x), dtype=torch.bool, device=self.x.device)
             for restart in range(restarts):
                 generator = torch.Generator(device=self.x.device).manual_seed(config.seed + restart)
                 x_r = pgd(
                     tracked, self.x, self.y, eps=eps, norm=config.norm, steps=steps, step_size=step_size,
                     random_start=restart > 0, generator=generator, loss=loss,
-                    success=lambda x, y: tracked(x).argmax(1) != y,
+                    success=lambda x, y: fooled(tracked(x).argmax(1), y, reject),
                 )  # fmt: skip
                 with torch.no_grad():
-                    now = (tracked(x_r).argmax(1) != self.y) & ~found
+                    now = fooled(tracked(x_r).argmax(1), self.y, reject) & ~found
                 best = torch.where(now.view(-1, *[1] * (x_r.dim() - 1)), x_r, best)
                 found |= now
                 if bool(found.all()):
@@ -407,7 +415,7 @@ class Cascade:
     def autoattack(self, tracked: nn.Module) -> Tensor:
         adapter = get_adapter("torchattacks")
         return adapter.autoattack(
-            tracked, self.x, self.y, norm=self.config.norm, eps=self.config.eps, num_classes=self.num_classes,
+            tracked, self.x, self.y, norm=self.config.norm, eps=self.config.eps, num_classes=self.outputs,
             seed=self.config.seed,
         )  # fmt: skip
 
@@ -490,9 +498,13 @@ def run_audit(
     measure("dynamic", ind.dynamic(model, x), "autograd calls inside one forward pass")
     measure("too_few_classes", float(num_classes), "number of classes (DLR needs >= 3)")
     measure("unavailable_gradients", ind.unavailable_gradients(model, x, y), "share of samples with no CE gradient")
-    measure("unstable_predictions", ind.unstable_predictions(model, x, y, seed=config.seed),
+    measure("unstable_predictions", ind.unstable_predictions(model, x, y, seed=config.seed, reject=cascade.reject),
             "mean relative change of the margin loss under U[-4/255, 4/255] noise")  # fmt: skip
     measure("saturated_softmax", ind.saturated_softmax(model, x), "share of samples whose softmax is one-hot")
+    declared = declared_bpda(model)
+    if declared is not None:
+        measure("bpda_disagreement", ind.bpda_disagreement(model, declared, x, y, cascade.reject),
+                "share of samples whose gradient differs from the declared BPDA variant's (cosine < 0.9)")  # fmt: skip
     clean_accuracy = float(cascade.clean.double().mean())
     measure(
         "failed_training", clean_accuracy - 1 / num_classes, f"clean accuracy {clean_accuracy:.4f} - 1/{num_classes}"
@@ -577,6 +589,18 @@ def run_audit(
     return audit
 
 
+def declared_bpda(model: nn.Module) -> nn.Module | None:
+    """The BPDA variant a system declares: its own ``bpda`` module (a detector's), or ``classifier(BPDA(preprocess))``
+    for a system that declares ``preprocess`` and ``classifier``; ``None`` when it declares neither."""
+    own = getattr(model, "bpda", None)
+    if isinstance(own, nn.Module):
+        return own.eval()
+    parts = [getattr(model, name, None) for name in ("preprocess", "classifier")]
+    if all(isinstance(p, nn.Module) for p in parts):
+        return nn.Sequential(BPDA(parts[0]), parts[1]).eval()
+    return None
+
+
 def is_white_box(row: AuditRow) -> bool:
     """A naive row that attacks the model itself with its gradients only: not transfer, not the black-box Square,
     not AutoAttack (whose ensemble ends with Square)."""
@@ -588,9 +612,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
     config, model, surrogate = cascade.config, cascade.model, cascade.surrogate
     remedies = Remedies(cascade)
     raised = {name for name, r in results.items() if r.raised}
-    declared = isinstance(getattr(model, "preprocess", None), nn.Module) and isinstance(
-        getattr(model, "classifier", None), nn.Module
-    )
+    declared = declared_bpda(model)
 
     def margin_row(indicator: str) -> AuditRow:
         return remedies.run("margin", lambda: cascade.own_row(
@@ -599,8 +621,8 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
     def gradient_rows(indicator: str) -> list[AuditRow]:
         """Unavailable gradients: BPDA through a declared preprocessing, through the surrogate, a longer Square."""
         rows = []
-        if declared:
-            bpda = nn.Sequential(BPDA(model.preprocess), model.classifier).eval()
+        if declared is not None:
+            bpda = declared
             rows.append(remedies.run("bpda", lambda: cascade.own_row(
                 "pgd-margin-bpda", "own", "bpda", cascade.margin_pgd(bpda), module=bpda), indicator))  # fmt: skip
         if surrogate is not None:
@@ -616,7 +638,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
 
     for name in ("unavailable_gradients", "zero_gradients"):
         if name in raised:
-            if ind.margin_gradients_unavailable(model, cascade.x, cascade.y) == 0:
+            if ind.margin_gradients_unavailable(model, cascade.x, cascade.y, cascade.reject) == 0:
                 results[name].remedy = "margin loss (its gradient is there)"
                 margin_row(name)
                 results[name].after = 0.0
@@ -626,8 +648,12 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
                 modules = [r.tracker.model for r in rows if r.tracker is not None and r.stage != "square-long"]
                 if modules:
                     results[name].after = min(
-                        ind.margin_gradients_unavailable(m, cascade.x, cascade.y) for m in modules
+                        ind.margin_gradients_unavailable(m, cascade.x, cascade.y, cascade.reject) for m in modules
                     )
+    if "bpda_disagreement" in raised and declared is not None:
+        remedies.run("bpda", lambda: cascade.own_row(
+            "pgd-margin-bpda", "own", "bpda", cascade.margin_pgd(declared), module=declared), "bpda_disagreement")  # fmt: skip
+        results["bpda_disagreement"].remedy = "bpda"
     for name in ("dynamic", "square_beats_white_box"):
         if name in raised:
             rows = gradient_rows(name)
@@ -644,7 +670,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
         draws = config.eot
 
         def eot(tracked: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, y: -torch.stack([margin_loss(tracked(x), y) for _ in range(draws)]).mean(0)
+            return lambda x, y: -torch.stack([margin_loss(tracked(x), y, cascade.reject) for _ in range(draws)]).mean(0)
 
         steps = None if config.budget is None else max(1, config.budget // (2 * draws * config.restarts) - 1)
         for name in ("randomized", "unstable_predictions"):

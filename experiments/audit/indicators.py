@@ -73,6 +73,9 @@ INDICATORS: dict[str, IndicatorInfo] = {
     "saturated_softmax": IndicatorInfo(0.5, "Carlini & Wagner 2016", "margin loss on the logits"),
     "single_step_gap": IndicatorInfo(0.0, "Carlini et al. 2019", "4x steps, margin loss, random restarts"),
     "unbounded_incomplete": IndicatorInfo(0.0, "Carlini et al. 2019", "eps = inf with the margin loss"),
+    "bpda_disagreement": IndicatorInfo(
+        0.0, "Athalye et al. 2018, Sec. 4.1", "margin PGD through the declared BPDA variant (preprocess, detector)"
+    ),
     "failed_training": IndicatorInfo(
         CHANCE_MARGIN,
         "advbridge (clean accuracy - 1/K)",
@@ -151,10 +154,10 @@ def unavailable_gradients(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return _zero_gradient_share(model, x, y, lambda out, t: F.cross_entropy(out, t, reduction="none"))
 
 
-def margin_gradients_unavailable(model: nn.Module, x: Tensor, y: Tensor) -> float:
+def margin_gradients_unavailable(model: nn.Module, x: Tensor, y: Tensor, reject: int | None = None) -> float:
     """:func:`unavailable_gradients` for the margin loss: deciding between the margin remedy (saturated
     softmax: the margin's gradient is there) and BPDA / surrogate gradients (it is not)."""
-    return _zero_gradient_share(model, x, y, margin_loss)
+    return _zero_gradient_share(model, x, y, lambda out, t: margin_loss(out, t, reject))
 
 
 def dynamic(model: nn.Module, x: Tensor) -> float:
@@ -182,19 +185,43 @@ def dynamic(model: nn.Module, x: Tensor) -> float:
 
 @torch.no_grad()
 def unstable_predictions(
-    model: nn.Module, x: Tensor, y: Tensor, radius: float = NOISE_RADIUS, samples: int = NOISE_SAMPLES, seed: int = 0
-) -> float:
+    model: nn.Module, x: Tensor, y: Tensor, radius: float = NOISE_RADIUS, samples: int = NOISE_SAMPLES, seed: int = 0,
+    reject: int | None = None,
+) -> float:  # fmt: skip
     """Pintor et al.'s indicator 2 on the margin loss L: the mean over samples and over ``samples`` draws
     u ~ U[−r/2, r/2]^d of min(|L(x) − L(x + u)| / |L(x)|, 1)."""
     generator = torch.Generator(device=x.device).manual_seed(seed)
     with eval_mode(model):
-        reference = margin_loss(model(x).float(), y)
+        reference = margin_loss(model(x).float(), y, reject)
         changes = []
         for _ in range(samples):
             u = (torch.rand(x.shape, generator=generator, device=x.device) - 0.5) * radius
-            value = margin_loss(model((x + u).clamp(0, 1)).float(), y)
+            value = margin_loss(model((x + u).clamp(0, 1)).float(), y, reject)
             changes.append(((reference - value).abs() / reference.abs().clamp_min(1e-12)).clamp_max(1))
     return float(torch.stack(changes).double().mean())
+
+
+def bpda_disagreement(
+    model: nn.Module, bpda: nn.Module, x: Tensor, y: Tensor, reject: int | None = None, min_cosine: float = 0.9
+) -> float:
+    """Share of samples whose margin-loss gradient through the system as it is and through its declared BPDA
+    variant (the non-differentiable parts' backward replaced: a squeezer's identity, a detector's squeezers) have
+    cosine similarity below ``min_cosine`` (a zero gradient counts as 0): the exact gradient is not the one an
+    adaptive attacker would follow (Athalye et al. 2018, Sec. 4.1)."""
+
+    def gradient(module: nn.Module) -> Tensor:
+        xg = x.detach().clone().requires_grad_(True)
+        try:
+            with eval_mode(module):
+                value = margin_loss(module(xg), y, reject).sum()
+            (g,) = torch.autograd.grad(value, xg, allow_unused=True)
+        except RuntimeError:
+            g = None
+        return torch.zeros_like(x) if g is None else torch.nan_to_num(g)
+
+    exact, declared = gradient(model).flatten(1), gradient(bpda).flatten(1)
+    cosine = F.cosine_similarity(exact.double(), declared.double(), dim=1, eps=1e-30)
+    return float((cosine < min_cosine).double().mean())
 
 
 @torch.no_grad()

@@ -39,10 +39,22 @@ def distances(delta: Tensor, norm: str) -> Tensor:
     return flat.abs().amax(1) if norm == "Linf" else flat.norm(p=2, dim=1)
 
 
-def margin_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """``L = z_y − max_{j≠y} z_j`` per row: below 0 exactly when misclassified (Carlini & Wagner 2017)."""
+def margin_loss(logits: Tensor, labels: Tensor, reject: int | None = None) -> Tensor:
+    """``L = z_y − max_{j≠y} z_j`` per row: below 0 exactly when misclassified (Carlini & Wagner 2017). With a
+    ``reject`` class (a detector's, :class:`~advbridge.defenses.detector.RejectingClassifier`) it counts with the
+    true class: ``max(z_y, z_reject) − max_{j∉{y, reject}} z_j``, below 0 when fooled and not detected."""
     true = logits.gather(1, labels[:, None]).squeeze(1)
-    return true - logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    if reject is not None:
+        true = torch.maximum(true, logits[:, reject])
+        others = others.index_fill(1, torch.tensor([reject], device=logits.device), float("-inf"))
+    return true - others.amax(1)
+
+
+def fooled(pred: Tensor, labels: Tensor, reject: int | None = None) -> Tensor:
+    """Misclassified, and not rejected (when there is a reject class)."""
+    wrong = pred != labels
+    return wrong if reject is None else wrong & (pred != reject)
 
 
 class PathTracker(nn.Module):
@@ -54,13 +66,15 @@ class PathTracker(nn.Module):
         norm: "Linf" or "L2": the norm of the distances and of the ball.
         eps: the ball's radius; ``math.inf`` for a minimal-norm attack.
         budget: propagations (forward + backward) per sample after which queries are no longer recorded.
+        reject: the model's reject class (a detector's), which does not count as a success.
     """
 
     def __init__(
-        self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float = math.inf, budget: int | None = None
-    ) -> None:
+        self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float = math.inf, budget: int | None = None,
+        reject: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.model, self.norm, self.eps, self.budget = model, norm, eps, budget
+        self.model, self.norm, self.eps, self.budget, self.reject = model, norm, eps, budget, reject
         self.register_buffer("x", x.detach(), persistent=False)
         self.register_buffer("y", y.detach(), persistent=False)
         n = len(x)
@@ -104,7 +118,7 @@ class PathTracker(nn.Module):
         labels = self.y.to(out.device)[index.to(out.device)]
         self.forwards.index_add_(0, index[allowed], torch.ones(int(allowed.sum()), dtype=torch.long))
         with torch.no_grad():
-            loss = margin_loss(out.detach().float(), labels).cpu()
+            loss = margin_loss(out.detach().float(), labels, self.reject).cpu()
             self.trace.append((index[allowed], loss[allowed]))
             distance = distances(inputs.detach() - self.x[index.to(inputs.device)], self.norm).double().cpu()
             flat = inputs.detach().flatten(1)
@@ -117,7 +131,8 @@ class PathTracker(nn.Module):
                     self.best_distance[i] = distance[row]
                     self.best[i] = inputs[row].detach().to(self.best.device)
         if not bool(allowed.all()):
-            wrong = F.one_hot((labels + 1) % out.shape[1], out.shape[1]).to(out.dtype) * 10
+            classes = out.shape[1] - (self.reject is not None)
+            wrong = F.one_hot((labels + 1) % classes, out.shape[1]).to(out.dtype) * 10
             out = torch.where(allowed.to(out.device)[:, None], out, wrong)
         if out.requires_grad:
             rows = index[allowed]

@@ -47,7 +47,8 @@ def test_api_audit_with_a_registered_squeezer(mnist_model, mnist_batch):
     ("extra", "message"),
     [
         (["--budget", "1"], "expected --budget >= 2 propagations per sample, got 1"),
-        (["--defense", "squeeze-detect"], "expected --defense one of bit-depth, median, resample"),
+        (["--defense", "squeeze-detect", "--calibration-n", "0"], "expected --calibration-n >= 1"),
+        (["--defense", "squeeze-detect", "--n", "5000"], "--n + --calibration-n"),
         (["--defense", "median", "--defense-module", "x.py:f"], "expected --defense NAME or --defense-module"),
         (["--surrogate", "x.py:f"], "expected --surrogate only with --defense-module"),
         (["--norm", "L3"], "L3"),
@@ -72,3 +73,18 @@ def test_cli_audit_bad_input_exits_2_before_work(extra, message, tmp_path, monke
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_api_audit_of_the_squeezing_detector_is_detection_aware(mnist_model, mnist_batch):
+    """The detector next to the classifier, as one classifier with a reject class. A threshold no score exceeds
+    (scores are in [0, 2]) leaves the classifier alone, which the audit breaks; a threshold of 0 rejects every
+    image, and the audit says the system is at chance instead of calling it robust."""
+    import advbridge
+
+    x, y = mnist_batch
+    options = {"libraries": "own", "autoattack": False, "minimal": False, "square_queries": 20, "steps": 10,
+               "restarts": 1, "bits": 1, "size": 2}  # fmt: skip
+    open_door = advbridge.audit(mnist_model, x[:8], y[:8], defense="squeeze-detect", threshold=2.0, **options)
+    assert open_door.worst_case_robust_accuracy <= 0.125
+    shut = advbridge.audit(mnist_model, x[:8], y[:8], defense="squeeze-detect", threshold=0.0, **options)
+    assert shut.audit.clean_accuracy == 0 and "failed_training" in shut.audit.stayed_raised

@@ -114,3 +114,26 @@ def test_incomplete_optimization_on_traces():
     failed = torch.tensor([True, True, False])
     # the falling trace of a sample the attack succeeded on does not count
     assert ind.incomplete_optimization([converged, still_falling, still_falling], failed) == pytest.approx(1 / 3)
+
+
+def test_reject_class_counts_with_the_true_class():
+    """A detector as a classifier with a reject class: fooled means wrong *and* not rejected; the margin is
+    max(z_y, z_reject) − max over the other classes."""
+    from advbridge.experiments.audit.tracker import fooled, margin_loss
+
+    logits = torch.tensor([[3.0, 1.0, 0.0, 5.0], [0.0, 4.0, 1.0, 2.0], [2.0, 0.0, 1.0, -1.0]])
+    labels = torch.tensor([0, 0, 0])
+    assert margin_loss(logits, labels, reject=3).tolist() == [4.0, -2.0, 1.0]
+    assert margin_loss(logits, labels).tolist() == [-2.0, -4.0, 1.0]
+    assert fooled(logits.argmax(1), labels, reject=3).tolist() == [False, True, False]
+
+
+def test_rejecting_classifier_predicts_reject_exactly_above_the_threshold(mnist_model, batch):
+    from advbridge.defenses.detector import RejectingClassifier
+
+    x, _ = batch
+    score = torch.linspace(0, 1, len(x))
+    system = RejectingClassifier(mnist_model, lambda inputs: score[: len(inputs)], 0.5, num_classes=10)
+    pred = system(x).argmax(1)
+    assert torch.equal(pred == 10, score > 0.5)
+    assert torch.equal(pred[score <= 0.5], mnist_model(x).argmax(1)[score <= 0.5])
