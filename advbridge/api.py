@@ -312,11 +312,12 @@ def audit(
     x, y = as_tensors(images, labels)
     if defense is None and defense_options:
         raise InvalidParameterError(f"expected defense= with the options {sorted(defense_options)}")
-    from advbridge.bridge.defense_spec import TRAINING_DEFENSES
+    from advbridge.bridge.defense_spec import GENERATIVE_DEFENSES, TRAINING_DEFENSES
 
-    if defense in TRAINING_DEFENSES:
+    if defense in TRAINING_DEFENSES or defense in GENERATIVE_DEFENSES:
         raise InvalidParameterError(
-            f"expected defense= bit-depth, median or resample (applied to the given model), got {defense!r}: advbridge "
+            f"expected defense= bit-depth, median, resample or squeeze-detect (applied to the given model), got "
+            f"{defense!r}: advbridge "
             f"trains it on a dataset (cli.py audit --defense {defense} --dataset ...), or audit your trained model"
         )
     if defense is not None and surrogate is not None:

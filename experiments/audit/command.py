@@ -33,7 +33,9 @@ AUDITABLE_DEFENSES = ("bit-depth", "median", "resample")
 #: The squeezing detector: next to the model, as one classifier with a reject class.
 DETECTOR = "squeeze-detect"
 #: Generative defenses the audit builds from their generator (recon-detect is a detector: ``defend``).
-GENERATIVE_AUDITABLE = ("ae-purify", "vae-purify", "cvae-label")
+GENERATIVE_AUDITABLE = ("ae-purify", "vae-purify", "cvae-label", "recon-detect")
+#: Detectors (audited as a classifier with a reject class), whose threshold is calibrated unless given.
+DETECTORS = (DETECTOR, "recon-detect")
 
 
 @dataclass
@@ -72,11 +74,9 @@ def defended_by(
     from advbridge.defenses.preprocessor.squeezing import build_squeezer
 
     if defense not in (*AUDITABLE_DEFENSES, DETECTOR):
+        accepted = ", ".join((*AUDITABLE_DEFENSES, DETECTOR, *TRAINING_DEFENSES, *GENERATIVE_AUDITABLE))
         raise InvalidParameterError(
-            f"expected --defense one of {', '.join((*AUDITABLE_DEFENSES, DETECTOR, *TRAINING_DEFENSES, *GENERATIVE_AUDITABLE))} "
-            f"for an audit (or your "
-            f"module: --defense-module), got {defense!r}; a detector or a generative defense: cli.py defend --defense "
-            f"{defense}"
+            f"expected --defense one of {accepted} (or your defended module: --defense-module), got {defense!r}"
         )
     spec = DefenseSpec(defense=defense, **dict(options)).resolved(family)
     if check_only:
@@ -122,14 +122,17 @@ def generative_defended(args: Namespace, workload) -> nn.Module:
     """The generative defense ``args.defense`` at its defaults: the purifier (autoencoder or VAE) in front of the
     model, or the class-conditional labeller; its generator trained on the dataset or taken from the cache."""
     from advbridge.bridge.defense_spec import GenerativeDefenseSpec
+    from advbridge.defenses.detector import RejectingClassifier, calibrate_threshold
     from advbridge.defenses.generative import (
         GeneratorConfig,
         Purifier,
+        ReconstructionDetector,
         ReconstructionLabeller,
         check_generator_for,
         get_or_train_generator,
     )  # fmt: skip
     from advbridge.defenses.preprocessor import PreprocessedClassifier
+    from advbridge.experiments.commands import calibration_images
 
     info = workload.info
     spec = GenerativeDefenseSpec(defense=args.defense).resolved(info.family)
@@ -140,6 +143,19 @@ def generative_defended(args: Namespace, workload) -> nn.Module:
     generator = generator.eval()
     if spec.defense == "cvae-label":
         return ReconstructionLabeller(generator, refine_steps=spec.refine_steps, refine_lr=spec.refine_lr).eval()
+    if spec.detector:  # MagNet's reconstruction-error detector next to the model, with a reject class
+        detector = ReconstructionDetector(generator)
+        threshold = args.threshold
+        if threshold is None:
+            fpr = 0.05 if args.fpr is None else args.fpr
+            threshold = calibrate_threshold(detector.scores(calibration_images(args, workload)), fpr)
+        return RejectingClassifier(
+            workload.model,
+            detector.score,
+            threshold,
+            num_classes=info.num_classes,
+            sharpness=10 / max(threshold, 1e-12),
+        ).eval()
     return PreprocessedClassifier(Purifier(generator, sample=spec.sample), workload.model).eval()
 
 
@@ -202,8 +218,10 @@ def cli_audit(args: Namespace):
         raise InvalidParameterError(f"expected --defense with {', '.join('--' + k for k in squeezer_options)}")
     trained = args.defense in TRAINING_DEFENSES
     generative = args.defense in GENERATIVE_AUDITABLE
-    if generative and squeezer_options:
-        raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}")
+    detector_options = {"threshold", "fpr"} if args.defense == "recon-detect" else set()
+    if generative and set(squeezer_options) - detector_options:
+        given = ", ".join("--" + k for k in sorted(set(squeezer_options) - detector_options))
+        raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}, got {given}")
     if trained:
         if squeezer_options:
             raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}")
@@ -216,7 +234,7 @@ def cli_audit(args: Namespace):
             )
     elif args.defense is not None and not generative:
         defended_by(args.defense, nn.Identity(), info.family, squeezer_options, check_only=True)
-    calibrate = args.defense == DETECTOR and args.threshold is None
+    calibrate = args.defense in DETECTORS and args.threshold is None
     if args.calibration_n < 1:
         raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
     if calibrate:

@@ -68,11 +68,15 @@ INDICATORS: dict[str, IndicatorInfo] = {
     "silent_success": IndicatorInfo(0.0, "Pintor et al. 3", "return the best point of the path"),
     "incomplete_optimization": IndicatorInfo(0.0, "Pintor et al. 4", "4x steps, margin loss, random restarts"),
     "transfer_failure": IndicatorInfo(0.0, "Pintor et al. 5", "attack the target itself (white-box rows)"),
-    "unconstrained_failure": IndicatorInfo(0.0, "Pintor et al. 6", "eps = inf with the margin loss"),
+    "unconstrained_failure": IndicatorInfo(
+        0.0, "Pintor et al. 6", "eps = inf with the margin loss; the margin loss at eps"
+    ),
     # advbridge's flags (experiments.flags)
     "saturated_softmax": IndicatorInfo(0.5, "Carlini & Wagner 2016", "margin loss on the logits"),
     "single_step_gap": IndicatorInfo(0.0, "Carlini et al. 2019", "4x steps, margin loss, random restarts"),
-    "unbounded_incomplete": IndicatorInfo(0.0, "Carlini et al. 2019", "eps = inf with the margin loss"),
+    "unbounded_incomplete": IndicatorInfo(
+        0.0, "Carlini et al. 2019", "eps = inf with the margin loss; the margin loss at eps"
+    ),
     "bpda_disagreement": IndicatorInfo(
         0.0, "Athalye et al. 2018, Sec. 4.1", "margin PGD through the declared BPDA variant (preprocess, detector)"
     ),

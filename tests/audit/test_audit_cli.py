@@ -60,7 +60,8 @@ def test_api_audit_with_a_registered_squeezer(mnist_model, mnist_batch):
         (["--libraries", "own,own"], "own"),
         (["--defense", "distill", "--bits", "1"], "expected no squeezer options with --defense distill"),
         (["--defense", "vae-purify", "--size", "2"], "expected no squeezer options with --defense vae-purify"),
-        (["--defense", "recon-detect"], "a detector or a generative defense: cli.py defend --defense recon-detect"),
+        (["--defense", "recon-detect", "--size", "2"], "expected no squeezer options with --defense recon-detect"),
+        (["--defense", "recon-detect", "--n", "5000"], "--n + --calibration-n"),
         (["--defense", "adv-pgd", "--model", "x.py:f"], "expected a model advbridge trains"),
     ],
 )
