@@ -47,7 +47,8 @@ from advbridge.bridge.runner import PassCounter, eval_mode, predict, run_attack,
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.preprocessor.bpda import BPDA
 from advbridge.experiments.audit import indicators as ind
-from advbridge.experiments.audit.tracker import PathTracker, distances, fooled, margin_loss
+from advbridge.experiments.audit.tracker import PathTracker, distances, fooled, margin_loss, within
+from advbridge.experiments.defend.generative import eot_objective
 from advbridge.own_attacks import pgd
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,6 @@ class AuditConfig:
                 raise InvalidParameterError(f"expected {name} >= 1 (an integer), got {value!r}")
         if self.budget is not None and (isinstance(self.budget, bool) or self.budget < 2):
             raise InvalidParameterError(f"expected budget >= 2 propagations per sample or None, got {self.budget!r}")
-
-    @property
-    def step_size(self) -> float:
-        return 2.5 * self.eps / self.steps
 
     def fitted_steps(self, per_step: int = 2, restarts: int = 1) -> int:
         """PGD steps that fit the budget (``per_step`` propagations a step, ``restarts`` runs), else ``steps``."""
@@ -296,13 +293,13 @@ class Cascade:
         if x_adv is not None and self.config.budget is None:  # with a budget: its best point within it (AttackBench)
             now = fooled(predict(self.model, x_adv), self.y, self.reject).cpu()
             returned = distances(x_adv - self.x, self.config.norm).double().cpu()
-            fooled_within = now & (returned <= eps * (1 + 1e-5) + 1e-5)
+            fooled_within = now & within(returned, eps)
             path = torch.where(fooled_within, torch.minimum(path, returned), path)
             row.x_adv = x_adv.detach().cpu()
         row.distance = torch.where(self.clean, path, torch.zeros_like(path))
         if x_adv is None or self.config.budget is not None or eps > self.config.eps:
             # the best point within the budget, or a larger ball's points judged at eps
-            row.robust = self.clean & ~(row.distance <= self.config.eps * (1 + 1e-5) + 1e-5)
+            row.robust = self.clean & ~within(row.distance, self.config.eps)
         else:
             row.robust = self.clean & ~fooled_within
         return row
@@ -515,7 +512,7 @@ def run_audit(
     budget_rows = [r for r in naive if not r.minimal and r.attack not in ("pgd-transfer",)]
     # silent success: the best point of the path was adversarial, the returned one not
     silent = {
-        r.key: ind.silent_success(~r.robust, r.tracker.best_distance <= config.eps * (1 + 1e-5) + 1e-5, attacked)
+        r.key: ind.silent_success(~r.robust, within(r.tracker.best_distance, config.eps), attacked)
         for r in budget_rows
         if r.tracker is not None and r.x_adv is not None
     }
@@ -618,13 +615,16 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
         return remedies.run("margin", lambda: cascade.own_row(
             "pgd-margin", "own", "margin", cascade.margin_pgd(model)), indicator)  # fmt: skip
 
+    def bpda_row(indicator: str) -> AuditRow:
+        """Margin PGD through the BPDA variant the system declares."""
+        return remedies.run("bpda", lambda: cascade.own_row(
+            "pgd-margin-bpda", "own", "bpda", cascade.margin_pgd(declared), module=declared), indicator)  # fmt: skip
+
     def gradient_rows(indicator: str) -> list[AuditRow]:
         """Unavailable gradients: BPDA through a declared preprocessing, through the surrogate, a longer Square."""
         rows = []
         if declared is not None:
-            bpda = declared
-            rows.append(remedies.run("bpda", lambda: cascade.own_row(
-                "pgd-margin-bpda", "own", "bpda", cascade.margin_pgd(bpda), module=bpda), indicator))  # fmt: skip
+            rows.append(bpda_row(indicator))
         if surrogate is not None:
             hybrid = StraightThrough(model, surrogate).eval()
             rows.append(remedies.run("bpda-surrogate", lambda: cascade.own_row(
@@ -651,8 +651,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
                         ind.margin_gradients_unavailable(m, cascade.x, cascade.y, cascade.reject) for m in modules
                     )
     if "bpda_disagreement" in raised and declared is not None:
-        remedies.run("bpda", lambda: cascade.own_row(
-            "pgd-margin-bpda", "own", "bpda", cascade.margin_pgd(declared), module=declared), "bpda_disagreement")  # fmt: skip
+        bpda_row("bpda_disagreement")
         results["bpda_disagreement"].remedy = "bpda"
     for name in ("dynamic", "square_beats_white_box"):
         if name in raised:
@@ -670,7 +669,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
         draws = config.eot
 
         def eot(tracked: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-            return lambda x, y: -torch.stack([margin_loss(tracked(x), y, cascade.reject) for _ in range(draws)]).mean(0)
+            return eot_objective(lambda x, y: -margin_loss(tracked(x), y, cascade.reject), draws)
 
         steps = None if config.budget is None else max(1, config.budget // (2 * draws * config.restarts) - 1)
         for name in ("randomized", "unstable_predictions"):
@@ -690,7 +689,7 @@ def _remedy(cascade: Cascade, results: dict[str, IndicatorResult], naive, attack
                     results[name].after = ind.incomplete_optimization(row.tracker.loss_traces(), row.robust & attacked)
     if "silent_success" in raised:
         for row in [r for r in naive if r.tracker is not None and r.x_adv is not None and not r.minimal]:
-            path = row.tracker.best_distance <= config.eps * (1 + 1e-5) + 1e-5
+            path = within(row.tracker.best_distance, config.eps)
             if bool((path & row.robust & attacked).any()):
                 best = AuditRow(row.attack, row.library, "best-of-path", indicators=("silent_success",))
                 best.forward, best.backward, best.seconds = row.forward, row.backward, row.seconds

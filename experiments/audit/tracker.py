@@ -33,6 +33,11 @@ from torch import Tensor, nn
 BALL_TOL = 1e-5
 
 
+def within(distance: Tensor, eps: float) -> Tensor:
+    """``distance <= eps``, with the slack of :data:`BALL_TOL` (relative and absolute)."""
+    return distance <= eps * (1 + BALL_TOL) + BALL_TOL
+
+
 def distances(delta: Tensor, norm: str) -> Tensor:
     """Per-row ``norm`` ("Linf" or "L2") of a batch of perturbations."""
     flat = delta.flatten(1)
@@ -123,8 +128,9 @@ class PathTracker(nn.Module):
             distance = distances(inputs.detach() - self.x[index.to(inputs.device)], self.norm).double().cpu()
             flat = inputs.detach().flatten(1)
             in_range = ((flat.amin(1) >= 0) & (flat.amax(1) <= 1)).cpu()
-            limit = self.eps * (1 + BALL_TOL) + BALL_TOL
-            better = allowed & (loss < 0) & in_range & (distance <= limit) & (distance < self.best_distance[index])
+            better = (
+                allowed & (loss < 0) & in_range & within(distance, self.eps) & (distance < self.best_distance[index])
+            )
             for row in torch.nonzero(better).flatten().tolist():  # rows of one query can share a sample
                 i = int(index[row])
                 if distance[row] < self.best_distance[i]:
