@@ -50,7 +50,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
-	$(PY) -m advbridge.experiments.bench.attacks
+	$(PY) cli.py bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache results

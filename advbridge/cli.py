@@ -2,6 +2,7 @@
 
     python cli.py compare --attack pgd [--norm Linf --eps 8/255 --steps 40 ...]
     python cli.py defend --defense median --attack deepfool [--size 2 --libraries own,art ...]
+    python cli.py bench --model resnet18 --dataset cifar10-exact --n 200
     python cli.py train --dataset mnist-5k --model advbridge_mnist_cnn
     python cli.py list
 
@@ -284,6 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_option(p)
     _add_common(p)
 
+    p = sub.add_parser(
+        "bench",
+        help="speed: own attacks vs every library and vs the bare passes they need, one row per attack × library",
+    )
+    p.add_argument(
+        "--attacks", default="fgsm,pgd,pgd-l2,deepfool,deepfool-linf,ddn",
+        help="comma-separated: fgsm, pgd, pgd-l2, deepfool, deepfool-linf, ddn",
+    )  # fmt: skip
+    p.add_argument("--libraries", default="all", help="comma-separated: own,art,foolbox,torchattacks,advlib")
+    p.add_argument("--n", type=int, default=500, help="number of test images")
+    p.add_argument("--repeats", type=int, default=3, help="rounds; the best time of each library is kept")
+    p.add_argument("--seed", type=int, default=0, help="which test images")
+    p.add_argument(
+        "--out", default=None, help="output prefix: <out>.csv, <out>.md (default: results/bench-<dataset>-<model>)"
+    )
+    _add_model_options(p)
+    _add_user_model_options(p)
+    _add_device_option(p)
+    _add_common(p)
+
     p = sub.add_parser("train", help="train (or fetch from the cache) a classifier")
     _add_model_options(p)
     p.add_argument("--seed", type=int, default=None)
@@ -341,6 +362,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _print(cli_audit(args))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    _check_out(args, "bench")
+    from advbridge.experiments.bench.attacks import cli_bench
+
+    return _print(cli_bench(args))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from advbridge.experiments.commands import train
 
@@ -381,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": cmd_compare,
         "defend": cmd_defend,
         "audit": cmd_audit,
+        "bench": cmd_bench,
         "train": cmd_train,
         "study": cmd_study,
         "list": cmd_list,

@@ -152,6 +152,12 @@ def output_problems(x: Tensor, x_adv: Tensor, ball: tuple[str, float] | None, l2
     return problems
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels (CUDA runs them asynchronously): a clock read after this counts them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_attack(
     library: str | Adapter,
     model: nn.Module,
@@ -199,9 +205,11 @@ def run_attack(
     counter = PassCounter().attach(model)
     seed_everything(spec.seed if seed is None else seed)
     try:
+        synchronize(x.device)
         start = time.perf_counter()
         with nullcontext() if during is None else during():
             x_adv = adapter.generate(model, x, y, spec, num_classes)
+        synchronize(x.device)
         result.seconds = time.perf_counter() - start
     except UnsupportedAttackError as exc:
         result.status, result.reason = "unsupported", str(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,35 @@ def working_layout(x: Tensor, channels_last: bool = True) -> Tensor:
     if channels_last and x.dim() == 4:
         return x.clone(memory_format=torch.channels_last)
     return x
+
+
+def keep_working_layout(x: Tensor, channels_last: bool = True) -> Tensor:
+    """``x`` back in the working layout after elementwise ops, copied only when its strides left it (on
+    one-channel batches an elementwise result may come back in the default strides)."""
+    if not (channels_last and x.dim() == 4):
+        return x
+    n, c, h, w = x.shape
+    if x.stride() == (h * w * c, 1, w * c, c):
+        return x
+    return x.clone(memory_format=torch.channels_last)
+
+
+def in_default_layout_if_needed(attack: Callable[[bool], Tensor], channels_last: bool) -> Tensor:
+    """``attack(channels_last)``; when the model cannot take a channels-last batch, ``attack(False)``.
+
+    A model that flattens a 4-D activation with ``x.view(N, -1)`` (the PyTorch tutorial's CIFAR net) raises
+    "view size is not compatible with input tensor's size and stride" on a channels-last batch, at its first
+    forward pass; the attack then runs once more in the default layout, from the start (the caller draws any
+    random start outside ``attack``, so that the retry starts from the same point).
+    """
+    if not channels_last:
+        return attack(False)
+    try:
+        return attack(True)
+    except RuntimeError as exc:
+        if "view size is not compatible" not in str(exc):
+            raise
+    return attack(False)
 
 
 def in_layout_of(result: Tensor, inputs: Tensor) -> Tensor:

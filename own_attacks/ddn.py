@@ -34,6 +34,7 @@ from advbridge.own_attacks._common import (
     check_positive,
     check_steps,
     flat_norm,
+    in_default_layout_if_needed,
     in_layout_of,
     working_layout,
 )
@@ -83,43 +84,46 @@ def ddn(
     if levels is not None and levels < 2:
         raise InvalidParameterError(f"expected levels >= 2 or None, got {levels!r}")
 
-    x0 = inputs.detach()
-    n = len(x0)
-    sign = -1.0 if targeted else 1.0
-    worst_norm = flat_norm(torch.maximum(x0, 1 - x0), 2)
-    eps = torch.full((n,), float(init_norm), dtype=x0.dtype, device=x0.device)
-    delta = torch.zeros_like(x0)
-    best_l2 = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
-    best = x0.clone()
-    found = torch.zeros(n, dtype=torch.bool, device=x0.device)
+    def attack(channels_last: bool) -> Tensor:
+        x0 = inputs.detach()
+        n = len(x0)
+        sign = -1.0 if targeted else 1.0
+        worst_norm = flat_norm(torch.maximum(x0, 1 - x0), 2)
+        eps = torch.full((n,), float(init_norm), dtype=x0.dtype, device=x0.device)
+        delta = torch.zeros_like(x0)
+        best_l2 = torch.full((n,), math.inf, dtype=x0.dtype, device=x0.device)
+        best = x0.clone()
+        found = torch.zeros(n, dtype=torch.bool, device=x0.device)
 
-    for k in range(steps):
-        alpha = 0.01 + (1 - 0.01) * (1 + math.cos(math.pi * k / steps)) / 2
-        x_adv = working_layout(x0 + delta, channels_last).requires_grad_(True)
-        logits = model(x_adv)
-        loss = sign * F.cross_entropy(logits, labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        pred = logits.detach().argmax(1)
-        is_adv = pred == labels if targeted else pred != labels
-        l2 = flat_norm(delta, 2)
-        improved = is_adv & (l2 < best_l2)
-        best_l2 = torch.where(improved, l2, best_l2)
-        best = torch.where(batch_view(improved, best), x_adv.detach(), best)
-        found |= is_adv
+        for k in range(steps):
+            alpha = 0.01 + (1 - 0.01) * (1 + math.cos(math.pi * k / steps)) / 2
+            x_adv = working_layout(x0 + delta, channels_last).requires_grad_(True)
+            logits = model(x_adv)
+            loss = sign * F.cross_entropy(logits, labels, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            pred = logits.detach().argmax(1)
+            is_adv = pred == labels if targeted else pred != labels
+            l2 = flat_norm(delta, 2)
+            improved = is_adv & (l2 < best_l2)
+            best_l2 = torch.where(improved, l2, best_l2)
+            best = torch.where(batch_view(improved, best), x_adv.detach(), best)
+            found |= is_adv
 
-        grad_norm = flat_norm(grad, 2)
-        zero = grad_norm < 1e-12
-        grad = grad / batch_view(grad_norm.clamp_min(1e-12), grad)
-        if zero.any():
-            noise = torch.randn(grad[zero].shape, dtype=grad.dtype, device=grad.device, generator=generator)
-            grad[zero] = noise / batch_view(flat_norm(noise, 2), noise)
-        delta = torch.add(delta, grad, alpha=alpha)  # one rounding, as adv-lib's add_(g, alpha=α)
+            grad_norm = flat_norm(grad, 2)
+            zero = grad_norm < 1e-12
+            grad = grad / batch_view(grad_norm.clamp_min(1e-12), grad)
+            if zero.any():
+                noise = torch.randn(grad[zero].shape, dtype=grad.dtype, device=grad.device, generator=generator)
+                grad[zero] = noise / batch_view(flat_norm(noise, 2), noise)
+            delta = torch.add(delta, grad, alpha=alpha)  # one rounding, as adv-lib's add_(g, alpha=α)
 
-        eps = torch.minimum(torch.where(is_adv, (1 - gamma) * eps, (1 + gamma) * eps), worst_norm)
-        delta = delta * batch_view(eps / flat_norm(delta, 2).clamp_min(1e-12), delta)
-        x_new = (x0 + delta).clamp(0, 1)
-        if levels is not None:
-            x_new = (x_new * (levels - 1)).round() / (levels - 1)
-        delta = x_new - x0
+            eps = torch.minimum(torch.where(is_adv, (1 - gamma) * eps, (1 + gamma) * eps), worst_norm)
+            delta = delta * batch_view(eps / flat_norm(delta, 2).clamp_min(1e-12), delta)
+            x_new = (x0 + delta).clamp(0, 1)
+            if levels is not None:
+                x_new = (x_new * (levels - 1)).round() / (levels - 1)
+            delta = x_new - x0
 
-    return in_layout_of(torch.where(batch_view(found, best), best, x0 + delta).detach(), inputs)
+        return in_layout_of(torch.where(batch_view(found, best), best, x0 + delta).detach(), inputs)
+
+    return in_default_layout_if_needed(attack, channels_last)

@@ -41,7 +41,13 @@ from torch import Tensor, nn
 
 from advbridge.bridge.errors import InvalidParameterError
 from advbridge.bridge.validation import check_inputs, check_labels
-from advbridge.own_attacks._common import batch_view, check_steps, in_layout_of, working_layout
+from advbridge.own_attacks._common import (
+    batch_view,
+    check_steps,
+    in_default_layout_if_needed,
+    in_layout_of,
+    working_layout,
+)
 
 OVERSHOOT_MODES = ("total", "step", "end")
 SOURCES = ("label", "prediction")
@@ -141,40 +147,43 @@ def deepfool(
     if overshoot < 0 or min_step < 0:
         raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
 
-    x0 = working_layout(inputs.detach(), channels_last)
-    step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
-    x_adv = x0.clone()
-    total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
-    active = torch.arange(len(x0), device=x0.device)
-    q = 2 if norm == "L2" else 1
-    for step in range(steps):
-        x = x_adv[active].requires_grad_(True)
-        logits = model(x)
-        if step == 0:  # the first forward pass is on the clean inputs: source and candidates come from it
-            src = labels if source == "label" else logits.detach().argmax(1)
-            classes = _candidate_classes(logits.detach(), src, candidates)
-        running = logits.argmax(1) == src[active]  # per-sample early stop
-        in_graph, keep = active, None  # the samples in this forward graph; the rows of them still running
-        if not running.all():
-            if not running.any():
-                break
-            active, keep = active[running], running
-            finished = len(running) - len(active)
-            if finished * classes.shape[1] > len(active):
-                # the candidate backwards saved on finished rows outweigh one more forward on the rest
-                x, in_graph, keep = x_adv[active].requires_grad_(True), active, None
-                logits = model(x)
-        dist, w = _closest_boundary(logits, x, src[in_graph], classes[in_graph], q, keep)
-        dist = dist + min_step
-        if norm == "L2":
-            r = batch_view(dist / (w.flatten(1).norm(p=2, dim=1) + 1e-8), w) * w
-        else:
-            r = batch_view(dist, w) * w.sign()
-        if overshoot_mode == "total":
-            total[active] += r
-            x_adv[active] = (x0[active] + step_scale * total[active]).clamp(0, 1)
-        else:
-            x_adv[active] = (x_adv[active] + step_scale * r).clamp(0, 1)
-    if overshoot_mode == "end":
-        x_adv = (x0 + (1.0 + overshoot) * (x_adv - x0)).clamp(0, 1)
-    return in_layout_of(x_adv.detach(), inputs)
+    def attack(channels_last: bool) -> Tensor:
+        x0 = working_layout(inputs.detach(), channels_last)
+        step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
+        x_adv = x0.clone()
+        total = torch.zeros_like(x0)  # Σ r, unclipped ("total" mode)
+        active = torch.arange(len(x0), device=x0.device)
+        q = 2 if norm == "L2" else 1
+        for step in range(steps):
+            x = x_adv[active].requires_grad_(True)
+            logits = model(x)
+            if step == 0:  # the first forward pass is on the clean inputs: source and candidates come from it
+                src = labels if source == "label" else logits.detach().argmax(1)
+                classes = _candidate_classes(logits.detach(), src, candidates)
+            running = logits.argmax(1) == src[active]  # per-sample early stop
+            in_graph, keep = active, None  # the samples in this forward graph; the rows of them still running
+            if not running.all():
+                if not running.any():
+                    break
+                active, keep = active[running], running
+                finished = len(running) - len(active)
+                if finished * classes.shape[1] > len(active):
+                    # the candidate backwards saved on finished rows outweigh one more forward on the rest
+                    x, in_graph, keep = x_adv[active].requires_grad_(True), active, None
+                    logits = model(x)
+            dist, w = _closest_boundary(logits, x, src[in_graph], classes[in_graph], q, keep)
+            dist = dist + min_step
+            if norm == "L2":
+                r = batch_view(dist / (w.flatten(1).norm(p=2, dim=1) + 1e-8), w) * w
+            else:
+                r = batch_view(dist, w) * w.sign()
+            if overshoot_mode == "total":
+                total[active] += r
+                x_adv[active] = (x0[active] + step_scale * total[active]).clamp(0, 1)
+            else:
+                x_adv[active] = (x_adv[active] + step_scale * r).clamp(0, 1)
+        if overshoot_mode == "end":
+            x_adv = (x0 + (1.0 + overshoot) * (x_adv - x0)).clamp(0, 1)
+        return in_layout_of(x_adv.detach(), inputs)
+
+    return in_default_layout_if_needed(attack, channels_last)

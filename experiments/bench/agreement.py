@@ -32,6 +32,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from advbridge.bridge.adapters import Adapter
+from advbridge.bridge.adapters.own import OwnAdapter
 from advbridge.bridge.provenance import git_revision
 from advbridge.bridge.runner import AttackResult, predict, run_attack
 from advbridge.bridge.spec import AttackSpec
@@ -77,7 +79,7 @@ def compare_images(x: Tensor, own: Tensor, ref: Tensor, mask: Tensor) -> dict[st
     }
 
 
-def _reference(library: str, model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec) -> AttackResult:
+def _reference(library: str | Adapter, model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec) -> AttackResult:
     result = run_attack(library, model, x, labels, spec, num_classes=10)
     if result.status != "ok":
         raise RuntimeError(f"{library} {spec.attack}: {result.status} {result.reason}")
@@ -95,7 +97,7 @@ def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
 
     pgd_l2 = AttackSpec(attack="pgd", norm="L2", eps=1.5, steps=10, step_size=0.4)
     for name, net in (("ReLU CNN", model), ("smooth copy", smooth)):
-        own = _reference("own", net, x, y, pgd_l2)
+        own = _reference(OwnAdapter(channels_last=False), net, x, y, pgd_l2)  # the references' layout
         ref = _reference("foolbox", net, x, y, pgd_l2)
         rows.append(
             {
@@ -107,7 +109,7 @@ def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
         )
     import torchattacks
 
-    own = pgd(model, x, y, eps=1.5, norm="L2", steps=10, step_size=0.4)
+    own = pgd(model, x, y, eps=1.5, norm="L2", steps=10, step_size=0.4, channels_last=False)
     unguarded = torchattacks.PGDL2(model, eps=1.5, alpha=0.4, steps=10, random_start=False, eps_for_division=1e-30)
     diff = (own - unguarded(x, y)).flatten(1).abs().amax(dim=1)
     rows.append(

@@ -5,34 +5,80 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from advbridge.cli import main as cli_main
 from advbridge.experiments.bench.agreement import agreement_table
-from advbridge.experiments.bench.attacks import benchmark
-from advbridge.experiments.bench.attacks import main as benchmark_main
+from advbridge.experiments.bench.attacks import bench_spec, benchmark, target_lines
 
 
 def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
-    table = benchmark(["fgsm", "deepfool"], n=8, repeats=1, libraries=["own", "advlib", "foolbox"])
+    table = benchmark(mnist_workload, ["fgsm", "deepfool"], repeats=1, libraries=["own", "advlib", "foolbox"])
     assert set(table["library"]) == {"own", "advlib", "foolbox"}
     assert list(table["library"][table["attack"] == "deepfool"]) == ["own", "foolbox", "advlib"]  # LIBRARIES order
     own = table[table["library"] == "own"].set_index("attack")
     assert (own["own_speedup"] == 1).all()
-    assert own.loc["fgsm", "forward_per_image"] == 1 and own.loc["fgsm", "backward_per_image"] == 1
+    assert own.loc["fgsm", "fwd_per_image"] == 1 and own.loc["fgsm", "bwd_per_image"] == 1
     # DeepFool: at least one step, nine candidate backwards per step on MNIST
-    assert own.loc["deepfool", "backward_per_image"] >= 9
-    assert (table["floor_seconds"] > 0).all() and (table["success"] == 1).all()
+    assert own.loc["deepfool", "bwd_per_image"] >= 9
+    assert (table["floor_seconds"] > 0).all() and (table["success_rate"] == 1).all()
     fb = table[(table["library"] == "foolbox") & (table["attack"] == "deepfool")].iloc[0]
-    assert fb["forward_per_image"] > own.loc["deepfool", "forward_per_image"]  # k forwards per step
+    assert fb["fwd_per_image"] > own.loc["deepfool", "fwd_per_image"]  # k forwards per step
+    # each row's floor is its own passes at the bare per-pass times of this run
+    per_pass = table["floor_seconds"] / (table["fwd_per_image"] + table["bwd_per_image"])
+    assert (table["vs_floor"] - table["seconds"] / table["floor_seconds"]).abs().max() < 1e-12
+    assert per_pass.gt(0).all()
 
 
-def test_benchmark_writes_csv_and_markdown(mnist_workload, tmp_path, capsys):
-    out = tmp_path / "bench"
-    assert (
-        benchmark_main(["--n", "4", "--repeats", "1", "--attacks", "fgsm", "--libraries", "own", "--out", str(out)])
-        == 0
+def test_bench_specs_take_the_dataset_standard_budget():
+    assert bench_spec("pgd", "mnist").eps == 0.3 and bench_spec("pgd", "mnist").step_size == pytest.approx(0.01)
+    assert bench_spec("pgd-l2", "cifar10").eps == 0.5 and bench_spec("pgd-l2", "cifar10").step_size == 0.025
+    assert bench_spec("fgsm", "cifar10").eps == pytest.approx(8 / 255)
+    assert bench_spec("deepfool-linf", "cifar10").norm.value == "Linf" and bench_spec("ddn", "mnist").steps == 100
+
+
+def test_target_lines_say_met_or_not():
+    table = pd.DataFrame(
+        {
+            "attack": ["fgsm", "fgsm", "deepfool", "deepfool"],
+            "library": ["own", "art", "own", "foolbox"],
+            "own_speedup": [1.0, 0.9, 1.0, 6.0],
+            "vs_floor": [1.2, 1.5, 0.8, 4.0],
+            "peak_mb": [100.0, 95.0, 50.0, 60.0],
+        }
     )
+    lines = target_lines(table)
+    assert "NOT met (lowest: 0.90x vs art on fgsm)" in lines[0]
+    assert lines[1].endswith("met (6.00x vs foolbox)") and "NOT" not in lines[1]
+    assert lines[2] == "own fgsm vs_floor <= 1.10: NOT met (1.20)"
+    assert "met (100 MB vs 95 MB)" in lines[3] and "NOT" not in lines[3]  # 100 / 95 <= 1.10
+    assert "met (50 MB vs 60 MB)" in lines[4]
+
+
+def test_bench_command_writes_csv_and_markdown(mnist_workload, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "--n", "4", "--repeats", "1", "--attacks", "fgsm", "--libraries", "own", "--out", str(out)]
+    assert cli_main([*argv, "--quiet"]) == 0
     table = pd.read_csv(f"{out}.csv")
     assert list(table["library"]) == ["own"] and table["n"].item() == 4
-    assert "4 images" in (tmp_path / "bench.md").read_text() and "images_per_s" in capsys.readouterr().out
+    for column in ("images_per_s", "own_speedup", "fwd_per_image", "bwd_per_image", "vs_floor", "peak_mb"):
+        assert column in table and table[column].notna().all(), column
+    assert table["success_rate"].between(0, 1).all()
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "4 images" in markdown and "ATen CPU capability" in markdown and "own fgsm vs_floor" in markdown
+    assert "images_per_s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flag, value, named",
+    [("--attacks", "fgsm,cw", "'cw'"), ("--libraries", "own,cleverhans", "'cleverhans'"), ("--repeats", "0", "0")],
+)
+def test_bench_refuses_bad_input_before_loading(flag, value, named, tmp_path, capsys, monkeypatch):
+    import advbridge.experiments.commands
+
+    monkeypatch.setattr(advbridge.experiments.commands, "load_workload", lambda *a, **k: pytest.fail("loaded"))
+    assert cli_main(["bench", flag, value, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +109,9 @@ def test_agreement_pgd_rows(agreement):
     assert smooth["max_abs_diff"].item() <= 1e-5 and smooth["success_flags_equal"].item() == 1
 
 
-@pytest.mark.parametrize("script", ["agreement", "benchmark"])
-def test_scripts_refuse_an_unwritable_out_before_running(script, capsys, monkeypatch):
-    import advbridge.experiments.bench.agreement
-    import advbridge.experiments.bench.attacks
+def test_agreement_script_refuses_an_unwritable_out_before_running(capsys, monkeypatch):
+    import advbridge.experiments.bench.agreement as module
 
-    module = {"agreement": advbridge.experiments.bench.agreement, "benchmark": advbridge.experiments.bench.attacks}[
-        script
-    ]
     monkeypatch.setattr(module, "load_workload", lambda *a, **k: pytest.fail("ran although --out is unwritable"))
     assert module.main(["--out", "/proc/advbridge/x.csv"]) == 2
     err = capsys.readouterr().err
