@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from advbridge.bridge.errors import InvalidParameterError
-from advbridge.zoo.datasets import DatasetInfo, dataset_info, load_tensors
+from advbridge.zoo.datasets import SAME_TASK, DatasetInfo, dataset_info, load_tensors
 from advbridge.zoo.train_config import TrainConfig
 from advbridge.zoo.training import get_or_train, load_trained
 from advbridge.zoo.user_models import is_factory
@@ -90,9 +90,14 @@ def load_workload(
         raise InvalidParameterError("expected --mean/--std only with a user model (--model file.py:factory)")
     if checkpoint is not None:
         net, card = load_trained(checkpoint)
-        if card.get("dataset") != dataset:
+        if card.get("dataset") not in (dataset, SAME_TASK.get(dataset)):  # cifar10 serves cifar10-exact
             raise InvalidParameterError(
                 f"expected a checkpoint trained on {dataset}, got one trained on {card.get('dataset')!r}: {checkpoint}"
+            )
+        if card.get("image_size", info.image_size) != info.image_size:
+            raise InvalidParameterError(
+                f"expected --image-size {card['image_size']} (the size this checkpoint was trained at), "
+                f"got {info.image_size}: {checkpoint}"
             )
     # a bad n is refused before anything is trained
     x, y = load_tensors(dataset, split="test", n=n, data_root=data_root, seed=seed, image_size=image_size)

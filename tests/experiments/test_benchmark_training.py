@@ -1,0 +1,22 @@
+"""The adversarial-training benchmark: both trainers on the same data, timed, and what each model resists."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from advbridge.experiments.bench.training import EVAL_STEPS, main
+
+
+def test_training_benchmark_times_both_trainers_and_measures_robust_accuracy(mnist_workload, tmp_path, capsys):
+    out = tmp_path / "training"
+    argv = ["--n", "64", "--steps", "2", "--batch-size", "32", "--repeats", "1", "--eval-n", "16", "--out", str(out)]
+    assert main(argv) == 0
+    table = pd.read_csv(f"{out}.csv").set_index("library")
+    assert list(table.index) == ["own", "art"] and table.loc["own", "own_speedup"] == 1
+    assert math.isclose(table.loc["art", "own_speedup"], table.loc["art", "seconds"] / table.loc["own", "seconds"])
+    robust = table[f"robust_accuracy_pgd{EVAL_STEPS}"]
+    assert robust.between(0, 1).all() and robust.notna().all()
+    printed = capsys.readouterr().out
+    assert "target own ≥ 2× ART" in printed and "within 2 points of ART's" in printed
