@@ -4,6 +4,7 @@ bad value and what is accepted, no traceback."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -239,6 +240,8 @@ def test_api_bad_input_raises_typed_error(case, call, error, message):
     assert "\n" not in text
 
 
+MNIST_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mnist_cnn"
+
 CLI_CASES = [
     (["compare", "--attack", "fgsm", "--norm", "L2"], "fgsm is an L∞ attack"),
     (["compare", "--attack", "ddn", "--levels", "1"], "expected levels >= 2 or None, got 1"),
@@ -293,6 +296,11 @@ CLI_CASES = [
     (["compare", "--attack", "pgd", "--num-classes", "12"], "expected --num-classes 10 (or none)"),
     (["compare", "--attack", "pgd", "--image-size", "0"], "image_size"),
     (["compare", "--attack", "pgd", "--mean", "0.5"], "expected --mean/--std only with a user model"),
+    (["compare", "--attack", "pgd", "--checkpoint", str(MNIST_FIXTURE), "--image-size", "32"], "--image-size 28"),
+    (["bench", "--n", "0"], "--n 0"),
+    (["bench", "--attacks", "fgsm,cw"], "'cw'"),
+    (["bench", "--libraries", "own,cleverhans"], "'cleverhans'"),
+    (["bench", "--device", "tpu"], "expected --device cpu, cuda or cuda:N, got 'tpu'"),
 ]
 
 
