@@ -168,7 +168,9 @@ def deepfool(
                 active, keep = active[running], running
                 finished = len(running) - len(active)
                 if finished * classes.shape[1] > len(active):
-                    # the candidate backwards saved on finished rows outweigh one more forward on the rest
+                    # the candidate backwards saved on finished rows outweigh one more forward on the rest;
+                    # the old graph is freed first, so that two graphs are never held at once
+                    logits = None
                     x, in_graph, keep = x_adv[active].requires_grad_(True), active, None
                     logits = model(x)
             dist, w = _closest_boundary(logits, x, src[in_graph], classes[in_graph], q, keep)
