@@ -11,8 +11,8 @@ library, measured in this one run:
 - ``fwd_per_image``, ``bwd_per_image``: forward and input-backward passes per image (counted by hooks);
 - ``floor_seconds``: the time those passes take run bare on the whole batch: ``fwd_per_image`` × F +
   ``bwd_per_image`` × B, where F is one forward (with its graph) and B one backward to the input of all n
-  images, measured in this run as the mean of a block of consecutive passes (FGSM: 1, PGD and the rest:
-  10) started from the state an attack starts in, in the faster of the default and the channels-last
+  images, measured in this run as the mean of a block of consecutive passes (FGSM: 1, PGD: its steps,
+  DeepFool and DDN: 10) started from the state an attack starts in, in the faster of the default and the channels-last
   memory layout, from the round with the fastest F + B;
   ``vs_floor`` = seconds ÷ floor (1.0: nothing paid beyond the passes themselves). A minimal-norm attack
   can be below 1: its later steps run on the few samples still going, and the floor prices every pass
@@ -77,7 +77,9 @@ def bench_spec(key: str, family: str) -> AttackSpec:
     return AttackSpec(attack=attack, norm=norm, steps=steps)
 
 
-#: At most this many consecutive passes per floor measurement (PGD's 40 would double the time of the benchmark).
+#: Consecutive passes per floor measurement of the minimal-norm attacks (FGSM and PGD: their own steps, so
+#: that the floor and the attack are timed over windows of one length: on a machine whose speed drifts, the
+#: best of short windows would catch quiet moments a long attack cannot).
 FLOOR_PASSES = 10
 
 
@@ -153,7 +155,7 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
             best: dict[str, float] = {}
             info: dict[str, dict] = {}
             forward = backward = math.inf
-            passes = min(spec.steps or 1, FLOOR_PASSES) if spec.attack in ("fgsm", "pgd") else FLOOR_PASSES
+            passes = (spec.steps or 1) if spec.attack in ("fgsm", "pgd") else FLOOR_PASSES
             for round_ in range(repeats):
                 f, b = pass_seconds(work.model, work.x, work.y, passes)
                 if f + b < forward + backward:  # the best round's pair, not the best of each from two rounds
