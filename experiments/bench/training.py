@@ -1,13 +1,17 @@
-"""Benchmark: one epoch of own adversarial training vs ART's trainer, and vs the floor of the passes it needs.
+"""Benchmark: an epoch of own adversarial training vs ART's trainer, and vs the floor of the passes it needs.
 
     python -m advbridge.experiments.bench.training [--dataset mnist-5k] [--n 2048] [--defense adv-pgd] [--steps 10]
-        [--batch-size 128] [--repeats 2] [--threads T] [--out results/benchmark-training]
+        [--batch-size 128] [--epochs 1] [--weights FILE] [--repeats 2] [--eval-n 500] [--threads T]
+        [--out results/benchmark-training]
 
-Both libraries train the same model (``advbridge_mnist_cnn``, the same seeded initial weights) for one
-epoch on the same ``--n`` training samples with the same batch size, attack steps, eps (the dataset's
-standard, 0.3 on MNIST), Adam learning rate and cosine schedule, without validation (``val_fraction=0``:
-ART's trainers do not validate), through :meth:`bridge.adapters.base.Adapter.train_defense`. The time is
-the trainer's own ``train_seconds`` (the training loop; the card's test evaluation is outside it).
+Both libraries train the same model (``advbridge_mnist_cnn``, the same seeded initial weights, or both the
+trained ``--weights``) for ``--epochs`` on the same ``--n`` training samples with the same batch size, attack
+steps, eps (the dataset's standard, 0.3 on MNIST), Adam learning rate and cosine schedule, without validation
+(``val_fraction=0``: ART's trainers do not validate), through :meth:`bridge.adapters.base.Adapter.train_defense`.
+The time is the trainer's own ``train_seconds`` (the training loop; the card's test evaluation is outside it)
+divided by the epochs. From scratch our trainer ramps eps up (ART's cannot), so the two robust accuracies are
+those of two recipes; from ``--weights`` neither ramps, and they are the same algorithm (Madry et al.'s PGD
+training), which is the comparison of implementations.
 
 - ``floor_seconds``: the passes adversarial training needs, done as bare batched torch on the same batches:
   per batch, ``steps`` forward + input-backward passes (the attack) and one forward + backward + Adam step,
@@ -48,7 +52,8 @@ LIBRARIES = ("own", "art")
 
 
 def floor_seconds(config: TrainConfig, spec: TrainingDefenseSpec) -> float:
-    """One epoch of the passes adversarial training needs, as bare torch on the same batches."""
+    """One epoch of the passes adversarial training needs, as bare torch on the same batches (from the same
+    initial weights: the per-step cost does not depend on them)."""
     data = training_data(config)
     x_all, y_all = stack(data.train_ds, data.train_idx)
     with torch.random.fork_rng(devices=[]):
@@ -103,7 +108,7 @@ def benchmark(config: TrainConfig, spec: TrainingDefenseSpec, repeats: int, eval
             else:
                 model, card = get_adapter(name).train_defense(config, spec, progress=False)
                 peak = peak_memory(device) - before
-                seconds, accuracy = card["train_seconds"], card["accuracy"]
+                seconds, accuracy = card["train_seconds"] / config.epochs, card["accuracy"]
                 robust = robust_accuracy(model, config, spec, eval_n)  # after the peak: not the trainer's
             old = best.get(name)
             if old is None or seconds < old["seconds"]:
@@ -157,27 +162,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--eval-n", type=int, default=500, help="test images of the robust accuracy (PGD-20)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of each training (the time is per epoch)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="start both trainers from these trained weights (a .safetensors file; no eps ramp, as ART has none)",
+    )
     parser.add_argument("--out", default="results/benchmark-training")
     args = parser.parse_args(argv)
     check_name("training defense", args.defense, TRAINING_DEFENSES)
-    for name in ("n", "steps", "batch_size", "repeats", "eval_n"):
+    for name in ("n", "steps", "batch_size", "repeats", "eval_n", "epochs"):
         if getattr(args, name) < 1:
             raise InvalidParameterError(f"expected --{name.replace('_', '-')} >= 1, got {getattr(args, name)}")
     out = output_prefix(args.out, "benchmark-training")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.weights is not None and not os.path.isfile(args.weights):
+        raise InvalidParameterError(f"expected --weights an existing weights file, got {args.weights!r}")
     config = TrainConfig(
-        dataset=args.dataset, model=args.model, epochs=1, max_train=args.n, val_fraction=0.0, batch_size=args.batch_size
+        dataset=args.dataset,
+        model=args.model,
+        epochs=args.epochs,
+        max_train=args.n,
+        val_fraction=0.0,
+        batch_size=args.batch_size,
+        weights=args.weights,
     ).resolved()
     from advbridge.zoo.datasets import dataset_info
 
     family = dataset_info(config.dataset, config.data_root, config.image_size).family
     steps = args.steps if args.defense == "adv-pgd" else None
-    spec = TrainingDefenseSpec(defense=args.defense, steps=steps).resolved(family)
+    spec = TrainingDefenseSpec(defense=args.defense, steps=steps).resolved(family, warm_start=args.weights is not None)
     random.seed(0)
     table = benchmark(config, spec, args.repeats, args.eval_n)
+    start = f"from {args.weights}" if args.weights else "from the same seeded initial weights"
     header = (
-        f"one epoch of {spec.describe()} training, {args.model} on {args.n} samples of {args.dataset}, batch size "
+        f"{args.epochs} epoch(s) of {spec.describe()} training, {start}, {args.model} on {args.n} samples of "
+        f"{args.dataset}, batch size "
         f"{args.batch_size}; best of {args.repeats}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
     )

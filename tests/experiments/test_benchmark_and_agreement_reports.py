@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from advbridge.cli import main as cli_main
 from advbridge.experiments.bench.agreement import agreement_table
-from advbridge.experiments.bench.attacks import bench_spec, benchmark, target_lines
+from advbridge.experiments.bench.attacks import bench_spec, benchmark, pass_seconds, target_lines
 
 
 def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
@@ -28,7 +29,28 @@ def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
     assert per_pass.gt(0).all()
 
 
-def test_bench_specs_take_the_dataset_standard_budget():
+def test_floor_runs_its_first_pass_on_the_clean_images_and_the_rest_on_the_returned_ones():
+    """The attack's passes: the first on the clean images, the later ones on perturbed iterates (a pass's
+    cost depends on its input), in both memory layouts."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(12, 3)
+
+        def forward(self, x):
+            seen.append(float(x.detach().sum()))
+            return self.linear(x.flatten(1))
+
+    x, later, y = torch.zeros(2, 3, 2, 2), torch.ones(2, 3, 2, 2), torch.tensor([0, 1])
+    forward, backward = pass_seconds(Recorder(), x, y, passes=3, later=later)
+    assert seen == [0.0, 24.0, 24.0] * 2 and forward > 0 and backward > 0
+    seen.clear()
+    pass_seconds(Recorder(), x, y, passes=2)
+    assert seen == [0.0, 0.0] * 2
+
+
     assert bench_spec("pgd", "mnist").eps == 0.3 and bench_spec("pgd", "mnist").step_size == pytest.approx(0.01)
     assert bench_spec("pgd-l2", "cifar10").eps == 0.5 and bench_spec("pgd-l2", "cifar10").step_size == 0.025
     assert bench_spec("fgsm", "cifar10").eps == pytest.approx(8 / 255)

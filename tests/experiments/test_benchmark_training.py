@@ -20,3 +20,22 @@ def test_training_benchmark_times_both_trainers_and_measures_robust_accuracy(mni
     assert robust.between(0, 1).all() and robust.notna().all()
     printed = capsys.readouterr().out
     assert "target own ≥ 2× ART" in printed and "within 2 points of ART's" in printed
+
+
+def test_training_benchmark_from_trained_weights_starts_both_trainers_there(mnist_workload, tmp_path):
+    """``--weights``: both trainers fine-tune the trained classifier (no eps ramp, the same algorithm), so
+    after two small batches both still classify; from the seeded initial weights neither could."""
+    from fixture_models import MNIST_CNN
+
+    out = tmp_path / "warm"
+    argv = ["--n", "64", "--steps", "2", "--batch-size", "32", "--repeats", "1", "--eval-n", "16", "--out", str(out)]
+    assert main([*argv, "--weights", str(MNIST_CNN / "model.safetensors")]) == 0
+    table = pd.read_csv(f"{out}.csv").set_index("library")
+    assert (table["test_accuracy"] > 0.8).all(), table["test_accuracy"]
+
+
+def test_training_benchmark_refuses_missing_weights_before_training(tmp_path, capsys):
+    missing = tmp_path / "absent.safetensors"
+    assert main(["--weights", str(missing), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--weights" in err and not list(tmp_path.glob("x*"))
