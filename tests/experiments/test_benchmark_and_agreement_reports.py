@@ -50,7 +50,6 @@ def test_floor_runs_its_first_pass_on_the_clean_images_and_the_rest_on_the_retur
     pass_seconds(Recorder(), x, y, passes=2)
     assert seen == [0.0, 0.0] * 2
 
-
     assert bench_spec("pgd", "mnist").eps == 0.3 and bench_spec("pgd", "mnist").step_size == pytest.approx(0.01)
     assert bench_spec("pgd-l2", "cifar10").eps == 0.5 and bench_spec("pgd-l2", "cifar10").step_size == 0.025
     assert bench_spec("fgsm", "cifar10").eps == pytest.approx(8 / 255)
