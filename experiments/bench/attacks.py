@@ -13,9 +13,9 @@ library, measured in this one run:
   ``bwd_per_image`` × B, where F is one forward (with its graph) and B one backward to the input of all n
   images, measured in this run as the mean of a block of consecutive passes (FGSM: 1, PGD: its steps,
   DeepFool and DDN: 10) started from the state an attack starts in, the first on the clean images and the
-  others on the adversarial images the round's first library returned (a pass's cost depends on its input,
-  see :func:`pass_seconds`), in the faster of the default and the channels-last memory layout, from the
-  round with the fastest F + B;
+  others on the adversarial images own returned (the round's first library's when own is not run; a pass's
+  cost depends on its input, see :func:`pass_seconds`), in the faster of the default and the channels-last
+  memory layout, from the round with the fastest F + B;
   ``vs_floor`` = seconds ÷ floor (1.0: nothing paid beyond the passes themselves). A minimal-norm attack
   can be below 1: its later steps run on the few samples still going, and the floor prices every pass
   at the whole batch's rate;
@@ -174,7 +174,11 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
             forward = backward = math.inf
             passes = (spec.steps or 1) if spec.attack in ("fgsm", "pgd") else FLOOR_PASSES
             for round_ in range(repeats):
-                returned = None  # the adversarial images of the round's first library: the floor's later passes
+                # The floor's later passes run on own's adversarial images (the first library's when own is not
+                # run), in every round: one set of images per attack, whatever order the round ran in. Passes
+                # on different libraries' images of one attack cost up to 15 % apart (ART's PGD L2 images were
+                # the cheapest, MNIST CNN, AVX-512), so a floor on whichever library went first moved with it.
+                returned = None
                 for library in random.Random(f"{key}/{round_}").sample(runnable, len(runnable)):
                     before = reset_peak_memory(device)
                     r = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
@@ -182,7 +186,7 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
                     if r.status != "ok":
                         log.warning("%s %s: %s %s", library, key, r.status, r.reason)
                         continue
-                    if returned is None:
+                    if returned is None or library == "own":
                         returned = r.x_adv.to(device)
                     best[library] = min(best.get(library, math.inf), r.seconds)
                     old_peak = info[library]["peak_mb"] if library in info else 0.0

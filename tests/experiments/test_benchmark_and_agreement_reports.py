@@ -56,6 +56,37 @@ def test_floor_runs_its_first_pass_on_the_clean_images_and_the_rest_on_the_retur
     assert bench_spec("deepfool-linf", "cifar10").norm.value == "Linf" and bench_spec("ddn", "mnist").steps == 100
 
 
+def test_floor_later_passes_run_on_owns_images_whatever_the_order(mnist_workload, monkeypatch):
+    """One set of images per attack for the floor: own's, whichever library a round ran first."""
+    from types import SimpleNamespace
+
+    import advbridge.experiments.bench.attacks as bench
+
+    n = len(mnist_workload.x)
+    marks = {"own": 0.25, "foolbox": 0.5, "advlib": 0.75}
+
+    def fake_run(library, model, xs, ys, spec, num_classes):
+        return SimpleNamespace(
+            status="ok", reason="", version="0", seconds=1.0, x_adv=torch.full_like(xs, marks[library]),
+            success=torch.ones(n, dtype=torch.bool), clean_correct=torch.ones(n, dtype=torch.bool),
+            forward_images=n, backward_images=n,
+        )  # fmt: skip
+
+    seen = []
+
+    def fake_floor(model, xs, ys, passes, later=None):
+        seen.append(None if later is None else float(later.flatten()[0]))
+        return 1.0, 1.0
+
+    monkeypatch.setattr(bench, "run_attack", fake_run)
+    monkeypatch.setattr(bench, "pass_seconds", fake_floor)
+    bench.benchmark(mnist_workload, ["fgsm"], repeats=4, libraries=["foolbox", "advlib", "own"])
+    assert seen == [None] + [0.25] * 4  # None: the warm-up, on the clean images
+    seen.clear()
+    bench.benchmark(mnist_workload, ["fgsm"], repeats=2, libraries=["foolbox", "advlib"])
+    assert len(seen) == 3 and set(seen[1:]) <= {0.5, 0.75}
+
+
 def test_target_lines_say_met_or_not():
     table = pd.DataFrame(
         {
