@@ -19,7 +19,8 @@ training), which is the comparison of implementations.
   overhead beyond those passes; ours runs channels-last, so it can be below 1);
 - ``own_speedup`` = the library's seconds ÷ own seconds (ART row > 1: own is faster; 1.0 on the own row);
   target ≥ 2 for ``adv-pgd``;
-- ``peak_mb``: peak resident memory above the level before the run (as :mod:`experiments.bench.attacks`).
+- ``peak_mb``: peak resident memory above the level before the run, the least of the rounds (as
+  :mod:`experiments.bench.attacks`).
 
 Each of ``--repeats`` rounds runs the floor and both trainers once, in a new random order; the best time
 of each is kept. Results go to ``<out>.csv`` / ``<out>.md``.
@@ -116,10 +117,10 @@ def benchmark(config: TrainConfig, spec: TrainingDefenseSpec, repeats: int, eval
                     "seconds": seconds,
                     "accuracy": accuracy,
                     "robust": robust,
-                    "peak_mb": max(peak, (old or {}).get("peak_mb", 0)),
+                    "peak_mb": min(peak, (old or {}).get("peak_mb", math.inf)),
                 }
             else:
-                old["peak_mb"] = max(old["peak_mb"], peak)
+                old["peak_mb"] = min(old["peak_mb"], peak)
     n = min(config.max_train or math.inf, len(training_data(config).train_idx))
     floor = best["floor"]["seconds"]
     rows = []

@@ -87,6 +87,38 @@ def test_floor_later_passes_run_on_owns_images_whatever_the_order(mnist_workload
     assert len(seen) == 3 and set(seen[1:]) <= {0.5, 0.75}
 
 
+def test_peak_memory_is_the_least_round_and_time_the_fastest(mnist_workload, monkeypatch):
+    """Heap fragmentation only adds pages to a run's peak: each library keeps its leanest round's peak,
+    whichever round that is, as it keeps its fastest round's time."""
+    from types import SimpleNamespace
+
+    import advbridge.experiments.bench.attacks as bench
+
+    n = len(mnist_workload.x)
+    rounds = {
+        "own": iter([(3.0, 300.0), (2.0, 250.0), (4.0, 280.0)]),
+        "foolbox": iter([(5.0, 200.0), (6.0, 260.0), (7.0, 240.0)]),
+    }
+    level = {"peak": 0.0}
+
+    def fake_run(library, model, xs, ys, spec, num_classes):
+        seconds, level["peak"] = next(rounds[library])
+        return SimpleNamespace(
+            status="ok", reason="", version="0", seconds=seconds, x_adv=xs.clone(),
+            success=torch.ones(n, dtype=torch.bool), clean_correct=torch.ones(n, dtype=torch.bool),
+            forward_images=n, backward_images=n,
+        )  # fmt: skip
+
+    monkeypatch.setattr(bench, "run_attack", fake_run)
+    monkeypatch.setattr(bench, "pass_seconds", lambda *a, **k: (1.0, 1.0))
+    monkeypatch.setattr(bench, "reset_peak_memory", lambda device: 100.0)
+    monkeypatch.setattr(bench, "peak_memory", lambda device: 100.0 + level["peak"])
+    table = bench.benchmark(mnist_workload, ["fgsm"], repeats=3, libraries=["own", "foolbox"]).set_index("library")
+    assert table.loc["own", "seconds"] == 2.0 and table.loc["foolbox", "seconds"] == 5.0
+    assert table.loc["own", "peak_mb"] == 250.0 and table.loc["foolbox", "peak_mb"] == 200.0
+    assert table.loc["foolbox", "own_speedup"] == 2.5
+
+
 def test_target_lines_say_met_or_not():
     table = pd.DataFrame(
         {

@@ -50,6 +50,21 @@ def test_batched_deepfool_equals_one_sample_at_a_time(mnist_model, mnist_batch, 
     assert batched_calls > max(single_calls), (batched_calls, single_calls)
 
 
+@pytest.mark.parametrize("norm", ["L2", "Linf"])
+def test_deepfool_in_parts_equals_deepfool_on_the_whole_batch(mnist_model, mnist_batch, norm):
+    """``batch_size`` splits the batch (here 16 digits into 5 + 5 + 5 + 1); the parts come back in order."""
+    x, y = mnist_batch[0][:16], mnist_batch[1][:16]
+    whole = deepfool(mnist_model, x, y, norm=norm, batch_size=None)
+    parts = deepfool(mnist_model, x, y, norm=norm, batch_size=5)
+    assert parts.shape == x.shape and parts.stride() == x.stride()
+    # float noise from batch-size-dependent kernels only; a part returned in the wrong place moves digits by ~1
+    assert (parts - whole).abs().max() < 1e-4
+    moved = (parts - x).flatten(1).abs().amax(dim=1) > 0
+    with torch.no_grad():
+        correct = mnist_model(x).argmax(1) == y
+    assert correct.sum() >= 12 and torch.equal(moved, correct)  # each part attacked its own digits, in place
+
+
 class _TinyColourNet(nn.Module):
     """Conv net on 3-channel 8×8 images (channels-last changes the memory of such a batch)."""
 

@@ -121,6 +121,12 @@ API_CASES = [
         "expected norm 'Linf' or 'L2', got 'L1'",
     ),
     ("own ddn gamma", lambda: ddn(_model(), X, Y, gamma=0), InvalidParameterError, "expected 0 < gamma < 1, got 0"),
+    (
+        "own deepfool batch size",
+        lambda: deepfool(_model(), X, Y, batch_size=0),
+        InvalidParameterError,
+        "expected batch_size >= 1 (an integer) or None, got 0",
+    ),
     # modes a library or the attack lacks
     (
         "targeted deepfool",
