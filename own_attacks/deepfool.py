@@ -159,16 +159,8 @@ def deepfool(
         raise InvalidParameterError(f"expected overshoot >= 0 and min_step >= 0, got {overshoot!r}, {min_step!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InvalidParameterError(f"expected batch_size >= 1 (an integer) or None, got {batch_size!r}")
-    if batch_size is not None and len(inputs) > batch_size:
-        options = dict(norm=norm, steps=steps, overshoot=overshoot, candidates=candidates, min_step=min_step,
-                       source=source, overshoot_mode=overshoot_mode, channels_last=channels_last, batch_size=None)  # fmt: skip
-        out = torch.empty_like(inputs)  # the caller's layout
-        for start in range(0, len(inputs), batch_size):
-            part = slice(start, start + batch_size)
-            out[part] = deepfool(model, inputs[part], labels[part], **options)
-        return out
 
-    def attack(channels_last: bool) -> Tensor:
+    def attack(inputs: Tensor, labels: Tensor, channels_last: bool) -> Tensor:
         x0 = working_layout(inputs.detach(), channels_last)
         step_scale = 1.0 + overshoot if overshoot_mode in ("total", "step") else 1.0
         x_adv = x0.clone()
@@ -209,4 +201,13 @@ def deepfool(
             x_adv = (x0 + (1.0 + overshoot) * (x_adv - x0)).clamp(0, 1)
         return in_layout_of(x_adv.detach(), inputs)
 
-    return in_default_layout_if_needed(attack, channels_last)
+    def attack_part(inputs: Tensor, labels: Tensor) -> Tensor:
+        return in_default_layout_if_needed(lambda layout: attack(inputs, labels, layout), channels_last)
+
+    if batch_size is None or len(inputs) <= batch_size:
+        return attack_part(inputs, labels)
+    out = torch.empty_like(inputs)  # the caller's layout
+    for start in range(0, len(inputs), batch_size):
+        part = slice(start, start + batch_size)
+        out[part] = attack_part(inputs[part], labels[part])
+    return out
