@@ -19,16 +19,20 @@ library, measured in this one run:
   ``vs_floor`` = seconds ÷ floor (1.0: nothing paid beyond the passes themselves). A minimal-norm attack
   can be below 1: its later steps run on the few samples still going, and the floor prices every pass
   at the whole batch's rate;
-- ``peak_mb``: peak memory above the level before the run, the least of the rounds (CPU: VmHWM after
-  ``malloc_trim`` and a reset through /proc/self/clear_refs; CUDA: ``max_memory_allocated``). On the CPU the
-  noise is one-sided: the pages a run touches are its live tensors plus whatever the heap's fragmentation
-  (left by the runs before it) makes it touch afresh, never less than what it holds; measured on the MNIST
-  CNN, 500 digits, one process, own DeepFool L2 at ``batch_size=64`` peaked at 162 MB in one run and 298
-  MB in the next. The least round is the closest to what the attack needs, as the fastest is to its time;
-  ``success_rate`` on the images the model classifies correctly.
+- ``peak_mb``: peak memory above the level before the run. On a CPU with glibc (``cli.py bench``): the live
+  bytes, one run of each in a separate process whose heap unmaps every block above 128 KiB when it is freed
+  (:mod:`experiments.bench.memory`, which says why: in this process, the pages a run touches are its live
+  tensors plus whatever the heap's fragmentation, left by the runs before it, makes it touch afresh: own PGD
+  L∞ on the MNIST CNN, 500 digits, peaked anywhere from 215 to 304 MB). On CUDA: ``max_memory_allocated``, the least of the
+  rounds. :func:`benchmark` alone (no command-line options to rebuild the workload in a child from) keeps
+  the resident peak in this process (VmHWM after ``malloc_trim`` and a reset through
+  /proc/self/clear_refs), the least of the rounds;
+  ``success_rate`` on the images the model classifies correctly; ``rounds``, how many rounds the attack ran.
 
-Times are the best of ``--repeats`` rounds; each round times every library once, in a new random order,
-and then the floor, so that a change in machine load hits every library alike. ``<out>.md`` holds the
+Times are the best of ``--repeats`` rounds (more for a short attack, until own has been timed for 5 s in
+all, at most 25: see :data:`MIN_LEAD_SECONDS`); each round times every library once, in a new random order, so
+that a change in machine load hits every library alike, and the floor right after own (after the first
+library when own is not run), so that own and the passes it needs are timed back to back. ``<out>.md`` holds the
 machine (CPU model, the ATen CPU capability, threads; the GPU), the versions, the table and the targets
 of :func:`target_lines`.
 """
@@ -41,6 +45,7 @@ import logging
 import math
 import platform
 import random
+import subprocess
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -54,6 +59,7 @@ from advbridge.bridge.errors import InvalidParameterError, check_name
 from advbridge.bridge.io import OutputPrefix, atomic_write_text
 from advbridge.bridge.runner import run_attack, synchronize
 from advbridge.bridge.spec import AttackSpec, Norm, standard_eps
+from advbridge.experiments.bench import memory
 from advbridge.experiments.workload import Workload
 from advbridge.own_attacks._common import working_layout
 
@@ -161,9 +167,21 @@ def peak_memory(device: torch.device) -> float:
     return _read_hwm_kb() / 1024
 
 
-def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[str]) -> pd.DataFrame:
-    """Time every (attack, library) on ``work`` ``repeats`` times, round-robin with the bare-pass floor and in
-    a new random order each round; keep the best time of each (see the module docstring for the columns)."""
+#: An attack runs more than ``--repeats`` rounds until own (the first library when own is not run) has been
+#: timed for this many seconds in all, up to :data:`MAX_ROUNDS`: the best of a few 0.2 s windows (FGSM on 500
+#: digits) on a machine whose speed drifts by ±10-30 % put the same own FGSM at 0.99 and at 1.12 of its
+#: floor in two runs of best of 3.
+MIN_LEAD_SECONDS = 5.0
+MAX_ROUNDS = 25
+
+
+def benchmark(
+    work: Workload, attacks: list[str], repeats: int, libraries: list[str], *, min_seconds: float = MIN_LEAD_SECONDS
+) -> pd.DataFrame:
+    """Time every (attack, library) on ``work`` in rounds, round-robin with the bare-pass floor and in a new
+    random order each round; keep the best time of each (see the module docstring for the columns). Each
+    attack runs ``repeats`` rounds, and more (up to :data:`MAX_ROUNDS`) while own has been timed for less
+    than ``min_seconds`` in all."""
     device, n = work.x.device, len(work.x)
     was_training = work.model.training
     work.model.eval()
@@ -175,13 +193,19 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
             runnable = [lib for lib in libraries if get_adapter(lib).unsupported_reason(spec) is None]
             best: dict[str, float] = {}
             info: dict[str, dict] = {}
-            forward = backward = math.inf
             passes = (spec.steps or 1) if spec.attack in ("fgsm", "pgd") else FLOOR_PASSES
-            for round_ in range(repeats):
+            floors: list[tuple[float, float]] = []
+            lead = "own" if "own" in runnable else next(iter(runnable), None)
+            lead_seconds, round_ = 0.0, 0
+            while round_ < repeats or (0 < lead_seconds < min_seconds and round_ < MAX_ROUNDS):
                 # The floor's later passes run on own's adversarial images (the first library's when own is not
                 # run), in every round: one set of images per attack, whatever order the round ran in. Passes
                 # on different libraries' images of one attack cost up to 15 % apart (ART's PGD L2 images were
                 # the cheapest, MNIST CNN, AVX-512), so a floor on whichever library went first moved with it.
+                # The floor is timed right after the run whose images it takes, so that own and its floor are
+                # timed back to back: this machine's speed drifts from minute to minute, and a floor timed
+                # after every other library could land in another minute than own (PGD L∞, MNIST CNN: own at
+                # 0.98 and at 1.10 of a floor timed a round's length later, in two runs of the same code).
                 returned = None
                 for library in random.Random(f"{key}/{round_}").sample(runnable, len(runnable)):
                     before = reset_peak_memory(device)
@@ -190,9 +214,8 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
                     if r.status != "ok":
                         log.warning("%s %s: %s %s", library, key, r.status, r.reason)
                         continue
-                    if returned is None or library == "own":
-                        returned = r.x_adv.to(device)
                     best[library] = min(best.get(library, math.inf), r.seconds)
+                    lead_seconds += r.seconds if library == lead else 0.0
                     old_peak = info[library]["peak_mb"] if library in info else math.inf
                     info[library] = {
                         "version": r.version,
@@ -201,9 +224,13 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
                         "bwd_per_image": r.backward_images / n,
                         "peak_mb": min(peak, old_peak),
                     }
-                f, b = pass_seconds(work.model, work.x, work.y, passes, later=returned)
-                if f + b < forward + backward:  # the best round's pair, not the best of each from two rounds
-                    forward, backward = f, b
+                    if library == "own" or (returned is None and "own" not in runnable):
+                        returned = r.x_adv.to(device)
+                        floors.append(pass_seconds(work.model, work.x, work.y, passes, later=returned))
+                if returned is None:  # own failed in this round: the floor on the clean images alone
+                    floors.append(pass_seconds(work.model, work.x, work.y, passes))
+                round_ += 1
+            forward, backward = min(floors, key=sum)  # the best round's pair, not the best of each from two rounds
             for library, seconds in best.items():
                 row = info[library]
                 floor = row["fwd_per_image"] * forward + row["bwd_per_image"] * backward
@@ -214,6 +241,7 @@ def benchmark(work: Workload, attacks: list[str], repeats: int, libraries: list[
                         "version": row["version"],
                         "n": n,
                         "success_rate": row["success_rate"],
+                        "rounds": round_,
                         "seconds": seconds,
                         "images_per_s": n / seconds,
                         "own_speedup": seconds / best["own"] if "own" in best else math.nan,
@@ -297,6 +325,26 @@ def machine_line(device: torch.device) -> str:
     return text
 
 
+def replace_peaks_by_live_ones(
+    table: pd.DataFrame, args: Namespace, attacks: list[str], libraries: list[str], device: torch.device
+) -> str:
+    """On a CPU with glibc, ``table.peak_mb`` becomes the live peak measured in a separate process
+    (:mod:`experiments.bench.memory`); returns the line that says how ``peak_mb`` was measured."""
+    if table.empty or not memory.applies(device):
+        kind = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak resident memory in this process"
+        return f"peak_mb: {kind}, the least of the rounds"
+    try:
+        peaks = memory.live_peaks(args, attacks, libraries)
+    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        log.warning("the separate memory measurement failed (%s); peak_mb is this process's", exc)
+        return f"peak_mb: peak resident memory in this process, the least of the rounds (the separate measurement failed: {exc})"
+    table["peak_mb"] = [peaks.get((a, lib), math.nan) for a, lib in zip(table.attack, table.library)]
+    return (
+        f"peak_mb: live peak, one run of each in a separate process with glibc's mmap threshold pinned at "
+        f"{memory.MMAP_THRESHOLD // 1024} KiB (see advbridge.experiments.bench.memory)"
+    )
+
+
 def cli_bench(args: Namespace):
     """``cli.py bench``: check every name, load (or train) the model, benchmark, write ``<out>.csv``/``.md``."""
     from advbridge.experiments.commands import Outcome, workload_of
@@ -320,11 +368,12 @@ def cli_bench(args: Namespace):
     work = workload_of(args)
     model_name = work.context["model"]
     table = benchmark(work, attacks, args.repeats, libraries)
+    memory_line = replace_peaks_by_live_ones(table, args, attacks, libraries, work.x.device)
     versions = ", ".join(f"{lib} {v}" for lib, v in dict(zip(table.library, table.version)).items())
     header = (
         f"bench: {work.info.name}, {model_name}, {len(work.x)} images of {tuple(work.x.shape[1:])}, "
-        f"best of {args.repeats} rounds (libraries in a new random order each round)\n"
-        f"machine: {machine_line(work.x.device)}\nversions: {versions}"
+        f"best of {args.repeats} rounds or more (column rounds; libraries in a new random order each round)\n"
+        f"machine: {machine_line(work.x.device)}\nversions: {versions}\n{memory_line}"
     )
     targets = target_lines(table)
     shown = table.drop(columns=["version"]) if not table.empty else table
