@@ -326,16 +326,22 @@ def machine_line(device: torch.device) -> str:
 
 
 def replace_peaks_by_live_ones(
-    table: pd.DataFrame, args: Namespace, attacks: list[str], libraries: list[str], device: torch.device
+    table: pd.DataFrame,
+    args: Namespace,
+    attacks: list[str],
+    libraries: list[str],
+    device: torch.device,
+    timeout: float | None = None,
 ) -> str:
     """On a CPU with glibc, ``table.peak_mb`` becomes the live peak measured in a separate process
-    (:mod:`experiments.bench.memory`); returns the line that says how ``peak_mb`` was measured."""
+    (:mod:`experiments.bench.memory`), given ``timeout`` seconds; returns the line that says how ``peak_mb``
+    was measured (this process's peaks stay when the child fails or runs out of time)."""
     if table.empty or not memory.applies(device):
         kind = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak resident memory in this process"
         return f"peak_mb: {kind}, the least of the rounds"
     try:
-        peaks = memory.live_peaks(args, attacks, libraries)
-    except (subprocess.CalledProcessError, OSError, ValueError) as exc:
+        peaks = memory.live_peaks(args, attacks, libraries, timeout=timeout)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
         log.warning("the separate memory measurement failed (%s); peak_mb is this process's", exc)
         return f"peak_mb: peak resident memory in this process, the least of the rounds (the separate measurement failed: {exc})"
     table["peak_mb"] = [peaks.get((a, lib), math.nan) for a, lib in zip(table.attack, table.library)]
@@ -367,8 +373,12 @@ def cli_bench(args: Namespace):
     out.check_writable()
     work = workload_of(args)
     model_name = work.context["model"]
+    started = time.perf_counter()
     table = benchmark(work, attacks, args.repeats, libraries)
-    memory_line = replace_peaks_by_live_ones(table, args, attacks, libraries, work.x.device)
+    # the memory child runs each attack once where the rounds ran each one at least --repeats times: given as
+    # long as the rounds took (at least 2 minutes, for its start and warm-up), it adds at most that
+    timeout = max(120.0, time.perf_counter() - started)
+    memory_line = replace_peaks_by_live_ones(table, args, attacks, libraries, work.x.device, timeout=timeout)
     versions = ", ".join(f"{lib} {v}" for lib, v in dict(zip(table.library, table.version)).items())
     header = (
         f"bench: {work.info.name}, {model_name}, {len(work.x)} images of {tuple(work.x.shape[1:])}, "

@@ -49,10 +49,15 @@ def applies(device: torch.device) -> bool:
     return device.type == "cpu" and sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 
-def live_peaks(args: Namespace, attacks: list[str], libraries: list[str]) -> dict[tuple[str, str], float]:
+def live_peaks(
+    args: Namespace, attacks: list[str], libraries: list[str], timeout: float | None = None
+) -> dict[tuple[str, str], float]:
     """Peak memory (MB) of each (attack, library) in a child process that loads the workload of ``args``
     (``cli.py bench``'s options) with the mmap threshold pinned (see the module docstring). A pair the child
-    could not run (unsupported, or the library failed) is absent."""
+    could not run (unsupported, or the library failed) is absent. ``timeout`` (seconds) stops the child:
+    with every block above 128 KiB mapped afresh, an allocation-heavy reference runs far slower than in the
+    timed rounds (ART's DeepFool on resnet18, 200 images: 142 s a run timed, the child still in it after 12
+    minutes); :class:`subprocess.TimeoutExpired` then."""
     options = {key: value for key, value in vars(args).items() if _plain(value)}
     with tempfile.TemporaryDirectory(prefix="advbridge-memory-") as tmp:
         request, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
@@ -62,6 +67,7 @@ def live_peaks(args: Namespace, attacks: list[str], libraries: list[str]) -> dic
             [sys.executable, "-m", "advbridge.experiments.bench.memory", str(request), str(answer)],
             env=env,
             check=True,
+            timeout=timeout,
         )
         return {(row["attack"], row["library"]): row["peak_mb"] for row in json.loads(answer.read_text())}
 

@@ -20,8 +20,8 @@ from advbridge.experiments.bench import memory
 def test_the_child_runs_the_memory_module_with_the_mmap_threshold_pinned(monkeypatch):
     calls = []
 
-    def fake_run(command, env, check):
-        calls.append((command, env))
+    def fake_run(command, env, check, timeout):
+        calls.append((command, env, timeout))
         request = json.loads(Path(command[-2]).read_text())
         rows = [{"attack": a, "library": lib, "peak_mb": 10.0 * i} for i, (a, lib) in
                 enumerate((a, lib) for a in request["attacks"] for lib in request["libraries"])]  # fmt: skip
@@ -30,9 +30,10 @@ def test_the_child_runs_the_memory_module_with_the_mmap_threshold_pinned(monkeyp
 
     monkeypatch.setattr(memory.subprocess, "run", fake_run)
     args = Namespace(dataset="mnist-5k", n=8, model=None, epochs=None, device=None, hook=print)
-    peaks = memory.live_peaks(args, ["fgsm", "pgd"], ["own", "foolbox"])
+    peaks = memory.live_peaks(args, ["fgsm", "pgd"], ["own", "foolbox"], timeout=99.0)
     assert peaks == {("fgsm", "own"): 0.0, ("fgsm", "foolbox"): 10.0, ("pgd", "own"): 20.0, ("pgd", "foolbox"): 30.0}
-    ((command, env),) = calls
+    ((command, env, timeout),) = calls
+    assert timeout == 99.0
     assert command[:3] == [sys.executable, "-m", "advbridge.experiments.bench.memory"]
     assert env["MALLOC_MMAP_THRESHOLD_"] == str(128 * 1024)
     assert not Path(command[-2]).exists()  # the request and the answer lived in a temporary folder, gone now
@@ -41,7 +42,7 @@ def test_the_child_runs_the_memory_module_with_the_mmap_threshold_pinned(monkeyp
 def test_the_request_carries_every_plain_option_and_nothing_else(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(command, env, check):
+    def fake_run(command, env, check, timeout):
         seen.update(json.loads(Path(command[-2]).read_text()))
         Path(command[-1]).write_text("[]")
         return subprocess.CompletedProcess(command, 0)
@@ -60,7 +61,7 @@ def _table() -> pd.DataFrame:
 def test_the_table_takes_the_childs_peaks_and_says_so(monkeypatch):
     monkeypatch.setattr(memory, "applies", lambda device: True)
     monkeypatch.setattr(
-        memory, "live_peaks", lambda args, a, libs: {("fgsm", "own"): 190.0, ("fgsm", "foolbox"): 195.0}
+        memory, "live_peaks", lambda args, a, libs, timeout: {("fgsm", "own"): 190.0, ("fgsm", "foolbox"): 195.0}
     )
     table = _table()
     line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own", "foolbox"], torch.device("cpu"))
@@ -69,7 +70,7 @@ def test_the_table_takes_the_childs_peaks_and_says_so(monkeypatch):
 
 
 def test_a_failed_child_keeps_this_process_peaks_and_says_so(monkeypatch):
-    def fail(args, attacks, libraries):
+    def fail(args, attacks, libraries, timeout):
         raise subprocess.CalledProcessError(1, ["python"])
 
     monkeypatch.setattr(memory, "applies", lambda device: True)
@@ -78,6 +79,21 @@ def test_a_failed_child_keeps_this_process_peaks_and_says_so(monkeypatch):
     line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own", "foolbox"], torch.device("cpu"))
     assert list(table["peak_mb"]) == [300.0, 250.0]
     assert "in this process" in line and "the separate measurement failed" in line
+
+
+def test_a_child_out_of_time_keeps_this_process_peaks_and_says_so(monkeypatch):
+    seen = {}
+
+    def too_slow(args, attacks, libraries, timeout):
+        seen["timeout"] = timeout
+        raise subprocess.TimeoutExpired(["python"], timeout)
+
+    monkeypatch.setattr(memory, "applies", lambda device: True)
+    monkeypatch.setattr(memory, "live_peaks", too_slow)
+    table = _table()
+    line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own"], torch.device("cpu"), timeout=7.0)
+    assert seen["timeout"] == 7.0 and list(table["peak_mb"]) == [300.0, 250.0]
+    assert "in this process" in line and "timed out after 7" in line
 
 
 def test_where_the_child_does_not_apply_the_rounds_peaks_stay(monkeypatch):
