@@ -89,6 +89,11 @@ def bench_spec(key: str, family: str) -> AttackSpec:
     return AttackSpec(attack=attack, norm=norm, steps=steps)
 
 
+def runnable_libraries(spec: AttackSpec, libraries: list[str]) -> list[str]:
+    """The libraries of ``libraries`` that have ``spec``'s attack (in that order)."""
+    return [lib for lib in libraries if get_adapter(lib).unsupported_reason(spec) is None]
+
+
 #: Consecutive passes per floor measurement of the minimal-norm attacks (FGSM and PGD: their own steps, so
 #: that the floor and the attack are timed over windows of one length: on a machine whose speed drifts, the
 #: best of short windows would catch quiet moments a long attack cannot).
@@ -190,7 +195,7 @@ def benchmark(
         pass_seconds(work.model, work.x, work.y, passes=1)  # warm-up: the kernels' first-call setup, for no one
         for key in attacks:
             spec = bench_spec(key, work.info.family)
-            runnable = [lib for lib in libraries if get_adapter(lib).unsupported_reason(spec) is None]
+            runnable = runnable_libraries(spec, libraries)
             best: dict[str, float] = {}
             info: dict[str, dict] = {}
             passes = (spec.steps or 1) if spec.attack in ("fgsm", "pgd") else FLOOR_PASSES

@@ -78,9 +78,14 @@ def _plain(value: object) -> bool:
 
 def measure(args: Namespace, attacks: list[str], libraries: list[str]) -> list[dict]:
     """In the child: one run of each (attack, library) on the workload of ``args``, each row its peak (MB)."""
-    from advbridge.bridge.adapters import get_adapter
     from advbridge.bridge.runner import run_attack
-    from advbridge.experiments.bench.attacks import bench_spec, pass_seconds, peak_memory, reset_peak_memory
+    from advbridge.experiments.bench.attacks import (
+        bench_spec,
+        pass_seconds,
+        peak_memory,
+        reset_peak_memory,
+        runnable_libraries,
+    )
     from advbridge.experiments.commands import workload_of
 
     work = workload_of(args)
@@ -91,7 +96,7 @@ def measure(args: Namespace, attacks: list[str], libraries: list[str]) -> list[d
     rows = []
     for key in attacks:
         spec = bench_spec(key, work.info.family)
-        runnable = [lib for lib in libraries if get_adapter(lib).unsupported_reason(spec) is None]
+        runnable = runnable_libraries(spec, libraries)
         for library in random.Random(f"memory/{key}").sample(runnable, len(runnable)):
             before = reset_peak_memory(device)
             result = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
