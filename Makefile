@@ -35,14 +35,10 @@ PORTABLE_TESTS := tests/agreement tests/properties tests/defenses/test_generativ
 test-portable: install
 	$(PY) tests/portable.py $(PORTABLE_TESTS)
 
-# mypy sees the installed layout (advbridge.bridge...): a tree of links to the card's folders, not a copy.
-TYPECHECK := build/typecheck/advbridge
+# mypy checks the whole package (pyproject.toml [tool.mypy]): advbridge/ and the card's folders through its links.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
-	ln -s $(CURDIR)/advbridge/*.py $(TYPECHECK)/
-	for d in bridge own_attacks defenses zoo experiments; do ln -s $(CURDIR)/$$d $(TYPECHECK)/$$d; done
 	$(VENV)/bin/mypy
 
 format: install

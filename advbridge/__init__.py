@@ -2,31 +2,14 @@
 foolbox and adv-lib through one adapter interface.
 
 The repository keeps the design card's folders at its top level (``bridge/``, ``own_attacks/``, ``defenses/``,
-``zoo/``, ``experiments/``); installed, they are subpackages of this package (``advbridge.bridge``...) and add
-no top-level names of their own. In a checkout the same names resolve to those folders (see ``__path__``).
+``zoo/``, ``experiments/``); ``advbridge/bridge`` and its siblings are committed links to them, so the one
+import path ``advbridge.bridge...`` is a real path in a checkout (editors, mypy, grep) and installed (a wheel
+holds the files), and no generic top-level name (``bridge``, ``zoo``...) is ever imported.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 __version__ = "0.1.0"
-
-
-def _checkout_root() -> Path | None:
-    """The repository root when this package is imported from a checkout (not an installed wheel)."""
-    root = Path(__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
-    if (root / "bridge" / "__init__.py").is_file() and pyproject.is_file():
-        if 'name = "advbridge"' in pyproject.read_text(encoding="utf-8"):
-            return root
-    return None
-
-
-# In a checkout, advbridge.bridge, advbridge.zoo... are the card's top-level folders. Installed, they are
-# inside this package's folder and found there first.
-if (_root := _checkout_root()) is not None and str(_root) not in __path__:
-    __path__.append(str(_root))
 
 #: The public API, imported on first use (``import advbridge`` itself loads no torch): name -> (module, attribute).
 _API = {

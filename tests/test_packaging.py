@@ -25,7 +25,18 @@ def test_every_package_folder_is_listed_in_pyproject():
         for init in (ROOT / folder).rglob("__init__.py")
     }
     assert set(config["packages"]) == found
-    assert config["package-dir"] == {"advbridge": "advbridge", **{f"advbridge.{f}": f for f in CARD_FOLDERS}}
+    assert "package-dir" not in config  # the links are the mapping: one import path for every tool
+
+
+def test_the_card_folders_are_linked_into_the_package_and_not_importable_bare():
+    for folder in CARD_FOLDERS:
+        link = ROOT / "advbridge" / folder
+        assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve(), link
+    code = "import advbridge.bridge.errors as e, sys; print(e.__file__)\ntry:\n    import bridge\nexcept ImportError as x: print(x)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    first, second = done.stdout.strip().splitlines()
+    assert first == str(ROOT / "advbridge" / "bridge" / "errors.py"), done.stdout
+    assert second.startswith("import advbridge.bridge, not bridge"), done.stdout
 
 
 @pytest.fixture(scope="module")

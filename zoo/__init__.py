@@ -4,6 +4,10 @@ Importing :mod:`zoo` registers the in-house architectures (``advbridge_mnist_cnn
 in timm's registry.
 """
 
+if __name__ != "advbridge.zoo":  # the folder is advbridge/zoo (a link): a bare ``import zoo`` would load a second copy
+    raise ImportError(f"import advbridge.zoo, not {__name__}: the card's folders are subpackages of advbridge")
+
+
 from advbridge.zoo.checkpoints import cache_dir, checkpoint_dir, config_key, load_checkpoint, save_checkpoint
 from advbridge.zoo.datasets import DATASETS, DatasetInfo, TensorImages, dataset_info, load_dataset, load_tensors
 from advbridge.zoo.models import (
