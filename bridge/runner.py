@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -249,6 +250,16 @@ class InvalidOutputError(RuntimeError):
     """An attack's output failed the runner's checks (shape, range, eps ball, side effects)."""
 
 
+class BatchRun(NamedTuple):
+    """What :func:`run_batch_attack` measured: the output, the images through the attacked module's forward and
+    backward passes, and the wall time of the attack's call."""
+
+    x_adv: Tensor
+    forward_images: int
+    backward_images: int
+    seconds: float
+
+
 def run_batch_attack(
     attack: Callable[[Tensor, Tensor, int], Tensor],
     model: nn.Module,
@@ -257,15 +268,12 @@ def run_batch_attack(
     seed: int,
     *,
     ball: tuple[str, float] | None = None,
-) -> tuple[Tensor, int, int]:
-    """An attack of ours that is no library's spec (an adaptive attack: ``attack(x, y, seed) -> x_adv``),
-    measured as :func:`run_attack` measures a library's: ``model`` (the module it attacks) in eval mode for
-    the call and its mode restored, its forward and backward passes counted, the output checked (shape,
-    [0, 1], the eps ``ball`` ``(norm, eps)`` when given, the caller's ``x`` untouched). The RNGs are left as
-    they are (the caller seeds: :func:`experiments.sharding.sharded_adversarial`).
-
-    Returns:
-        ``(x_adv, forward images, backward images)``.
+) -> BatchRun:
+    """An attack of ours that is no library's spec (an adaptive attack, an audit remedy:
+    ``attack(x, y, seed) -> x_adv``), measured as :func:`run_attack` measures a library's: ``model`` (the module
+    it attacks) in eval mode for the call and its mode restored, its forward and backward passes counted, the
+    call timed, the output checked (shape, [0, 1], the eps ``ball`` ``(norm, eps)`` when given, the caller's
+    ``x`` untouched). The RNGs are left as they are (the caller seeds: :func:`experiments.sharding.sharded_adversarial`).
 
     Raises:
         InvalidOutputError: naming every failed check.
@@ -273,8 +281,12 @@ def run_batch_attack(
     x_before = x.clone()
     counter = PassCounter().attach(model)
     try:
+        synchronize(x.device)
+        start = time.perf_counter()
         with eval_mode(model):
             x_adv = attack(x, y, seed).detach()
+        synchronize(x.device)
+        seconds = time.perf_counter() - start
     finally:
         counter.detach()
     delta = (x_adv - x).flatten(1)
@@ -283,7 +295,7 @@ def run_batch_attack(
         problems.append("the attack modified the caller's input tensor")
     if problems:
         raise InvalidOutputError("; ".join(problems))
-    return x_adv, counter.forward_images, counter.backward_images
+    return BatchRun(x_adv, counter.forward_images, counter.backward_images, seconds)
 
 
 def warm_up(model: nn.Module, x: Tensor, y: Tensor) -> None:

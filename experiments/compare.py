@@ -33,9 +33,9 @@ from advbridge.experiments.minimal import (
     MINIMAL_FIGURE_TAILS,
     WORST_CASE,
     eps_grid_table,
+    library_envelope,
     norms_of,
     save_minimal_figures,
-    worst_case,
 )
 from advbridge.experiments.progress import ProgressStore, merge_results
 from advbridge.experiments.sharding import attack_slices, batch_seeds
@@ -200,7 +200,7 @@ def summary_table(results: Sequence[AttackResult], context: dict | None = None) 
         for row in rows:
             row["optimality"] = scores.get(row["library"], math.nan)
     if ok and ok[0].spec.minimal:
-        best, counts = worst_case(ok)
+        best, counts = library_envelope(ok)
         for row in rows:
             row["best_count"] = counts.get(row["library"], math.nan)
         rows.append(worst_case_row(ok, best))

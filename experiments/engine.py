@@ -34,6 +34,7 @@ from advbridge.bridge.runner import InvalidOutputError, eps_ball, predict, run_b
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.defenses.detector import detection_metrics
 from advbridge.experiments import flags
+from advbridge.experiments.core.reductions import smallest_success, worst_case_robust
 from advbridge.experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
 
 #: The reason of a transfer row: the attack on the undefended model, and how well it did there.
@@ -145,11 +146,6 @@ def perturbation_norms(x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     return delta.norm(dim=1).cpu(), delta.abs().amax(1).cpu()
 
 
-def cross_entropy_objective(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """The per-sample cross-entropy of ``model`` as an objective ``(x, y) -> (N,)``."""
-    return lambda x, y: torch.nn.functional.cross_entropy(model(x), y, reduction="none")
-
-
 class TransferAttacks:
     """Each attack library's result on the undefended classifier, computed on first use and shared by every
     row that needs it (the ``transfer`` rows of each subject, the undefended rows)."""
@@ -256,7 +252,7 @@ def judge(cell: Cell, system: nn.Module, detector: Detector | None, x: Tensor, y
     cell.clean_ok, cell.fooled, cell.robust, cell.x_adv = clean_ok, fooled, clean_ok & ~fooled, x_adv
 
 
-def worst_case(cells: Sequence[Cell], library: str, attack: str = "") -> Cell:
+def worst_case_cell(cells: Sequence[Cell], library: str, attack: str = "") -> Cell:
     """Per sample, over every attacked cell of one subject: robust only if robust in all; the norm is the
     smallest successful one."""
     clean = next(c for c in cells if c.defense_library == library and c.mode == "none")
@@ -266,15 +262,10 @@ def worst_case(cells: Sequence[Cell], library: str, attack: str = "") -> Cell:
     if not ran or clean.clean_ok is None:
         cell.status, cell.reason = "unsupported", "no attack ran"
         return cell
-    cell.robust = torch.stack([robust for robust, _, _ in ran]).all(0)
+    cell.robust = worst_case_robust(clean.clean_ok, [robust for robust, _, _ in ran])
     cell.fooled = clean.clean_ok & ~cell.robust
-    inf = torch.tensor(math.inf)
-    l2, linf = (
-        torch.stack(
-            [torch.where(fooled, norms[i], inf) for _, fooled, norms in ran if fooled is not None and norms]
-        ).amin(0)
-        for i in range(2)
-    )
+    broken = [(fooled, norms) for _, fooled, norms in ran if fooled is not None and norms]
+    l2, linf = (smallest_success([norms[i] for _, norms in broken], [f for f, _ in broken]) for i in range(2))
     cell.norms = (l2, linf)
     cell.reason = f"per sample, the worst over {len(ran)} attacked rows"
     first = next(c for c in judged if c.robust is not None)
@@ -308,7 +299,7 @@ def evaluate(
     The global RNG is seeded with the attack's seed for the rows (a random defense's draws repeat) and
     restored afterwards.
     """
-    x, attack = transfer.x, transfer.attack
+    x, y, attack = transfer.x, transfer.y, transfer.attack
     out = Evaluated([])
     total = sum(s.n_rows for s in subjects)
     with _forked(x), tqdm(total=total, disable=not show_progress, desc=description, unit="cell") as bar:
@@ -317,11 +308,11 @@ def evaluate(
             _evaluate_subject(subject, transfer, out, bar, batch_size)
     for subject in subjects:
         if not isinstance(subject.system, str):
-            out.cells.append(worst_case(out.cells, subject.name, subject.worst_case_attack))
+            out.cells.append(worst_case_cell(out.cells, subject.name, subject.worst_case_attack))
     systems = {s.name: s.flags_system or s.system for s in subjects if not isinstance(s.system, str)}
     with _forked(x):
         torch.manual_seed(attack.seed)
-        measured = {name: flags.model_flags(system, x) for name, system in systems.items()}
+        measured = {name: flags.model_flags(system, x, y) for name, system in systems.items()}
     for cell in out.cells:
         cell.model_flags = measured.get(cell.defense_library, {})
     return out
@@ -390,7 +381,7 @@ def _adaptive(
     ball = None if within_budget else eps_ball(attack)
 
     def checked(xb: Tensor, yb: Tensor, seed: int) -> Tensor:
-        x_adv, fwd, bwd = run_batch_attack(run, counted, xb, yb, seed, ball=ball)
+        x_adv, fwd, bwd, _ = run_batch_attack(run, counted, xb, yb, seed, ball=ball)
         passes[0] += fwd
         passes[1] += bwd
         return x_adv

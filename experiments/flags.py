@@ -6,7 +6,9 @@ are probabilities (softmax saturation hides the logits' gradient), when input gr
 single-step attack beats an iterative one, when a transfer or black-box attack beats the white-box one,
 when an unbounded attack does not reach 100 %, or when success does not grow with eps.
 
-Each function returns the value of its flag; :data:`THRESHOLDS` says from which value it is raised.
+Each function returns the value of its flag; each flag column is an indicator of
+:mod:`advbridge.experiments.core.indicators` (the audit's, measured by the same functions), whose threshold and
+direction :data:`THRESHOLDS` and :func:`raised` give.
 """
 
 from __future__ import annotations
@@ -19,88 +21,39 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from advbridge.bridge.runner import eval_mode
-from advbridge.zoo.training_check import CHANCE_MARGIN, TrainingCheck, check_card
+from advbridge.experiments.core.indicators import (
+    COLUMNS,
+    objective_zero_gradient_share,
+    probability_outputs,
+    randomized,
+    saturated_softmax,
+    unavailable_gradients,
+)
+from advbridge.zoo.training_check import TrainingCheck, check_card
 
-#: Value from which each flag is raised (``value > threshold``).
-THRESHOLDS = {
-    "random_outputs": 0.0,  # share of samples whose logits differ between two forward passes
-    "probability_outputs": 0.5,  # share of samples whose outputs look like a probability vector
-    "saturated_softmax": 0.5,  # share of samples whose float32 softmax is exactly one-hot (distillation's cause)
-    "zero_grad_share": 0.0,  # share of samples whose loss gradient is exactly zero
-    "single_step_gap": 0.0,  # robust accuracy under the iterative attack minus the single step's
-    "catastrophic_overfitting": 0.1,  # FGSM accuracy minus the iterative one's, where the latter is < half of it
-    "weaker_beats_white_box": 0.0,  # white-box robust accuracy minus the transfer / black-box one's
-    "unbounded_incomplete": 0.0,  # 1 - success rate of an unbounded attack (DeepFool, DDN)
-    "non_monotone_eps": 0.0,  # the largest rise of robust accuracy from one eps to a larger one
-    # clean accuracy − 1/K of the model behind the row (a generator's: 1 − MSE / MSE of the mean image);
-    # raised *below* it, or when the model's training loss never fell (zoo.training_check)
-    "failed_training": CHANCE_MARGIN,
-}
+__all__ = ["objective_zero_gradient_share", "probability_outputs", "randomized", "saturated_softmax"]
+
+#: Value from which each flag column is raised: the threshold of its indicator
+#: (:data:`advbridge.experiments.core.indicators.INDICATORS`, the audit's too).
+THRESHOLDS = {column: indicator.threshold for column, indicator in COLUMNS.items()}
 #: Flags raised when their value is below the threshold (the others: above).
-RAISED_BELOW = ("failed_training",)
-
-
-@torch.no_grad()
-def random_outputs(model: nn.Module, x: Tensor) -> float:
-    """Share of samples whose outputs differ between two forward passes in eval mode (a random defense)."""
-    with eval_mode(model):
-        first, second = model(x), model(x)
-    return float((first != second).flatten(1).any(1).double().mean())
-
-
-@torch.no_grad()
-def probability_outputs(model: nn.Module, x: Tensor, atol: float = 1e-4) -> float:
-    """Share of samples whose outputs are non-negative and sum to 1 within ``atol``: a model that returns
-    softmax probabilities instead of logits (cross-entropy on them saturates; attack the logits)."""
-    with eval_mode(model):
-        out = model(x).double()
-    return float(((out >= 0).all(1) & ((out.sum(1) - 1).abs() <= atol)).double().mean())
-
-
-@torch.no_grad()
-def saturated_softmax(model: nn.Module, x: Tensor) -> float:
-    """Share of samples whose float32 softmax is exactly one-hot (its largest probability rounds to 1): the
-    cross-entropy's gradient is then zero or denormal, as for a distilled network at T = 1 (Carlini & Wagner
-    2016, "Defensive distillation is not robust to adversarial examples")."""
-    with eval_mode(model):
-        out = model(x).float()
-    return float((out.softmax(1).amax(1) == 1.0).double().mean())
-
-
-def objective_zero_gradient_share(objective, x: Tensor, y: Tensor) -> float:
-    """Share of samples whose gradient of ``objective(x, y)`` (per sample, summed) is exactly zero at x; an
-    objective whose graph does not reach x at all (a non-differentiable step inside) has zero gradient."""
-    xg = x.detach().requires_grad_(True)
-    value = objective(xg, y).sum()
-    if not value.requires_grad:
-        return 1.0
-    (grad,) = torch.autograd.grad(value, xg, allow_unused=True)
-    if grad is None:
-        return 1.0
-    return float((grad.flatten(1).abs().amax(1) == 0).double().mean())
-
-
-def zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Share of samples whose cross-entropy input gradient is exactly zero (a shattered or saturated
-    gradient), in eval mode (the model's mode restored)."""
-    with eval_mode(model):
-        return objective_zero_gradient_share(
-            lambda inputs, labels: torch.nn.functional.cross_entropy(model(inputs), labels, reduction="none"), x, y
-        )
+RAISED_BELOW = tuple(column for column, indicator in COLUMNS.items() if indicator.below)
+#: Cross-entropy input-gradient share that is exactly zero (Pintor et al.'s unavailable gradients).
+zero_gradient_share = unavailable_gradients
 
 
 #: Images the model-level flags look at (enough for a share, cheap for an expensive defended system).
 MODEL_CHECK_N = 64
 
 
-def model_flags(model: nn.Module, x: Tensor) -> dict[str, float]:
+def model_flags(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, float]:
     """The flags of a defended system that need only its outputs, on the first :data:`MODEL_CHECK_N` images:
-    random outputs, probability outputs, a saturated softmax. The global RNG is left as it was."""
-    x = x[:MODEL_CHECK_N]
+    random outputs (AutoAttack's check_randomized), probability outputs, a saturated softmax. The global RNG is
+    left as it was."""
+    x, y = x[:MODEL_CHECK_N], y[:MODEL_CHECK_N]
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         return {
-            "random_outputs": random_outputs(model, x),
+            "random_outputs": randomized(model, x, y),
             "probability_outputs": probability_outputs(model, x),
             "saturated_softmax": saturated_softmax(model, x),
         }
@@ -128,8 +81,8 @@ def non_monotone_eps(robust_by_eps: Sequence[tuple[float, float]]) -> float:
 
 
 def raised(name: str, value: float) -> bool:
-    """Whether the flag ``name`` (a key of :data:`THRESHOLDS`) is raised by ``value``."""
-    return value < THRESHOLDS[name] if name in RAISED_BELOW else value > THRESHOLDS[name]
+    """Whether the flag column ``name`` (a key of :data:`THRESHOLDS`) is raised by ``value`` (its indicator's rule)."""
+    return COLUMNS[name].raised(value)
 
 
 #: The key of :func:`add_table_flags`' ``training`` mapping for the model behind every row.
@@ -247,7 +200,7 @@ def add_compare_flags(
     model's ``card`` (``failed_training``; nan without a card)."""
     check = None if card is None else check_card(card)
     values = {
-        **model_flags(model, x),
+        **model_flags(model, x, y),
         "zero_grad_share": zero_gradient_share(model, x, y),
         "failed_training": math.nan if check is None else check.value,
     }

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from advbridge.bridge.io import OutputPrefix, atomic_write
 from advbridge.bridge.runner import AttackResult
+from advbridge.experiments.core.reductions import best_counts, robust_accuracy_at
 
 #: Multiples of the dataset's standard budget used when no ``--eps-grid`` is given.
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -34,21 +35,12 @@ def norms_of(result: AttackResult) -> Tensor:
     return torch.where(result.clean_correct & result.success, dist, torch.full_like(dist, math.inf))
 
 
-def robust_accuracy_at(result_norms: Tensor, clean_correct: Tensor, eps: float) -> float:
-    """Fraction of samples that are correct and not broken within ``eps``."""
-    return float((clean_correct & (result_norms > eps)).float().mean())
-
-
-def worst_case(results: Sequence[AttackResult]) -> tuple[Tensor, dict[str, int]]:
-    """Per-sample smallest successful norm over libraries, and how often each library reached it.
-
-    A library counts as best on a sample when its norm is within 0.1 % of the minimum (ties count for
-    every library that reaches it).
-    """
+def library_envelope(results: Sequence[AttackResult]) -> tuple[Tensor, dict[str, int]]:
+    """Per-sample smallest successful norm over libraries (the worst case,
+    :func:`~advbridge.experiments.core.reductions.best_counts`), and on how many samples each library reached it
+    (within :data:`~advbridge.experiments.core.reductions.BEST_RTOL`; ties count for every library)."""
     ok = [r for r in results if r.success is not None]
-    norms = torch.stack([norms_of(r) for r in ok])
-    best = norms.min(dim=0).values
-    reached = (norms <= best * (1 + 1e-3)) & torch.isfinite(norms)
+    best, reached = best_counts(torch.stack([norms_of(r) for r in ok]))
     return best, {r.library: int(reached[i].sum()) for i, r in enumerate(ok)}
 
 
@@ -58,7 +50,7 @@ def eps_grid_table(results: Sequence[AttackResult], eps_grid: Sequence[float]) -
     if not ok:
         return pd.DataFrame()
     clean_correct = ok[0].clean_correct
-    rows = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, worst_case(ok)[0])]
+    rows = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, library_envelope(ok)[0])]
     data = {lib: [robust_accuracy_at(n, clean_correct, e) for e in eps_grid] for lib, n in rows}
     table = pd.DataFrame(data, index=pd.Index(eps_grid, name="eps")).T
     table.index.name = "library"
@@ -83,7 +75,7 @@ def save_minimal_figures(
     )
     xs = torch.linspace(0, max(finite_max, max(eps_grid)) * 1.05, 200)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    curves = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, worst_case(ok)[0])]
+    curves = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, library_envelope(ok)[0])]
     for library, n in curves:
         ys = [robust_accuracy_at(n, ok[0].clean_correct, float(e)) for e in xs]
         ax.plot(xs, ys, label=library, linestyle="--" if library == WORST_CASE else "-")

@@ -29,8 +29,8 @@ import pandas as pd
 
 from advbridge.bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from advbridge.bridge.provenance import provenance
-from advbridge.experiments.audit.engine import NAIVE, Audit
 from advbridge.experiments.audit.optimality import envelope, optimality_table, samples_table
+from advbridge.experiments.audit.results import NAIVE, Audit
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def results_table(audit: Audit) -> pd.DataFrame:
             )  # fmt: skip
         record.update(seconds=row.seconds, remedy_for=",".join(row.indicators), reason=row.reason)
         records.append(record)
-    for stage, robust in (("worst-case naive", audit.worst_case([NAIVE])), ("worst-case", audit.worst_case())):
+    for stage, robust in (("worst-case naive", audit.robust_under([NAIVE])), ("worst-case", audit.robust_under())):
         records.append({"attack": stage, "library": "", "stage": "", "status": "ok", "n": len(audit.clean), "remedy_for": "",
                         "clean_acc": audit.clean_accuracy, "robust_acc": float(robust.double().mean()),
                         "reason": "per sample, the worst over the rows" + (" of the naive cascade" if

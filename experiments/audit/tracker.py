@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advbridge.experiments.core.losses import margin_loss
+
 #: Slack of the ball check: float32 rounding of x + δ (as the runner's).
 BALL_TOL = 1e-5
 
@@ -42,24 +44,6 @@ def distances(delta: Tensor, norm: str) -> Tensor:
     """Per-row ``norm`` ("Linf" or "L2") of a batch of perturbations."""
     flat = delta.flatten(1)
     return flat.abs().amax(1) if norm == "Linf" else flat.norm(p=2, dim=1)
-
-
-def margin_loss(logits: Tensor, labels: Tensor, reject: int | None = None) -> Tensor:
-    """``L = z_y − max_{j≠y} z_j`` per row: below 0 exactly when misclassified (Carlini & Wagner 2017). With a
-    ``reject`` class (a detector's, :class:`~advbridge.defenses.detector.RejectingClassifier`) it counts with the
-    true class: ``max(z_y, z_reject) − max_{j∉{y, reject}} z_j``, below 0 when fooled and not detected."""
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    others = logits.scatter(1, labels[:, None], float("-inf"))
-    if reject is not None:
-        true = torch.maximum(true, logits[:, reject])
-        others = others.index_fill(1, torch.tensor([reject], device=logits.device), float("-inf"))
-    return true - others.amax(1)
-
-
-def fooled(pred: Tensor, labels: Tensor, reject: int | None = None) -> Tensor:
-    """Misclassified, and not rejected (when there is a reject class)."""
-    wrong = pred != labels
-    return wrong if reject is None else wrong & (pred != reject)
 
 
 class PathTracker(nn.Module):

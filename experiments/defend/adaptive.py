@@ -6,7 +6,7 @@ al. 2018, Sec. 4.1). A detector next to the classifier does: the attacker must f
 stay under the detection threshold. :func:`detector_aware_pgd` ascends, with BPDA through the squeezers
 (He et al. 2017; Carlini & Wagner 2017, "Adversarial examples are not easily detected", Sec. 5),
 
-    J(x') = min(m(x'), κ) − c · max(0, score(x') − (1 − ρ)·τ),     m(x') = max_{j≠y} z_j(x') − z_y(x'),
+    J(x') = min(m(x'), κ) − c · max(0, score(x') − (1 − ρ)·τ),     m(x') = −L(z(x'), y) = max_{j≠y} z_j(x') − z_y(x'),
 
 a margin loss capped at a confidence κ (a confident mistake also survives squeezing) minus a hinge on the
 detection score below a slightly lowered threshold. Each sample keeps its last iterate that fools the
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from advbridge.defenses.detector import SqueezeDetector
+from advbridge.experiments.core.losses import margin_loss
 from advbridge.own_attacks import pgd
 
 #: Confidence cap κ of the margin term (logits), weight c of the detection hinge, and the share ρ by which
@@ -33,13 +34,6 @@ from advbridge.own_attacks import pgd
 KAPPA = 5.0
 DETECTION_WEIGHT = 1.0
 THRESHOLD_MARGIN = 0.2
-
-
-def margin(logits: Tensor, labels: Tensor) -> Tensor:
-    """m = max_{j≠y} z_j − z_y per sample (Carlini & Wagner 2017, f₆): > 0 exactly when misclassified."""
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    others = logits.scatter(1, labels[:, None], float("-inf"))
-    return others.amax(1) - true
 
 
 def detector_aware_pgd(
@@ -74,7 +68,7 @@ def detector_aware_pgd(
         reference = logits.softmax(1)
         squeezed = [(reference - detector.classifier(s(x)).softmax(1)).abs().sum(1) for s in detector.squeezers]
         score = torch.stack(squeezed).amax(0)
-        return margin(logits, y).clamp_max(kappa) - weight * (score - target).clamp_min(0)
+        return (-margin_loss(logits, y)).clamp_max(kappa) - weight * (score - target).clamp_min(0)
 
     def fools_both(x: Tensor, y: Tensor) -> Tensor:
         return (detector.classifier(x).argmax(1) != y) & (detector.score(x) <= tau)

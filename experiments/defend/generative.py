@@ -44,9 +44,9 @@ from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.detector import calibrate_threshold
 from advbridge.defenses.generative import ConvGenerator, Purifier, ReconstructionDetector, ReconstructionLabeller
 from advbridge.defenses.preprocessor import PreprocessedClassifier
-from advbridge.experiments import engine
-from advbridge.experiments.defend.adaptive import KAPPA, THRESHOLD_MARGIN, margin
-from advbridge.experiments.defend.trained import adaptive_budget, margin_objective, margin_pgd
+from advbridge.experiments.core.losses import cross_entropy_objective, margin_loss, margin_objective
+from advbridge.experiments.defend.adaptive import KAPPA, THRESHOLD_MARGIN
+from advbridge.experiments.defend.trained import adaptive_budget, margin_pgd
 from advbridge.experiments.engine import Detector, EvaluationOptions, FamilyEvaluation, Row, Subject
 from advbridge.experiments.flags import UNDEFENDED, objective_zero_gradient_share
 from advbridge.own_attacks import pgd
@@ -118,7 +118,7 @@ class GenerativeEvaluation(FamilyEvaluation):
         """The classifier alone: each library's attack on it (what the defense has to win back)."""
 
         def rows(clean_ok: Tensor) -> Iterator[Row]:
-            zero = objective_zero_gradient_share(engine.cross_entropy_objective(self.classifier), self.x, self.y)
+            zero = objective_zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
             for library in self.attack_libraries:
                 yield Row("white-box", library, zero, transfer=True)
 
@@ -146,7 +146,7 @@ class GenerativeEvaluation(FamilyEvaluation):
             if self.spec.random:
                 again = predict(system, self.x).cpu() == self.y.cpu()
                 self.checks["random_outputs"] = float((again != clean_ok).double().mean())
-            zero = objective_zero_gradient_share(engine.cross_entropy_objective(system), self.x, self.y)
+            zero = objective_zero_gradient_share(cross_entropy_objective(system), self.x, self.y)
             draws = ", one draw per gradient" if self.spec.random else ""
             for mode in ("transfer", "white-box"):
                 for library in self.attack_libraries:
@@ -167,7 +167,7 @@ class GenerativeEvaluation(FamilyEvaluation):
         detector = self.detector()
 
         def rows(clean_ok: Tensor) -> Iterator[Row]:
-            zero = objective_zero_gradient_share(engine.cross_entropy_objective(self.classifier), self.x, self.y)
+            zero = objective_zero_gradient_share(cross_entropy_objective(self.classifier), self.x, self.y)
             for library in self.attack_libraries:
                 reason = "attack on the classifier alone, unaware of the detector"
                 yield Row("transfer", library, zero, reason=reason, transfer=True)
@@ -186,7 +186,7 @@ class GenerativeEvaluation(FamilyEvaluation):
 
         def objective(x: Tensor, y: Tensor) -> Tensor:
             hinge = (detector.score(x) / tau - (1 - THRESHOLD_MARGIN)).clamp_min(0)
-            return margin(classifier(x), y).clamp_max(KAPPA) - RECON_DETECTION_WEIGHT * hinge
+            return (-margin_loss(classifier(x), y)).clamp_max(KAPPA) - RECON_DETECTION_WEIGHT * hinge
 
         def fools_both(x: Tensor, y: Tensor) -> Tensor:
             return (classifier(x).argmax(1) != y) & (detector.score(x) <= tau)

@@ -28,6 +28,7 @@ from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.detector import SqueezeDetector, calibrate_threshold
 from advbridge.defenses.preprocessor import PreprocessedClassifier
 from advbridge.experiments import flags
+from advbridge.experiments.core.losses import cross_entropy_objective
 from advbridge.experiments.defend.adaptive import detector_aware_pgd
 from advbridge.experiments.defend.figures import save_detector_figures, save_images
 from advbridge.experiments.defend.report import format_table, results_table, write_defend
@@ -38,7 +39,6 @@ from advbridge.experiments.engine import (
     FamilyEvaluation,
     Row,
     Subject,
-    cross_entropy_objective,
 )
 from advbridge.experiments.flags import training_checks
 

@@ -33,14 +33,14 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advbridge.bridge.adapters import get_adapter
 from advbridge.bridge.defense_spec import TrainingDefenseSpec
 from advbridge.bridge.spec import AttackSpec, Norm
-from advbridge.experiments.defend.adaptive import margin
+from advbridge.experiments.core.losses import cross_entropy_objective, margin_objective
+from advbridge.experiments.core.restarts import pgd_restarts
 from advbridge.experiments.engine import (
     TRANSFER_REASON,
     Cell,
@@ -48,55 +48,14 @@ from advbridge.experiments.engine import (
     FamilyEvaluation,
     Row,
     Subject,
-    cross_entropy_objective,
 )
 from advbridge.experiments.flags import UNDEFENDED, objective_zero_gradient_share  # UNDEFENDED: the twin's rows
-from advbridge.own_attacks import deepfool, fgsm, pgd
-from advbridge.own_attacks._common import batch_view
+from advbridge.own_attacks import deepfool, fgsm
 
 #: Catastrophic overfitting: FGSM accuracy this far above PGD accuracy, and PGD accuracy below half of it.
 OVERFITTING_GAP = 0.1
 #: PGD steps of the adaptive attacks when the attack itself is a single step (FGSM).
 ADAPTIVE_STEPS = 40
-
-
-def pgd_restarts(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    eps: float,
-    norm: str,
-    steps: int,
-    step_size: float,
-    restarts: int,
-    objective: Callable[[Tensor, Tensor], Tensor],
-    seed: int = 0,
-) -> Tensor:
-    """PGD ascending ``objective(x_adv, y)`` from ``restarts`` random starts (seeds ``seed``, ``seed + 1``...);
-    each sample keeps the first restart that misclassifies it (its last restart's iterate if none does)."""
-
-    def misclassified(x_adv: Tensor, labels: Tensor) -> Tensor:
-        return model(x_adv).argmax(1) != labels
-
-    best, found = None, torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for restart in range(restarts):
-        generator = torch.Generator(device=x.device).manual_seed(seed + restart)
-        x_r = pgd(
-            model, x, y, eps=eps, norm=norm, steps=steps, step_size=step_size, random_start=True,
-            generator=generator, loss=objective, success=misclassified,
-        )  # fmt: skip
-        with torch.no_grad():
-            now = misclassified(x_r, y) & ~found
-        best = x_r if best is None else torch.where(batch_view(now, x_r), x_r, best)
-        found |= now
-        if found.all():
-            break
-    return best
-
-
-def margin_objective(model: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-    return lambda x, y: margin(model(x), y)
 
 
 def adaptive_budget(attack: AttackSpec) -> dict:
@@ -120,7 +79,7 @@ def margin_pgd(
     objective = objective or margin_objective(model)
 
     def run(x: Tensor, y: Tensor, seed: int) -> Tensor:
-        return pgd_restarts(model, x, y, restarts=restarts, objective=objective, seed=seed, **budget)
+        return pgd_restarts(model, x, y, restarts=restarts, loss=objective, seed=seed, **budget)
 
     return f"pgd-margin{label} ({restarts} restarts × {budget['steps']} steps{detail})", run, objective
 
@@ -191,7 +150,7 @@ class TrainedEvaluation(FamilyEvaluation):
                 attacks.append(
                     (
                         f"pgd-ce(z/T), T={self.spec.temperature:g}",
-                        lambda x, y, seed: pgd_restarts(model, x, y, restarts=1, objective=scaled, seed=seed, **budget),
+                        lambda x, y, seed: pgd_restarts(model, x, y, restarts=1, loss=scaled, seed=seed, **budget),
                         scaled,
                     )
                 )

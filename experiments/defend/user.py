@@ -26,10 +26,11 @@ from advbridge.bridge.errors import InvalidParameterError
 from advbridge.bridge.io import OutputPrefix
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.preprocessor.bpda import BPDA
+from advbridge.experiments.core.losses import margin_objective
 from advbridge.experiments.defend.generative import eot_objective
 from advbridge.experiments.defend.report import results_table, write_defend
 from advbridge.experiments.defend.run_trained import save_accuracy_figure
-from advbridge.experiments.defend.trained import TrainedEvaluation, adaptive_budget, margin_objective, margin_pgd
+from advbridge.experiments.defend.trained import TrainedEvaluation, adaptive_budget, margin_pgd
 from advbridge.experiments.engine import EvaluationOptions
 from advbridge.experiments.flags import training_checks
 from advbridge.zoo.user_models import build_factory_model

@@ -9,7 +9,7 @@ import torch
 from broken_defenses import GaussianNoise, NumpyPreprocess, Probabilities, Quantized, SaturatedLogits
 from torch import nn
 
-from advbridge.experiments.audit import indicators as ind
+from advbridge.experiments.core import indicators as ind
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_incomplete_optimization_on_traces():
 def test_reject_class_counts_with_the_true_class():
     """A detector as a classifier with a reject class: fooled means wrong *and* not rejected; the margin is
     max(z_y, z_reject) − max over the other classes."""
-    from advbridge.experiments.audit.tracker import fooled, margin_loss
+    from advbridge.experiments.core.losses import fooled, margin_loss
 
     logits = torch.tensor([[3.0, 1.0, 0.0, 5.0], [0.0, 4.0, 1.0, 2.0], [2.0, 0.0, 1.0, -1.0]])
     labels = torch.tensor([0, 0, 0])

@@ -12,7 +12,8 @@ from advbridge.bridge.errors import UnsupportedDefenseError
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.detector import SqueezeDetector
 from advbridge.defenses.preprocessor import BitDepth, MedianFilter
-from advbridge.experiments.defend.adaptive import detector_aware_pgd, margin
+from advbridge.experiments.core.losses import margin_loss
+from advbridge.experiments.defend.adaptive import detector_aware_pgd
 from advbridge.experiments.defend.squeezers import check_defense_libraries, run_defend
 from advbridge.experiments.engine import EvaluationOptions
 from advbridge.own_attacks import pgd
@@ -114,7 +115,7 @@ def test_pgd_success_hook_returns_the_last_successful_iterate(mnist_model, mnist
 
 def test_margin_is_positive_exactly_when_misclassified():
     logits = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5]])
-    assert torch.equal(margin(logits, torch.tensor([0, 0])), torch.tensor([-2.0, 1.0]))
+    assert torch.equal(-margin_loss(logits, torch.tensor([0, 0])), torch.tensor([-2.0, 1.0]))
 
 
 def test_detector_aware_pgd_stays_in_the_ball_and_keeps_successes(mnist_model, mnist_batch):

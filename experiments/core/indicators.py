@@ -1,6 +1,13 @@
-"""Indicators of a failed robustness evaluation, each a measured value with its threshold and its remedy.
+"""Indicators of a failed robustness evaluation: one protocol for ``defend``'s flags and the audit.
 
-Two sources (REFERENCES.md §8):
+Each indicator is one :class:`Indicator`: a threshold and a direction, its source, the remedy it calls for, and
+:meth:`Indicator.measure` (value vs threshold → an :class:`IndicatorResult`). ``defend`` and ``compare`` report
+the measured values as flag columns (:mod:`advbridge.experiments.flags`); the audit also runs each raised
+indicator's remedy rows (:mod:`advbridge.experiments.audit.remedies`, keyed by the indicator's name). The
+model-level measures are the functions of this module, the same for every command, so the same model gets the
+same judgement everywhere.
+
+Sources (REFERENCES.md §8):
 
 - AutoAttack's ``checks.py`` (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
   ensemble of diverse parameter-free attacks", ICML, App. and the repository's checks): a randomized model,
@@ -9,10 +16,12 @@ Two sources (REFERENCES.md §8):
 - Pintor et al. 2022, "Indicators of Attack Failure" (NeurIPS), Sec. 3: (1) unavailable gradients,
   (2) unstable predictions, (3) silent success, (4) incomplete optimization, (5) transfer failure,
   (6) unconstrained attack failure, each paired with the fix the audit then applies.
+- Carlini et al. 2019, "On Evaluating Adversarial Robustness", Sec. 5 (the checklist): a single step beating
+  an iterative attack, a transfer or black-box attack beating the white-box one, an unbounded attack short of
+  100 %, success not growing with eps; Wong et al. 2020, Sec. 5 (catastrophic overfitting).
 
-Model-level indicators are functions of the model and the images (this module); attack-level ones are
-measured on the traces of :class:`~advbridge.experiments.audit.tracker.PathTracker` (also here). Each
-returns a float; :data:`INDICATORS` holds the threshold, the direction, the source and the remedy.
+Attack-level indicators are measured on the traces of
+:class:`~advbridge.experiments.audit.tracker.PathTracker` or on table rows (the functions at the end).
 """
 
 from __future__ import annotations
@@ -27,66 +36,115 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advbridge.bridge.runner import eval_mode
-from advbridge.experiments.audit.tracker import margin_loss
+from advbridge.experiments.core.losses import margin_loss
 from advbridge.zoo.training_check import CHANCE_MARGIN
 
 
 @dataclass(frozen=True)
-class IndicatorInfo:
-    """What an indicator means: its threshold (raised when the value is above it, or below it when
-    ``below``), where it comes from, and the remedy the audit applies when it is raised."""
+class Indicator:
+    """One indicator: raised when its value is above ``threshold`` (below it when ``below``); ``source``: where
+    it comes from; ``remedy``: what the audit does when it is raised; ``column``: its column in ``defend`` and
+    ``compare`` tables when it is reported there (``None``: audit only)."""
 
+    name: str
     threshold: float
     source: str
     remedy: str
     below: bool = False
+    column: str | None = None
 
-    def raised(self, value: float) -> bool:
+    def raised(self, value: float | None) -> bool:
+        """Whether ``value`` raises the indicator (nan and ``None``, measured on nothing, do not)."""
         if value is None or math.isnan(value):
             return False
         return value < self.threshold if self.below else value > self.threshold
 
+    def measure(self, value: float, reason: str = "") -> IndicatorResult:
+        """``value`` judged against the threshold."""
+        return IndicatorResult(self.name, value, self.threshold, self.raised(value), self.remedy, self.source, reason)
 
-#: Every indicator of the audit, in report order.
-INDICATORS: dict[str, IndicatorInfo] = {
+
+@dataclass
+class IndicatorResult:
+    """One indicator, measured: value, threshold, raised, the remedy taken, the value after it (``None``: the
+    remedy does not re-measure it), and the worst-case robust accuracy before and after its remedy."""
+
+    name: str
+    value: float
+    threshold: float
+    raised: bool
+    remedy: str
+    source: str
+    reason: str = ""
+    after: float | None = None
+    robust_before: float | None = None
+    robust_after: float | None = None
+
+    @property
+    def stayed_raised(self) -> bool:
+        return self.raised and self.after is not None and INDICATORS[self.name].raised(self.after)
+
+    def to_dict(self) -> dict:
+        return {
+            "value": self.value, "threshold": self.threshold, "raised": self.raised,
+            "remedy": self.remedy if self.raised else "", "source": self.source, "reason": self.reason,
+            "value_after_remedy": self.after, "stayed_raised": self.stayed_raised,
+            "robust_accuracy_before": self.robust_before, "robust_accuracy_after": self.robust_after,
+        }  # fmt: skip
+
+
+def _registry(*indicators: Indicator) -> dict[str, Indicator]:
+    return {i.name: i for i in indicators}
+
+
+#: Every indicator, in report order (the audit's card lists them so).
+INDICATORS: dict[str, Indicator] = _registry(
     # AutoAttack's checks.py
-    "randomized": IndicatorInfo(1e-4, "AutoAttack check_randomized", "EOT over the randomness"),
-    "probability_outputs": IndicatorInfo(0.5, "AutoAttack check_range_output", "margin loss on log-probabilities"),
-    "zero_gradients": IndicatorInfo(
-        0.0, "AutoAttack check_zero_gradients (DLR)", "BPDA / surrogate gradients / black-box attack"
-    ),
-    "square_beats_white_box": IndicatorInfo(
-        0.002, "AutoAttack check_square_sr", "BPDA through the surrogate (gradient masking)"
-    ),
-    "dynamic": IndicatorInfo(0.0, "AutoAttack check_dynamic", "BPDA through the surrogate, black-box attack"),
-    "too_few_classes": IndicatorInfo(3.0, "AutoAttack check_n_classes", "margin loss instead of DLR", below=True),
+    Indicator("randomized", 1e-4, "AutoAttack check_randomized", "EOT over the randomness", column="random_outputs"),
+    Indicator("probability_outputs", 0.5, "AutoAttack check_range_output", "margin loss on log-probabilities",
+              column="probability_outputs"),
+    Indicator("zero_gradients", 0.0, "AutoAttack check_zero_gradients (DLR)",
+              "BPDA / surrogate gradients / black-box attack"),
+    Indicator("square_beats_white_box", 0.002, "AutoAttack check_square_sr",
+              "BPDA through the surrogate (gradient masking)"),
+    Indicator("dynamic", 0.0, "AutoAttack check_dynamic", "BPDA through the surrogate, black-box attack"),
+    Indicator("too_few_classes", 3.0, "AutoAttack check_n_classes", "margin loss instead of DLR", below=True),
     # Pintor et al. 2022
-    "unavailable_gradients": IndicatorInfo(
-        0.0, "Pintor et al. 1", "margin loss, else BPDA / surrogate gradients / black-box attack"
-    ),
-    "unstable_predictions": IndicatorInfo(0.1, "Pintor et al. 2", "EOT over input noise"),
-    "silent_success": IndicatorInfo(0.0, "Pintor et al. 3", "return the best point of the path"),
-    "incomplete_optimization": IndicatorInfo(0.0, "Pintor et al. 4", "4x steps, margin loss, random restarts"),
-    "transfer_failure": IndicatorInfo(0.0, "Pintor et al. 5", "attack the target itself (white-box rows)"),
-    "unconstrained_failure": IndicatorInfo(
-        0.0, "Pintor et al. 6", "eps = inf with the margin loss; the margin loss at eps"
-    ),
-    # advbridge's flags (experiments.flags)
-    "saturated_softmax": IndicatorInfo(0.5, "Carlini & Wagner 2016", "margin loss on the logits"),
-    "single_step_gap": IndicatorInfo(0.0, "Carlini et al. 2019", "4x steps, margin loss, random restarts"),
-    "unbounded_incomplete": IndicatorInfo(
-        0.0, "Carlini et al. 2019", "eps = inf with the margin loss; the margin loss at eps"
-    ),
-    "bpda_disagreement": IndicatorInfo(
-        0.0, "Athalye et al. 2018, Sec. 4.1", "margin PGD through the declared BPDA variant (preprocess, detector)"
-    ),
-    "failed_training": IndicatorInfo(
-        CHANCE_MARGIN,
-        "advbridge (clean accuracy - 1/K)",
-        "none: a model at chance is no defense; retrain it",
-        below=True,
-    ),
-}
+    Indicator("unavailable_gradients", 0.0, "Pintor et al. 1",
+              "margin loss, else BPDA / surrogate gradients / black-box attack", column="zero_grad_share"),
+    Indicator("unstable_predictions", 0.1, "Pintor et al. 2", "EOT over input noise"),
+    Indicator("silent_success", 0.0, "Pintor et al. 3", "return the best point of the path"),
+    Indicator("incomplete_optimization", 0.0, "Pintor et al. 4", "4x steps, margin loss, random restarts"),
+    Indicator("transfer_failure", 0.0, "Pintor et al. 5", "attack the target itself (white-box rows)"),
+    Indicator("unconstrained_failure", 0.0, "Pintor et al. 6", "eps = inf with the margin loss; the margin loss at eps"),
+    # Carlini & Wagner, Carlini et al. 2019, Wong et al. 2020, Athalye et al. 2018; ours
+    Indicator("saturated_softmax", 0.5, "Carlini & Wagner 2016", "margin loss on the logits",
+              column="saturated_softmax"),
+    Indicator("single_step_gap", 0.0, "Carlini et al. 2019", "4x steps, margin loss, random restarts",
+              column="single_step_gap"),
+    Indicator("catastrophic_overfitting", 0.1, "Wong et al. 2020, Sec. 5",
+              "PGD (not FGSM) training; the adaptive rows", column="catastrophic_overfitting"),
+    Indicator("weaker_beats_white_box", 0.0, "Carlini et al. 2019",
+              "BPDA through the surrogate; the adaptive rows", column="weaker_beats_white_box"),
+    Indicator("unbounded_incomplete", 0.0, "Carlini et al. 2019",
+              "eps = inf with the margin loss; the margin loss at eps", column="unbounded_incomplete"),
+    Indicator("non_monotone_eps", 0.0, "Carlini et al. 2019", "more steps and restarts at the larger eps",
+              column="non_monotone_eps"),
+    Indicator("bpda_disagreement", 0.0, "Athalye et al. 2018, Sec. 4.1",
+              "margin PGD through the declared BPDA variant (preprocess, detector)"),
+    Indicator("failed_training", CHANCE_MARGIN, "advbridge (clean accuracy - 1/K)",
+              "none: a model at chance is no defense; retrain it", below=True, column="failed_training"),
+)  # fmt: skip
+
+#: The indicators of the audit (those measured on one audited model; the others compare table rows).
+AUDIT_INDICATORS = tuple(
+    name
+    for name in INDICATORS
+    if name not in ("catastrophic_overfitting", "weaker_beats_white_box", "non_monotone_eps")
+)
+#: The table column of each indicator reported in ``defend`` / ``compare`` tables.
+COLUMNS: dict[str, Indicator] = {i.column: i for i in INDICATORS.values() if i.column is not None}
+
 
 #: Pintor et al.'s unstable-predictions radius r, number of samples γ (Sec. 3, indicator 2).
 NOISE_RADIUS = 8 / 255
@@ -127,13 +185,13 @@ def dlr_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return -margin_loss(logits, labels) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
-def _zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor]) -> float:
-    """Share of samples whose input gradient of ``loss(model(x), y)`` is exactly zero; 1 when the gradient
-    cannot be computed (the graph does not reach x, or the call raises)."""
+def objective_zero_gradient_share(objective: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> float:
+    """Share of samples whose input gradient of ``objective(x, y)`` (per sample, summed) is all zero or not
+    finite (a shattered or saturated gradient); 1 when it cannot be computed (the graph does not reach x, or the
+    call raises)."""
     xg = x.detach().clone().requires_grad_(True)
     try:
-        with eval_mode(model):
-            value = loss(model(xg), y).sum()
+        value = objective(xg, y).sum()
         if not value.requires_grad:
             return 1.0
         (grad,) = torch.autograd.grad(value, xg, allow_unused=True)
@@ -141,7 +199,14 @@ def _zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor, loss: Callable[
         return 1.0
     if grad is None:
         return 1.0
-    return float(((grad.flatten(1) == 0).all(1) | ~torch.isfinite(grad.flatten(1)).all(1)).double().mean())
+    flat = grad.flatten(1)
+    return float(((flat == 0).all(1) | ~torch.isfinite(flat).all(1)).double().mean())
+
+
+def _zero_gradient_share(model: nn.Module, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor]) -> float:
+    """:func:`objective_zero_gradient_share` of ``loss(model(x), y)``, ``model`` in eval mode."""
+    with eval_mode(model):
+        return objective_zero_gradient_share(lambda inputs, labels: loss(model(inputs), labels), x, y)
 
 
 def zero_gradients(model: nn.Module, x: Tensor, y: Tensor, num_classes: int) -> float:
