@@ -30,7 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from advbridge.bridge.errors import InvalidParameterError, check_name
-from advbridge.bridge.spec import ATTACKS, DEFAULT_NORMS, AttackSpec, Norm, standard_eps
+from advbridge.bridge.io import OutputPrefix
+from advbridge.bridge.spec import ATTACKS, Norm, standard_eps
+from advbridge.experiments.options import resolved_attack
+from advbridge.experiments.requests import check_count
 from advbridge.experiments.workload import Workload, check_user_model
 from advbridge.zoo.datasets import DatasetInfo
 
@@ -132,7 +135,7 @@ def compare(
     names = parse_libraries(libraries)
     x, y = as_tensors(images, labels)
     workload = user_workload(model, x, y, num_classes=num_classes)
-    spec = _attack_spec(attack, workload.info.family, norm, eps, steps=steps, step_size=step_size,
+    spec = resolved_attack(attack, workload.info.family, norm, eps, steps=steps, step_size=step_size,
                         random_start=random_start, seed=seed, **attack_options)  # fmt: skip
     _check_batch_size(batch_size)
     chosen = spec.norm
@@ -145,18 +148,9 @@ def compare(
     return compare_workload(spec, names, workload, eps_grid=grid, batch_size=batch_size, show_progress=show_progress)
 
 
-def _attack_spec(attack: str, family: str, norm: str | None, eps: float | None, **fields: Any) -> AttackSpec:
-    """The attack: its default norm, and for FGSM and PGD the standard budget of the images' kind."""
-    check_name("attack", attack, ATTACKS)
-    chosen = Norm.parse(norm) if norm else DEFAULT_NORMS[attack]
-    if eps is None and attack in ("fgsm", "pgd"):
-        eps = standard_eps(family, chosen)
-    return AttackSpec(attack=attack, norm=chosen, eps=eps, **fields)
-
-
 def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidParameterError(f"expected batch_size as an int >= 1 or None, got {batch_size!r}")
+    if batch_size is not None:
+        check_count("batch_size", batch_size)
 
 
 @dataclass
@@ -211,9 +205,8 @@ def evaluate_defense(
     from advbridge.experiments.registry import get_defense
 
     names = parse_libraries(libraries)
-    for name, value in (("restarts", restarts), ("eot", eot)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidParameterError(f"expected {name} as an int >= 1, got {value!r}")
+    check_count("restarts", restarts)
+    check_count("eot", eot)
     _check_batch_size(batch_size)
     if isinstance(defense, str):
         entry = get_defense(defense)
@@ -233,7 +226,8 @@ def evaluate_defense(
         raise InvalidParameterError(f"expected no options of a registered defense with your module, got {given}")
     x, y = as_tensors(images, labels)
     workload = user_workload(model, x, y)
-    attack_spec = _attack_spec(attack, workload.info.family, norm, eps, steps=steps, seed=seed)
+    attack_spec = resolved_attack(attack, workload.info.family, norm, eps, steps=steps, seed=seed)
+    spec: DefenseSpec | None = None
     if isinstance(defense, str):
         spec = DefenseSpec(defense=defense, **defense_options).resolved(workload.info.family)
         if spec.detector and spec.threshold is None:
@@ -246,21 +240,22 @@ def evaluate_defense(
             raise InvalidParameterError(
                 f"expected calibration= only with a detector without a threshold, got {defense}"
             )
-    else:
-        spec = UserDefenseSpec(module=f"python:{type(defense).__name__}", eot=eot)
     options = EvaluationOptions(
         names, restarts=restarts, autoattack=autoattack, batch_size=batch_size, show_progress=show_progress,
         calibration=None if calibration is None else calibration.to(workload.x.device),
     )  # fmt: skip
+    prefix = None if out is None else OutputPrefix.of(out)
     if isinstance(defense, str):
         from advbridge.experiments.defend.squeezers import run_defend
 
+        assert spec is not None  # (resolved above for every registered name)
         table, _, paths = run_defend(spec, attack_spec, workload, options, defense_libraries=defense_libraries,
-                                     out=out)  # fmt: skip
+                                     out=prefix)  # fmt: skip
     else:
         from advbridge.experiments.defend.user import run_defend_module
 
-        table, paths = run_defend_module(spec, attack_spec, workload, options, out=out, system=defense)
+        user_spec = UserDefenseSpec(module=f"python:{type(defense).__name__}", eot=eot)
+        table, paths = run_defend_module(user_spec, attack_spec, workload, options, out=prefix, system=defense)
     return DefenseRun(table, paths)
 
 
@@ -341,8 +336,6 @@ def audit(
         surrogate = workload.model
     prefix = None
     if out is not None:
-        from advbridge.bridge.io import OutputPrefix
-
         prefix = OutputPrefix.writable(out)
     context = {"model": type(model).__name__, "dataset": "user", "audited": defense or type(model).__name__,
                "surrogate": type(surrogate).__name__ if surrogate is not None else None}  # fmt: skip

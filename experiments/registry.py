@@ -50,7 +50,7 @@ def register_defense(*names: str, kind: str, summary: str) -> Callable[[type], t
 
 
 def _load() -> None:
-    import advbridge.experiments.commands  # noqa: F401  (registers the defense families)
+    import advbridge.experiments.defend.families  # noqa: F401  (registers the defense families)
 
 
 def get_defense(name: str) -> RegisteredDefense:

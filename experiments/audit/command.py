@@ -15,27 +15,30 @@ What is audited (``system``), from the options:
 
 from __future__ import annotations
 
-from argparse import Namespace
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
-from torch import nn
+from torch import Tensor, nn
 
-from advbridge.bridge.defense_spec import TRAINING_DEFENSES
+from advbridge.bridge.defense_spec import DefenseSpec, GenerativeDefenseSpec
 from advbridge.bridge.errors import InvalidParameterError
 from advbridge.bridge.io import OutputPrefix
-from advbridge.experiments.audit.engine import Audit, AuditConfig, run_audit
+from advbridge.experiments.audit.engine import run_audit
+from advbridge.experiments.audit.results import Audit, AuditConfig
+from advbridge.experiments.registry import get_defense
+from advbridge.experiments.requests import AuditRequest, Outcome
+from advbridge.experiments.workload import Workload
 
-#: Registered squeezers the audit puts in front of a model.
-AUDITABLE_DEFENSES = ("bit-depth", "median", "resample")
-#: The squeezing detector: next to the model, as one classifier with a reject class.
-DETECTOR = "squeeze-detect"
-#: Generative defenses the audit builds from their generator (recon-detect is a detector: ``defend``).
-GENERATIVE_AUDITABLE = ("ae-purify", "vae-purify", "cvae-label", "recon-detect")
-#: Detectors (audited as a classifier with a reject class), whose threshold is calibrated unless given.
-DETECTORS = (DETECTOR, "recon-detect")
+if TYPE_CHECKING:
+    from advbridge.defenses.preprocessor.squeezing import Squeezer
+
+#: The registry's kinds the audit builds in front of (or next to) the model it is given: a squeezer, the
+#: squeezing detector (as one classifier with a reject class). Training-time and generative defenses are built
+#: from their recipe and generator; every name and kind comes from :mod:`experiments.registry`.
+APPLIED_KINDS = ("squeezer", "detector")
 
 
 @dataclass
@@ -59,67 +62,81 @@ class AuditRun:
         """Write the audit's files under ``out`` (those of ``cli.py audit --out``)."""
         from advbridge.experiments.audit.report import write_audit
 
-        self.paths = write_audit(self.audit, OutputPrefix.writable(out), self.context)
+        prefix = OutputPrefix.of(out)
+        prefix.check_writable()
+        self.paths = write_audit(self.audit, prefix, self.context)
         return self.paths
 
 
+def squeezer_spec(defense: str, family: str, options: Mapping) -> DefenseSpec:
+    """The resolved spec of the registered squeezer or squeezing detector ``defense`` the audit puts in front of
+    (or next to) a model; any other name is refused with those the audit accepts."""
+    from advbridge.experiments.registry import registered_defenses
+
+    applied = [e.name for e in registered_defenses() if e.kind in APPLIED_KINDS]
+    if defense not in applied:
+        raise InvalidParameterError(
+            f"expected a defense applied to the given model, one of {', '.join(applied)} (or your defended module), "
+            f"got {defense!r}"
+        )
+    return DefenseSpec(defense=defense, **dict(options)).resolved(family)
+
+
 def defended_by(
-    defense: str, classifier: nn.Module, family: str, options: Mapping, calibration=None, *, num_classes: int = 0,
-    check_only: bool = False,
-) -> nn.Module | None:  # fmt: skip
+    defense: str, classifier: nn.Module, family: str, options: Mapping, calibration: Tensor | None = None, *,
+    num_classes: int = 0,
+) -> nn.Module:  # fmt: skip
     """The registered squeezer ``defense`` (our implementation, exact backward) in front of ``classifier``, or the
-    squeezing detector next to it (:func:`rejecting_detector`); ``check_only``: the name and options checked."""
-    from advbridge.bridge.defense_spec import DefenseSpec
+    squeezing detector next to it (:func:`rejecting_detector`)."""
     from advbridge.defenses.preprocessor import PreprocessedClassifier
     from advbridge.defenses.preprocessor.squeezing import build_squeezer
 
-    if defense not in (*AUDITABLE_DEFENSES, DETECTOR):
-        accepted = ", ".join((*AUDITABLE_DEFENSES, DETECTOR, *TRAINING_DEFENSES, *GENERATIVE_AUDITABLE))
-        raise InvalidParameterError(
-            f"expected --defense one of {accepted} (or your defended module: --defense-module), got {defense!r}"
-        )
-    spec = DefenseSpec(defense=defense, **dict(options)).resolved(family)
-    if check_only:
-        return None
+    spec = squeezer_spec(defense, family, options)
     if spec.detector:
         return rejecting_detector(spec, classifier, calibration, num_classes)
     return PreprocessedClassifier(build_squeezer(spec, "exact"), classifier).eval()
+
+
+def _own_squeezers(spec: DefenseSpec, backward: str) -> list[Squeezer]:
+    """Our squeezers of the squeezing detector ``spec`` (the adapter builds them as an ``nn.ModuleList``)."""
+    from advbridge.bridge.adapters import get_adapter
+
+    return cast("list[Squeezer]", list(cast(nn.ModuleList, get_adapter("own").build_defense(spec, backward))))
 
 
 def rejecting_detector(spec, classifier: nn.Module, calibration, classes: int) -> nn.Module:
     """Xu et al.'s squeezing detector (our squeezers, exact backward) next to ``classifier`` as one classifier with a
     reject class (:class:`~advbridge.defenses.detector.RejectingClassifier`); its threshold the spec's, or
     calibrated at the spec's false-positive rate on ``calibration`` clean images; its BPDA variant declared."""
-    from advbridge.bridge.adapters import get_adapter
     from advbridge.defenses.detector import RejectingClassifier, SqueezeDetector, calibrate_threshold
 
-    exact = SqueezeDetector(classifier, list(get_adapter("own").build_defense(spec, "exact")))
+    exact = SqueezeDetector(classifier, _own_squeezers(spec, "exact"))
     threshold = spec.threshold
     if threshold is None:
         if calibration is None:
             raise InvalidParameterError("expected calibration images (or a threshold) for the squeezing detector")
         threshold = calibrate_threshold(exact.scores(calibration), spec.fpr)
-    bpda = SqueezeDetector(classifier, list(get_adapter("own").build_defense(spec, "bpda")))
+    bpda = SqueezeDetector(classifier, _own_squeezers(spec, "bpda"))
     differentiable = RejectingClassifier(classifier, bpda.score, threshold, num_classes=classes).eval()
     return RejectingClassifier(classifier, exact.score, threshold, num_classes=classes, bpda=differentiable).eval()
 
 
-def trained_defended(args: Namespace, workload) -> nn.Module:
-    """The training-time defense ``args.defense`` (ours, at its defaults) trained from the twin's recipe, or taken
+def trained_defended(request: AuditRequest, defense: str, workload: Workload) -> nn.Module:
+    """The training-time defense ``defense`` (ours, at its defaults) trained from the twin's recipe, or taken
     from the cache: the audit then sees only the trained module and its twin."""
     from advbridge.bridge.defense_spec import TrainingDefenseSpec
     from advbridge.bridge.training import train_defended
-    from advbridge.experiments.commands import recipe
     from advbridge.experiments.defend.run_trained import defended_config
+    from advbridge.experiments.options import recipe
 
-    spec = TrainingDefenseSpec(defense=args.defense).resolved(workload.info.family)
-    config = defended_config(workload.card, data_root=args.data_root, **recipe(spec))
-    model, _ = train_defended(config, spec, library="own", progress=not args.quiet)
+    spec = TrainingDefenseSpec(defense=defense).resolved(workload.info.family)
+    config = defended_config(workload.card, data_root=request.data_root, **recipe(spec))
+    model, _ = train_defended(config, spec, library="own", progress=not request.quiet)
     return model.to(workload.x.device).eval()
 
 
-def generative_defended(args: Namespace, workload) -> nn.Module:
-    """The generative defense ``args.defense`` at its defaults: the purifier (autoencoder or VAE) in front of the
+def generative_defended(request: AuditRequest, defense: str, workload: Workload) -> nn.Module:
+    """The generative defense ``defense`` at its defaults: the purifier (autoencoder or VAE) in front of the
     model, or the class-conditional labeller; its generator trained on the dataset or taken from the cache."""
     from advbridge.bridge.defense_spec import GenerativeDefenseSpec
     from advbridge.defenses.detector import RejectingClassifier, calibrate_threshold
@@ -132,23 +149,23 @@ def generative_defended(args: Namespace, workload) -> nn.Module:
         get_or_train_generator,
     )  # fmt: skip
     from advbridge.defenses.preprocessor import PreprocessedClassifier
-    from advbridge.experiments.commands import calibration_images
+    from advbridge.experiments.options import calibration_images
 
     info = workload.info
-    spec = GenerativeDefenseSpec(defense=args.defense).resolved(info.family)
-    sizes = {} if args.image_size is None else {"image_size": args.image_size}
-    config = GeneratorConfig(dataset=args.dataset, generator=spec.generator, data_root=args.data_root, **sizes)
-    generator, card = get_or_train_generator(config, progress=not args.quiet, device=workload.x.device)
+    spec = GenerativeDefenseSpec(defense=defense).resolved(info.family)
+    sizes = {} if request.image_size is None else {"image_size": request.image_size}
+    config = GeneratorConfig(dataset=request.dataset, generator=spec.generator, data_root=request.data_root, **sizes)
+    generator, card = get_or_train_generator(config, progress=not request.quiet, device=workload.x.device)
     check_generator_for(card, info.name, info.in_chans, info.image_size)
     generator = generator.eval()
     if spec.defense == "cvae-label":
         return ReconstructionLabeller(generator, refine_steps=spec.refine_steps, refine_lr=spec.refine_lr).eval()
     if spec.detector:  # MagNet's reconstruction-error detector next to the model, with a reject class
         detector = ReconstructionDetector(generator)
-        threshold = args.threshold
+        threshold = request.threshold
         if threshold is None:
-            fpr = 0.05 if args.fpr is None else args.fpr
-            threshold = calibrate_threshold(detector.scores(calibration_images(args, workload)), fpr)
+            fpr = 0.05 if request.fpr is None else request.fpr
+            threshold = calibrate_threshold(detector.scores(calibration_images(request, workload)), fpr)
         return RejectingClassifier(
             workload.model,
             detector.score,
@@ -189,90 +206,95 @@ def parse_budget(value: int | None) -> int | None:
     return value
 
 
-def cli_audit(args: Namespace):
+def cli_audit(request: AuditRequest) -> Outcome:
     """``cli.py audit``: every option checked before the model is loaded, then the audit and its files."""
     from advbridge.bridge.defense_spec import UserDefenseSpec
     from advbridge.bridge.spec import Norm, parse_eps, standard_eps
     from advbridge.experiments.audit.report import SHOWN, cost_line
-    from advbridge.experiments.commands import Outcome, take_surrogate, workload_of
     from advbridge.experiments.compare import format_table, parse_libraries
     from advbridge.experiments.defend.user import load_defense_module
+    from advbridge.experiments.options import take_surrogate, workload_of
     from advbridge.zoo.datasets import dataset_info
 
-    if args.defense is not None and args.defense_module is not None:
+    if request.defense is not None and request.defense_module is not None:
         raise InvalidParameterError(
             f"expected --defense NAME or --defense-module FILE.py:factory (at most one), got both "
-            f"({args.defense}, {args.defense_module})"
+            f"({request.defense}, {request.defense_module})"
         )
-    take_surrogate(args)
-    info = dataset_info(args.dataset, data_root=args.data_root)
-    norm = Norm.parse(args.norm)
-    eps = standard_eps(info.family, norm) if args.eps is None else parse_eps(args.eps)
-    libraries = parse_libraries(args.libraries)
+    request = take_surrogate(request)
+    info = dataset_info(request.dataset, data_root=request.data_root)
+    norm = Norm.parse(request.norm)
+    eps = standard_eps(info.family, norm) if request.eps is None else parse_eps(request.eps)
+    libraries = parse_libraries(request.libraries)
     squeezer_options = {
-        k: getattr(args, k)
+        k: getattr(request, k)
         for k in ("bits", "size", "factor", "mode", "threshold", "fpr")
-        if getattr(args, k) is not None
+        if getattr(request, k) is not None
     }
-    if args.defense is None and squeezer_options:
+    if request.defense is None and squeezer_options:
         raise InvalidParameterError(f"expected --defense with {', '.join('--' + k for k in squeezer_options)}")
-    trained = args.defense in TRAINING_DEFENSES
-    generative = args.defense in GENERATIVE_AUDITABLE
-    detector_options = {"threshold", "fpr"} if args.defense == "recon-detect" else set()
+    kind = None if request.defense is None else get_defense(request.defense).kind  # (an unknown name: refused)
+    trained, generative = kind == "training", kind == "generative"
+    detector = kind == "detector" or (
+        generative and request.defense is not None and GenerativeDefenseSpec(defense=request.defense).detector
+    )
+    detector_options = {"threshold", "fpr"} if generative and detector else set()
     if generative and set(squeezer_options) - detector_options:
         given = ", ".join("--" + k for k in sorted(set(squeezer_options) - detector_options))
-        raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}, got {given}")
+        raise InvalidParameterError(f"expected no squeezer options with --defense {request.defense}, got {given}")
     if trained:
         if squeezer_options:
-            raise InvalidParameterError(f"expected no squeezer options with --defense {args.defense}")
+            raise InvalidParameterError(f"expected no squeezer options with --defense {request.defense}")
         from advbridge.zoo.user_models import is_factory
 
-        if is_factory(args.model) or (args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_dir()):
+        if is_factory(request.model) or (
+            request.checkpoint is not None and not Path(request.checkpoint).expanduser().is_dir()
+        ):
             raise InvalidParameterError(
-                f"expected a model advbridge trains (a timm name or a cache folder) with --defense {args.defense}, "
+                f"expected a model advbridge trains (a timm name or a cache folder) with --defense {request.defense}, "
                 "got your own model; audit your defended model with --defense-module FILE.py:factory"
             )
-    elif args.defense is not None and not generative:
-        defended_by(args.defense, nn.Identity(), info.family, squeezer_options, check_only=True)
-    calibrate = args.defense in DETECTORS and args.threshold is None
-    if args.calibration_n < 1:
-        raise InvalidParameterError(f"expected --calibration-n >= 1, got {args.calibration_n}")
+    elif request.defense is not None and not generative:
+        squeezer_spec(request.defense, info.family, squeezer_options)
+    calibrate = detector and request.threshold is None
     if calibrate:
         from advbridge.zoo.datasets import check_split_size
 
-        check_split_size(args.dataset, args.n + args.calibration_n, args.data_root, what="--n + --calibration-n")
-    module_spec = UserDefenseSpec(module=args.defense_module).resolved() if args.defense_module else None
+        check_split_size(
+            request.dataset, request.n + request.calibration_n, request.data_root, what="--n + --calibration-n"
+        )
+    module_spec = UserDefenseSpec(module=request.defense_module).resolved() if request.defense_module else None
     config = audit_config(
-        norm=norm.value, eps=eps, steps=args.steps, budget=parse_budget(args.budget), libraries=libraries,
-        restarts=args.restarts, eot=args.eot, autoattack=not args.no_autoattack, square_queries=args.square_queries,
-        minimal=not args.no_minimal, seed=args.seed,
+        norm=norm.value, eps=eps, steps=request.steps, budget=parse_budget(request.budget), libraries=libraries,
+        restarts=request.restarts, eot=request.eot, autoattack=not request.no_autoattack, square_queries=request.square_queries,
+        minimal=not request.no_minimal, seed=request.seed,
     )  # fmt: skip
-    name = args.defense or (Path(args.defense_module.split(":")[0]).stem if args.defense_module else "model")
-    out = OutputPrefix.parse(args.out or f"results/audit-{args.dataset.replace(':', '_').replace('/', '_')}-{name}-{norm.value}",
+    name = request.defense or (Path(request.defense_module.split(":")[0]).stem if request.defense_module else "model")
+    out = OutputPrefix.parse(request.out or f"results/audit-{request.dataset.replace(':', '_').replace('/', '_')}-{name}-{norm.value}",
                              default_name="audit")  # fmt: skip
     out.check_writable()
-    workload = workload_of(args)
+    workload = workload_of(request)
     system, surrogate = workload.model, None
-    if trained:
-        system, surrogate = trained_defended(args, workload), workload.model
-    elif generative:
-        system, surrogate = generative_defended(args, workload), workload.model
-    elif args.defense is not None:
-        from advbridge.experiments.commands import calibration_images
+    if trained and request.defense is not None:
+        system, surrogate = trained_defended(request, request.defense, workload), workload.model
+    elif generative and request.defense is not None:
+        system, surrogate = generative_defended(request, request.defense, workload), workload.model
+    elif request.defense is not None:
+        from advbridge.experiments.options import calibration_images
 
-        calibration = calibration_images(args, workload) if calibrate else None
+        calibration = calibration_images(request, workload) if calibrate else None
         system = defended_by(
-            args.defense, workload.model, info.family, squeezer_options, calibration,
+            request.defense, workload.model, info.family, squeezer_options, calibration,
             num_classes=workload.info.num_classes,
         )  # fmt: skip
         surrogate = workload.model
     elif module_spec is not None:
         system, surrogate = load_defense_module(module_spec).to(workload.x.device), workload.model
-    context = {**workload.context, "audited": args.defense or args.defense_module or workload.context.get("model"),
+    context = {**workload.context, "audited": request.defense or request.defense_module or workload.context.get("model"),
                "surrogate": workload.context.get("model") if surrogate is not None else None}  # fmt: skip
     result = run(
         system, workload.x, workload.y, config, num_classes=workload.info.num_classes, surrogate=surrogate,
-        context=context, out=out, show_progress=not args.quiet,
+        context=context, out=out, show_progress=not request.quiet,
     )  # fmt: skip
     header = (
         f"audit of {context['audited']} ({config.norm} eps={config.eps:g}) on {len(workload.x)} images of "

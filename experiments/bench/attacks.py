@@ -47,7 +47,6 @@ import platform
 import random
 import subprocess
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +59,7 @@ from advbridge.bridge.io import OutputPrefix, atomic_write_text
 from advbridge.bridge.runner import run_attack, synchronize
 from advbridge.bridge.spec import AttackSpec, Norm, standard_eps
 from advbridge.experiments.bench import memory
+from advbridge.experiments.requests import BenchRequest, Outcome
 from advbridge.experiments.workload import Workload
 from advbridge.own_attacks._common import working_layout
 
@@ -216,7 +216,7 @@ def benchmark(
                     before = reset_peak_memory(device)
                     r = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
                     peak = peak_memory(device) - before
-                    if r.status != "ok":
+                    if r.status != "ok" or r.success is None or r.x_adv is None:  # (an ok result has both)
                         log.warning("%s %s: %s %s", library, key, r.status, r.reason)
                         continue
                     best[library] = min(best.get(library, math.inf), r.seconds)
@@ -332,7 +332,7 @@ def machine_line(device: torch.device) -> str:
 
 def replace_peaks_by_live_ones(
     table: pd.DataFrame,
-    args: Namespace,
+    request: BenchRequest,
     attacks: list[str],
     libraries: list[str],
     device: torch.device,
@@ -345,7 +345,7 @@ def replace_peaks_by_live_ones(
         kind = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak resident memory in this process"
         return f"peak_mb: {kind}, the least of the rounds"
     try:
-        peaks = memory.live_peaks(args, attacks, libraries, timeout=timeout)
+        peaks = memory.live_peaks(request, attacks, libraries, timeout=timeout)
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
         log.warning("the separate memory measurement failed (%s); peak_mb is this process's", exc)
         return f"peak_mb: peak resident memory in this process, the least of the rounds (the separate measurement failed: {exc})"
@@ -356,38 +356,38 @@ def replace_peaks_by_live_ones(
     )
 
 
-def cli_bench(args: Namespace):
+def cli_bench(request: BenchRequest) -> Outcome:
     """``cli.py bench``: check every name, load (or train) the model, benchmark, write ``<out>.csv``/``.md``."""
-    from advbridge.experiments.commands import Outcome, workload_of
     from advbridge.experiments.compare import results_prefix
+    from advbridge.experiments.options import workload_of
 
-    attacks = [check_name("bench attack", a.strip(), BENCH_ATTACKS) for a in args.attacks.split(",") if a.strip()]
-    if args.libraries == "all":
+    attacks = [check_name("bench attack", a.strip(), BENCH_ATTACKS) for a in request.attacks.split(",") if a.strip()]
+    if request.libraries == "all":
         libraries = list(LIBRARIES)
     else:
-        libraries = [check_name("library", name.strip(), LIBRARIES) for name in args.libraries.split(",") if name]
-    if not attacks or not libraries or args.repeats < 1 or args.n < 1:
+        libraries = [check_name("library", name.strip(), LIBRARIES) for name in request.libraries.split(",") if name]
+    if not attacks or not libraries:  # (--repeats and --n: checked by the request)
         raise InvalidParameterError(
-            f"expected --attacks and --libraries not empty, --repeats >= 1 and --n >= 1, got --attacks "
-            f"{args.attacks!r}, --libraries {args.libraries!r}, --repeats {args.repeats}, --n {args.n}"
+            f"expected --attacks and --libraries not empty, got --attacks {request.attacks!r}, --libraries "
+            f"{request.libraries!r}"
         )
-    name = f"bench-{args.dataset}-{Path(str(args.model or 'default')).name}" + (
-        f"-{args.image_size}px" if args.image_size else ""
+    name = f"bench-{request.dataset}-{Path(str(request.model or 'default')).name}" + (
+        f"-{request.image_size}px" if request.image_size else ""
     )
-    out = OutputPrefix.parse(args.out or results_prefix(name), default_name="bench")
+    out = OutputPrefix.parse(request.out or results_prefix(name), default_name="bench")
     out.check_writable()
-    work = workload_of(args)
+    work = workload_of(request)
     model_name = work.context["model"]
     started = time.perf_counter()
-    table = benchmark(work, attacks, args.repeats, libraries)
+    table = benchmark(work, attacks, request.repeats, libraries)
     # the memory child runs each attack once where the rounds ran each one at least --repeats times: given as
     # long as the rounds took (at least 2 minutes, for its start and warm-up), it adds at most that
     timeout = max(120.0, time.perf_counter() - started)
-    memory_line = replace_peaks_by_live_ones(table, args, attacks, libraries, work.x.device, timeout=timeout)
+    memory_line = replace_peaks_by_live_ones(table, request, attacks, libraries, work.x.device, timeout=timeout)
     versions = ", ".join(f"{lib} {v}" for lib, v in dict(zip(table.library, table.version)).items())
     header = (
         f"bench: {work.info.name}, {model_name}, {len(work.x)} images of {tuple(work.x.shape[1:])}, "
-        f"best of {args.repeats} rounds or more (column rounds; libraries in a new random order each round)\n"
+        f"best of {request.repeats} rounds or more (column rounds; libraries in a new random order each round)\n"
         f"machine: {machine_line(work.x.device)}\nversions: {versions}\n{memory_line}"
     )
     targets = target_lines(table)

@@ -35,10 +35,12 @@ import random
 import subprocess
 import sys
 import tempfile
-from argparse import Namespace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+from advbridge.experiments.requests import BenchRequest
 
 #: glibc's initial mmap threshold, pinned: every block above it is a mapping returned to the OS when freed.
 MMAP_THRESHOLD = 128 * 1024
@@ -50,21 +52,21 @@ def applies(device: torch.device) -> bool:
 
 
 def live_peaks(
-    args: Namespace, attacks: list[str], libraries: list[str], timeout: float | None = None
+    request: BenchRequest, attacks: list[str], libraries: list[str], timeout: float | None = None
 ) -> dict[tuple[str, str], float]:
-    """Peak memory (MB) of each (attack, library) in a child process that loads the workload of ``args``
+    """Peak memory (MB) of each (attack, library) in a child process that loads the workload of ``request``
     (``cli.py bench``'s options) with the mmap threshold pinned (see the module docstring). A pair the child
     could not run (unsupported, or the library failed) is absent. ``timeout`` (seconds) stops the child:
     with every block above 128 KiB mapped afresh, an allocation-heavy reference runs far slower than in the
     timed rounds (ART's DeepFool on resnet18, 200 images: 142 s a run timed, the child still in it after 12
     minutes); :class:`subprocess.TimeoutExpired` then."""
-    options = {key: value for key, value in vars(args).items() if _plain(value)}
+    options = {key: value for key, value in asdict(request).items() if _plain(value)}
     with tempfile.TemporaryDirectory(prefix="advbridge-memory-") as tmp:
-        request, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
-        request.write_text(json.dumps({"args": options, "attacks": attacks, "libraries": libraries}))
+        request_file, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        request_file.write_text(json.dumps({"args": options, "attacks": attacks, "libraries": libraries}))
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
         subprocess.run(
-            [sys.executable, "-m", "advbridge.experiments.bench.memory", str(request), str(answer)],
+            [sys.executable, "-m", "advbridge.experiments.bench.memory", str(request_file), str(answer)],
             env=env,
             check=True,
             timeout=timeout,
@@ -76,8 +78,8 @@ def _plain(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def measure(args: Namespace, attacks: list[str], libraries: list[str]) -> list[dict]:
-    """In the child: one run of each (attack, library) on the workload of ``args``, each row its peak (MB)."""
+def measure(request: BenchRequest, attacks: list[str], libraries: list[str]) -> list[dict]:
+    """In the child: one run of each (attack, library) on the workload of ``request``, each row its peak (MB)."""
     from advbridge.bridge.runner import run_attack
     from advbridge.experiments.bench.attacks import (
         bench_spec,
@@ -86,9 +88,9 @@ def measure(args: Namespace, attacks: list[str], libraries: list[str]) -> list[d
         reset_peak_memory,
         runnable_libraries,
     )
-    from advbridge.experiments.commands import workload_of
+    from advbridge.experiments.options import workload_of
 
-    work = workload_of(args)
+    work = workload_of(request)
     work.model.eval()
     device = work.x.device
     pass_seconds(work.model, work.x, work.y, passes=1)  # the kernels' first-call setup, for no one
@@ -109,7 +111,7 @@ def measure(args: Namespace, attacks: list[str], libraries: list[str]) -> list[d
 def main(argv: list[str] | None = None) -> int:
     request_path, answer_path = argv if argv is not None else sys.argv[1:]
     request = json.loads(Path(request_path).read_text())
-    rows = measure(Namespace(**request["args"]), request["attacks"], request["libraries"])
+    rows = measure(BenchRequest.of(request["args"]), request["attacks"], request["libraries"])
     Path(answer_path).write_text(json.dumps(rows))
     return 0
 

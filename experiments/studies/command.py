@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from advbridge.experiments.requests import StudyRequest
 
 #: Budget entries a flag may set (``--n`` sets ``n``...), see :data:`experiments.studies.catalog.BUDGETS`.
 BUDGET_FLAGS = ("n", "max_train", "epochs", "cifar_max_train", "cifar_epochs", "defense_epochs", "gen_epochs",
@@ -46,38 +50,36 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def run(request: StudyRequest) -> int:
     from pathlib import Path
 
     from advbridge.bridge import distributed
-    from advbridge.bridge.errors import InvalidParameterError, check_names
+    from advbridge.bridge.errors import check_names
     from advbridge.experiments.compare import parse_libraries, results_prefix
     from advbridge.experiments.studies.catalog import StudyOptions, build_study
     from advbridge.experiments.studies.engine import run_study
     from advbridge.experiments.studies.report import write_report
 
-    if args.attack_batch_size is not None and args.attack_batch_size < 1:
-        raise InvalidParameterError(f"expected --attack-batch-size >= 1, got {args.attack_batch_size}")
     options = StudyOptions(
-        data_root=args.data_root,
-        scale=args.scale,
-        budget={k: getattr(args, k) for k in BUDGET_FLAGS if getattr(args, k) is not None},
-        libraries=tuple(parse_libraries(args.libraries)) if args.libraries is not None else None,
-        model=args.model,
-        dataset=args.dataset,
-        pretrained=args.pretrained,
-        weights=args.weights,
-        finetune=args.finetune,
-        attack_batch_size=args.attack_batch_size,
-        progress=not args.quiet,
+        data_root=request.data_root,
+        scale=request.scale,
+        budget={k: getattr(request, k) for k in BUDGET_FLAGS if getattr(request, k) is not None},
+        libraries=tuple(parse_libraries(request.libraries)) if request.libraries is not None else None,
+        model=request.model,
+        dataset=request.dataset,
+        pretrained=request.pretrained,
+        weights=request.weights,
+        finetune=request.finetune,
+        attack_batch_size=request.attack_batch_size,
+        progress=not request.quiet,
     )
-    study = build_study(args.name, options)
+    study = build_study(request.name, options)
     only = None
-    if args.only is not None:
-        only = check_names(f"cell of {study.name}", args.only, [c.name for c in study.cells])
-    out = Path(args.out or results_prefix(f"study-{study.name}"))
+    if request.only is not None:
+        only = check_names(f"cell of {study.name}", request.only, [c.name for c in study.cells])
+    out = Path(request.out or results_prefix(f"study-{study.name}"))
     start = time.perf_counter()
-    ran, skipped = run_study(study, out, resume=args.resume, only=only)
+    ran, skipped = run_study(study, out, resume=request.resume, only=only)
     if not distributed.world().main:
         return 0
     paths = write_report(study, out)

@@ -157,7 +157,7 @@ def test_cli_train_bad_defense_exits_2(extra, message, capsys):
 
 
 def test_fast_training_defaults_to_wong_et_al_s_recipe_and_given_options_win():
-    from advbridge.experiments.commands import recipe
+    from advbridge.experiments.options import recipe
     from advbridge.zoo.train_config import FAST_RECIPE
 
     fast = TrainingDefenseSpec(defense="adv-fgsm-rs").resolved("mnist")

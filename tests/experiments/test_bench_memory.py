@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from argparse import Namespace
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +14,7 @@ import torch
 
 import advbridge.experiments.bench.attacks as bench
 from advbridge.experiments.bench import memory
+from advbridge.experiments.requests import BenchRequest
 
 
 def test_the_child_runs_the_memory_module_with_the_mmap_threshold_pinned(monkeypatch):
@@ -29,8 +29,8 @@ def test_the_child_runs_the_memory_module_with_the_mmap_threshold_pinned(monkeyp
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(memory.subprocess, "run", fake_run)
-    args = Namespace(dataset="mnist-5k", n=8, model=None, epochs=None, device=None, hook=print)
-    peaks = memory.live_peaks(args, ["fgsm", "pgd"], ["own", "foolbox"], timeout=99.0)
+    request = BenchRequest(dataset="mnist-5k", n=8)
+    peaks = memory.live_peaks(request, ["fgsm", "pgd"], ["own", "foolbox"], timeout=99.0)
     assert peaks == {("fgsm", "own"): 0.0, ("fgsm", "foolbox"): 10.0, ("pgd", "own"): 20.0, ("pgd", "foolbox"): 30.0}
     ((command, env, timeout),) = calls
     assert timeout == 99.0
@@ -39,7 +39,7 @@ def test_the_child_runs_the_memory_module_with_the_mmap_threshold_pinned(monkeyp
     assert not Path(command[-2]).exists()  # the request and the answer lived in a temporary folder, gone now
 
 
-def test_the_request_carries_every_plain_option_and_nothing_else(monkeypatch, tmp_path):
+def test_the_request_reaches_the_child_whole(monkeypatch, tmp_path):
     seen = {}
 
     def fake_run(command, env, check, timeout):
@@ -48,9 +48,10 @@ def test_the_request_carries_every_plain_option_and_nothing_else(monkeypatch, tm
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(memory.subprocess, "run", fake_run)
-    args = Namespace(dataset="cifar10-exact", n=200, data_root="../shared/data", image_size=None, hook=print)
-    assert memory.live_peaks(args, ["ddn"], ["own"]) == {}
-    assert seen["args"] == {"dataset": "cifar10-exact", "n": 200, "data_root": "../shared/data", "image_size": None}
+    request = BenchRequest(dataset="cifar10-exact", n=200, data_root="../shared/data", repeats=2, lr=0.5)
+    assert memory.live_peaks(request, ["ddn"], ["own"]) == {}
+    assert BenchRequest.of(seen["args"]) == request  # the child rebuilds (and checks) the same request
+    assert seen["args"]["n"] == 200 and seen["args"]["data_root"] == "../shared/data"
     assert seen["attacks"] == ["ddn"] and seen["libraries"] == ["own"]
 
 
@@ -64,7 +65,7 @@ def test_the_table_takes_the_childs_peaks_and_says_so(monkeypatch):
         memory, "live_peaks", lambda args, a, libs, timeout: {("fgsm", "own"): 190.0, ("fgsm", "foolbox"): 195.0}
     )
     table = _table()
-    line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own", "foolbox"], torch.device("cpu"))
+    line = bench.replace_peaks_by_live_ones(table, BenchRequest(), ["fgsm"], ["own", "foolbox"], torch.device("cpu"))
     assert list(table["peak_mb"]) == [190.0, 195.0]
     assert line.startswith("peak_mb: live peak, one run of each in a separate process")
 
@@ -76,7 +77,7 @@ def test_a_failed_child_keeps_this_process_peaks_and_says_so(monkeypatch):
     monkeypatch.setattr(memory, "applies", lambda device: True)
     monkeypatch.setattr(memory, "live_peaks", fail)
     table = _table()
-    line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own", "foolbox"], torch.device("cpu"))
+    line = bench.replace_peaks_by_live_ones(table, BenchRequest(), ["fgsm"], ["own", "foolbox"], torch.device("cpu"))
     assert list(table["peak_mb"]) == [300.0, 250.0]
     assert "in this process" in line and "the separate measurement failed" in line
 
@@ -91,7 +92,7 @@ def test_a_child_out_of_time_keeps_this_process_peaks_and_says_so(monkeypatch):
     monkeypatch.setattr(memory, "applies", lambda device: True)
     monkeypatch.setattr(memory, "live_peaks", too_slow)
     table = _table()
-    line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own"], torch.device("cpu"), timeout=7.0)
+    line = bench.replace_peaks_by_live_ones(table, BenchRequest(), ["fgsm"], ["own"], torch.device("cpu"), timeout=7.0)
     assert seen["timeout"] == 7.0 and list(table["peak_mb"]) == [300.0, 250.0]
     assert "in this process" in line and "timed out after 7" in line
 
@@ -99,7 +100,7 @@ def test_a_child_out_of_time_keeps_this_process_peaks_and_says_so(monkeypatch):
 def test_where_the_child_does_not_apply_the_rounds_peaks_stay(monkeypatch):
     monkeypatch.setattr(memory, "live_peaks", lambda *a: pytest.fail("no child on CUDA"))
     table = _table()
-    line = bench.replace_peaks_by_live_ones(table, Namespace(), ["fgsm"], ["own"], torch.device("cuda"))
+    line = bench.replace_peaks_by_live_ones(table, BenchRequest(), ["fgsm"], ["own"], torch.device("cuda"))
     assert list(table["peak_mb"]) == [300.0, 250.0] and "max_memory_allocated" in line
     assert not memory.applies(torch.device("cuda"))
 
@@ -107,10 +108,7 @@ def test_where_the_child_does_not_apply_the_rounds_peaks_stay(monkeypatch):
 @pytest.mark.skipif(not memory.applies(torch.device("cpu")), reason="the child measurement needs Linux with glibc")
 def test_the_child_measures_real_runs(mnist_workload, tmp_path):
     """The module run as the child: the cached model, one run per pair, a positive peak for each."""
-    args = Namespace(dataset="mnist-5k", model=None, n=64, seed=0, data_root=None, quiet=True, checkpoint=None,
-                     mean=None, std=None, image_size=None, num_classes=None, device="cpu", epochs=None, lr=None,
-                     batch_size=None, pretrained=None, weights=None, finetune=None, optimizer=None, schedule=None,
-                     clip_grad_norm=None)  # fmt: skip
-    peaks = memory.live_peaks(args, ["fgsm"], ["own", "torchattacks"])
+    request = BenchRequest(dataset="mnist-5k", n=64, quiet=True, device="cpu")
+    peaks = memory.live_peaks(request, ["fgsm"], ["own", "torchattacks"])
     assert set(peaks) == {("fgsm", "own"), ("fgsm", "torchattacks")}
     assert all(1 < mb < 1000 for mb in peaks.values()), peaks  # 64 digits' graph: tens of MB
