@@ -36,6 +36,9 @@ class Rule:
     many: bool = False
 
     def describe(self) -> str:
+        return self._range() + (" (a fraction such as 8/255 too)" if self.eps else "")
+
+    def _range(self) -> str:
         kind = "an int" if self.integer else "a finite number"
         if self.many:
             kind = "comma-separated finite numbers"

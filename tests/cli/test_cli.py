@@ -61,12 +61,21 @@ def test_list_prints_the_matrix(capsys):
         ),
         (["compare", "--attack", "pgd", "--dataset", "mnits"], "unknown dataset 'mnits'"),
         (["compare", "--attack", "pgd", "--model", "resnet181"], "unknown model 'resnet181'"),
-        (["compare", "--attack", "pgd", "--eps", "0"], "expected eps > 0"),
-        (["compare", "--attack", "pgd", "--eps", "-0.1"], "expected eps > 0"),
-        (["compare", "--attack", "pgd", "--eps", "eight"], "expected eps as a number or a fraction"),
+        (
+            ["compare", "--attack", "pgd", "--eps", "0"],
+            "expected --eps as a finite number > 0 (a fraction such as 8/255 too), got '0'",
+        ),
+        (
+            ["compare", "--attack", "pgd", "--eps", "-0.1"],
+            "expected --eps as a finite number > 0 (a fraction such as 8/255 too), got '-0.1'",
+        ),
+        (
+            ["compare", "--attack", "pgd", "--eps", "eight"],
+            "expected --eps as a finite number > 0 (a fraction such as 8/255 too), got 'eight'",
+        ),
         (["compare", "--attack", "pgd", "--norm", "L3"], "unknown norm 'L3'"),
-        (["compare", "--attack", "pgd", "--steps", "0"], "expected steps >= 1"),
-        (["compare", "--attack", "pgd", "--n", "0"], "expected --n >= 1"),
+        (["compare", "--attack", "pgd", "--steps", "0"], "expected --steps as an int >= 1, got 0"),
+        (["compare", "--attack", "pgd", "--n", "0"], "expected --n as an int >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv, message, capsys):
