@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advbridge.bridge.adapters import get_adapter
+from advbridge.bridge.adapters.torchattacks import TorchattacksAdapter
 from advbridge.bridge.runner import eval_mode, predict, run_attack, run_batch_attack, seed_everything
-from advbridge.bridge.spec import AttackSpec
+from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.experiments.audit.results import NAIVE, AuditConfig, AuditRow
 from advbridge.experiments.audit.systems import unbounded_eps
 from advbridge.experiments.audit.tracker import PathTracker, distances, within
@@ -69,6 +69,7 @@ class Cascade:
 
     def library_row(self, library: str, spec: AttackSpec, stage: str = NAIVE) -> AuditRow:
         eps = math.inf if spec.minimal else spec.eps
+        assert eps is not None  # AttackSpec requires the eps of a budget attack
         tracker = self.tracker(self.model, eps)
         row = AuditRow(spec.attack, library, stage, minimal=spec.minimal)
         result = run_attack(library, tracker, self.x, self.y, spec, num_classes=self.outputs, during=tracker.record)
@@ -77,6 +78,7 @@ class Cascade:
         if result.status != "ok":
             row.status, row.reason = result.status, result.reason
             return row
+        assert result.x_adv is not None  # an ok result carries its points
         return self.finish(row, tracker, result.x_adv.to(self.x.device), eps)
 
     def own_row(
@@ -128,9 +130,10 @@ class Cascade:
         rows = tqdm(progress, desc="audit: budget attacks", disable=not self.show_progress, leave=False)
         for library, attack in rows:
             steps = 1 if attack == "fgsm" else config.fitted_steps()
-            spec = AttackSpec(attack=attack, norm=config.norm, eps=config.eps, steps=steps, seed=config.seed)
+            budget_norm = Norm.parse(config.norm)
+            spec = AttackSpec(attack=attack, norm=budget_norm, eps=config.eps, steps=steps, seed=config.seed)
             if attack == "fgsm" and config.norm != "Linf":
-                spec = AttackSpec(attack="pgd", norm=config.norm, eps=config.eps, steps=1, step_size=config.eps)
+                spec = AttackSpec(attack="pgd", norm=budget_norm, eps=config.eps, steps=1, step_size=config.eps)
             row = self.library_row(library, spec)
             row.attack = "fgsm" if attack == "fgsm" else "pgd"
             self.rows.append(row)
@@ -144,7 +147,7 @@ class Cascade:
             minimal = [("deepfool", config.norm)] + ([("ddn", "L2")] if config.norm == "L2" else [])
             for library in config.libraries:
                 for attack, norm in minimal:
-                    spec = AttackSpec(attack=attack, norm=norm, seed=config.seed)
+                    spec = AttackSpec(attack=attack, norm=Norm.parse(norm), seed=config.seed)
                     row = self.library_row(library, spec)
                     if row.status != "unsupported":
                         self.rows.append(row)
@@ -156,7 +159,7 @@ class Cascade:
         )  # fmt: skip
 
     def autoattack(self, tracked: nn.Module) -> Tensor:
-        adapter = get_adapter("torchattacks")
+        adapter = TorchattacksAdapter()
         return adapter.autoattack(
             tracked, self.x, self.y, norm=self.config.norm, eps=self.config.eps, num_classes=self.outputs,
             seed=self.config.seed,
@@ -164,7 +167,7 @@ class Cascade:
 
     def square(self, queries: int) -> Callable[[nn.Module], Tensor]:
         def run(tracked: nn.Module) -> Tensor:
-            adapter = get_adapter("torchattacks")
+            adapter = TorchattacksAdapter()
             return adapter.square(
                 tracked, self.x, self.y, norm=self.config.norm, eps=self.config.eps, queries=queries,
                 seed=self.config.seed,
@@ -177,6 +180,7 @@ class Cascade:
         config = self.config
         row = AuditRow("pgd-transfer", "own", NAIVE)
         surrogate = self.surrogate
+        assert surrogate is not None  # naive() runs this row only with a surrogate
         start = time.perf_counter()
         seed_everything(config.seed)
         with eval_mode(surrogate):

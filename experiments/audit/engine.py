@@ -104,21 +104,26 @@ def run_audit(
     silent = {
         r.key: ind.silent_success(~r.robust, within(r.tracker.best_distance, config.eps), attacked)
         for r in budget_rows
-        if r.tracker is not None and r.x_adv is not None
+        if r.tracker is not None and r.x_adv is not None and r.robust is not None
     }
-    worst_silent = max(silent, key=silent.get) if silent else ""
+    worst_silent = max(silent, key=silent.__getitem__) if silent else ""
     measure("silent_success", silent.get(worst_silent, 0.0), f"worst row: {worst_silent}" if silent else "")
-    pgd_rows = [r for r in budget_rows if r.attack == "pgd" and r.tracker is not None]
-    incomplete = {r.key: ind.incomplete_optimization(r.tracker.loss_traces(), r.robust & attacked) for r in pgd_rows}
-    worst_incomplete = max(incomplete, key=incomplete.get) if incomplete else ""
+    incomplete = {
+        r.key: ind.incomplete_optimization(r.tracker.loss_traces(), r.robust & attacked)
+        for r in budget_rows
+        if r.attack == "pgd" and r.tracker is not None and r.robust is not None
+    }
+    worst_incomplete = max(incomplete, key=incomplete.__getitem__) if incomplete else ""
     measure("incomplete_optimization", incomplete.get(worst_incomplete, 0.0),
             f"worst row: {worst_incomplete}" if incomplete else "")  # fmt: skip
     transfer = next((r for r in naive if r.attack == "pgd-transfer"), None)
     if transfer is not None:
+        assert transfer.robust is not None  # an ok row
         measure("transfer_failure", ind.transfer_failure(cascade.surrogate_success, ~transfer.robust, attacked),
                 "share fooling the surrogate but not the model")  # fmt: skip
     unbounded = cascade.unbounded
     if unbounded.ok:
+        assert unbounded.distance is not None  # an ok row went through Cascade.finish
         measure("unconstrained_failure", ind.unconstrained_failure(unbounded.distance < math.inf, attacked),
                 "share an eps = inf PGD (cross-entropy) never fooled")  # fmt: skip
     else:
@@ -129,8 +134,8 @@ def run_audit(
     def square_gap(rows: Sequence[AuditRow]) -> float:
         if square is None or not rows:
             return math.nan
-        best = min(float(r.robust.double().mean()) for r in rows)
-        return best - float(square.robust.double().mean())
+        best = min(r.robust_accuracy for r in rows)
+        return best - square.robust_accuracy
 
     measure("square_beats_white_box", square_gap(white), "best white-box robust accuracy minus Square's")
     gaps = {}
@@ -138,13 +143,14 @@ def run_audit(
         one = next((r for r in naive if r.library == library and r.attack == "fgsm"), None)
         many = next((r for r in naive if r.library == library and r.attack == "pgd"), None)
         if one is not None and many is not None:
-            gaps[library] = float(many.robust.double().mean()) - float(one.robust.double().mean())
+            gaps[library] = many.robust_accuracy - one.robust_accuracy
     measure(
         "single_step_gap", max(gaps.values()) if gaps else math.nan, "PGD robust accuracy minus FGSM's, worst library"
     )
     minimal_rows = [r for r in naive if r.minimal and r.attack in ("deepfool", "ddn")]
     measure("unbounded_incomplete",
-            max((ind.unconstrained_failure(r.distance < math.inf, attacked) for r in minimal_rows), default=math.nan),
+            max((ind.unconstrained_failure(r.distance < math.inf, attacked) for r in minimal_rows
+                 if r.distance is not None), default=math.nan),
             "1 - success of the minimal-norm attacks, worst row")  # fmt: skip
 
     results = {name: ind.INDICATORS[name].measure(value, reason) for name, (value, reason) in measured.items()}

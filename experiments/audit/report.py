@@ -48,7 +48,7 @@ INDICATOR_COLUMNS = ["indicator", "value", "threshold", "raised", "remedy", "val
 
 def distance_table(audit: Audit) -> pd.DataFrame:
     """Per-sample distances (index: sample; one column per ok row, named by its key)."""
-    return pd.DataFrame({r.key: r.distance.numpy() for r in audit.rows if r.ok})
+    return pd.DataFrame({r.key: r.distance.numpy() for r in audit.rows if r.ok and r.distance is not None})
 
 
 def results_table(audit: Audit) -> pd.DataFrame:
@@ -60,6 +60,9 @@ def results_table(audit: Audit) -> pd.DataFrame:
         record = {"attack": row.attack, "library": row.library, "stage": row.stage, "status": row.status,
                   "n": len(audit.clean), "clean_acc": audit.clean_accuracy}  # fmt: skip
         if row.ok:
+            # an ok row went through Cascade.finish (or copied a finished row's counts): every tensor is set
+            assert row.robust is not None and row.distance is not None
+            assert row.forward is not None and row.backward is not None
             propagations = (row.forward + row.backward).double()
             record.update(
                 robust_acc=float(row.robust.double().mean()),
@@ -125,7 +128,7 @@ def metadata(audit: Audit, context: Mapping | None, files: list[Path]) -> dict:
         "worst_case_robust_accuracy": audit.robust_after,
         "worst_case_robust_accuracy_naive": audit.robust_before,
         "worst_case_robust_accuracy_white_box": audit.robust_white_box,
-        "best_single_attack": None if best is None else {"row": best.key, "robust_accuracy": float(best.robust.double().mean())},
+        "best_single_attack": None if best is None else {"row": best.key, "robust_accuracy": best.robust_accuracy},
         "verdict": verdict(audit),
         "cost": audit.cost(),
         "indicators_stayed_raised": audit.stayed_raised,

@@ -102,6 +102,19 @@ class AuditRow:
     def ok(self) -> bool:
         return self.status == "ok" and self.robust is not None
 
+    @property
+    def robust_accuracy(self) -> float:
+        """An ok row's share of samples still correctly classified."""
+        assert self.robust is not None, "only an ok row has a robust accuracy"
+        return float(self.robust.double().mean())
+
+    @property
+    def propagations_per_sample(self) -> float:
+        """An ok row's mean forward + backward propagations per sample (:meth:`~advbridge.experiments.audit.cascade.Cascade.finish`
+        counts both)."""
+        assert self.forward is not None and self.backward is not None, "only an ok row has propagations"
+        return float((self.forward + self.backward).double().mean())
+
 
 @dataclass
 class Audit:
@@ -120,10 +133,10 @@ class Audit:
         rows = [r for r in self.rows if r.ok and r.stage != "best-of-path"]  # best-of-path reuses its row's run
         autoattack = next((r for r in rows if r.attack == "autoattack"), None)
         return {
-            "propagations_per_sample": sum(float((r.forward + r.backward).double().mean()) for r in rows),
+            "propagations_per_sample": sum(r.propagations_per_sample for r in rows),
             "seconds": self.seconds,
             "autoattack_propagations_per_sample": None if autoattack is None
-            else float((autoattack.forward + autoattack.backward).double().mean()),
+            else autoattack.propagations_per_sample,
             "autoattack_seconds": None if autoattack is None else autoattack.seconds,
         }  # fmt: skip
 
@@ -137,7 +150,7 @@ class Audit:
         """Per sample: still correct under every ok row (of ``stages``, ``None``: all; and ``keep(row)``): the
         worst case, :func:`~advbridge.experiments.core.reductions.worst_case_robust`."""
         rows = [r for r in self.rows if r.ok and (stages is None or r.stage in stages) and (keep is None or keep(r))]
-        return worst_case_robust(self.clean, [r.robust for r in rows])
+        return worst_case_robust(self.clean, [r.robust for r in rows if r.robust is not None])  # every ok row's
 
     @property
     def robust_before(self) -> float:
@@ -156,7 +169,7 @@ class Audit:
     @property
     def best_single(self) -> AuditRow | None:
         ok = [r for r in self.rows if r.ok]
-        return min(ok, key=lambda r: float(r.robust.double().mean())) if ok else None
+        return min(ok, key=lambda r: r.robust_accuracy) if ok else None
 
     @property
     def stayed_raised(self) -> list[str]:

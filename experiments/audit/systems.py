@@ -51,7 +51,7 @@ def declared_bpda(model: nn.Module) -> nn.Module | None:
     own = getattr(model, "bpda", None)
     if isinstance(own, nn.Module):
         return own.eval()
-    parts = [getattr(model, name, None) for name in ("preprocess", "classifier")]
-    if all(isinstance(p, nn.Module) for p in parts):
-        return nn.Sequential(BPDA(parts[0]), parts[1]).eval()
+    preprocess, classifier = getattr(model, "preprocess", None), getattr(model, "classifier", None)
+    if isinstance(preprocess, nn.Module) and isinstance(classifier, nn.Module):
+        return nn.Sequential(BPDA(preprocess), classifier).eval()
     return None

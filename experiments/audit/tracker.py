@@ -58,6 +58,9 @@ class PathTracker(nn.Module):
         reject: the model's reject class (a detector's), which does not count as a success.
     """
 
+    x: Tensor  # buffers registered in __init__ (nn.Module's __getattr__ is typed Tensor | Module)
+    y: Tensor
+
     def __init__(
         self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float = math.inf, budget: int | None = None,
         reject: int | None = None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -35,13 +36,13 @@ from torch import Tensor, nn
 from advbridge.bridge.adapters import Adapter
 from advbridge.bridge.adapters.own import OwnAdapter
 from advbridge.bridge.provenance import git_revision
-from advbridge.bridge.runner import AttackResult, predict, run_attack
-from advbridge.bridge.spec import AttackSpec
+from advbridge.bridge.runner import predict, run_attack
+from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 from advbridge.experiments.workload import load_workload
 from advbridge.own_attacks import ddn, deepfool, pgd
 
-DDN = AttackSpec(attack="ddn", norm="L2", steps=100)
+DDN = AttackSpec(attack="ddn", norm=Norm.L2, steps=100)
 #: own's working layout (``channels_last`` argument): the default, and the references' arithmetic
 LAYOUTS = {"channels-last": True, "default": False}
 
@@ -79,11 +80,19 @@ def compare_images(x: Tensor, own: Tensor, ref: Tensor, mask: Tensor) -> dict[st
     }
 
 
-def _reference(library: str | Adapter, model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec) -> AttackResult:
+class Reference(NamedTuple):
+    """What the comparisons use of a library's ok run."""
+
+    x_adv: Tensor
+    success: Tensor
+
+
+def _reference(library: str | Adapter, model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec) -> Reference:
     result = run_attack(library, model, x, labels, spec, num_classes=10)
     if result.status != "ok":
         raise RuntimeError(f"{library} {spec.attack}: {result.status} {result.reason}")
-    return result
+    assert result.x_adv is not None and result.success is not None  # an ok result carries both
+    return Reference(result.x_adv, result.success)
 
 
 def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
@@ -95,16 +104,16 @@ def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
     smooth = smooth_copy(model)
     rows: list[dict] = []
 
-    pgd_l2 = AttackSpec(attack="pgd", norm="L2", eps=1.5, steps=10, step_size=0.4)
+    pgd_l2 = AttackSpec(attack="pgd", norm=Norm.L2, eps=1.5, steps=10, step_size=0.4)
     for name, net in (("ReLU CNN", model), ("smooth copy", smooth)):
-        own = _reference(OwnAdapter(channels_last=False), net, x, y, pgd_l2)  # the references' layout
+        own_pgd = _reference(OwnAdapter(channels_last=False), net, x, y, pgd_l2)  # the references' layout
         ref = _reference("foolbox", net, x, y, pgd_l2)
         rows.append(
             {
                 "comparison": f"PGD L2 eps 1.5, 10 steps, {name}",
                 "library": "foolbox",
-                **compare_images(x, own.x_adv, ref.x_adv, torch.ones(len(x), dtype=torch.bool)),
-                "success_flags_equal": float((own.success == ref.success).double().mean()),
+                **compare_images(x, own_pgd.x_adv, ref.x_adv, torch.ones(len(x), dtype=torch.bool)),
+                "success_flags_equal": float((own_pgd.success == ref.success).double().mean()),
             }
         )
     import torchattacks
@@ -122,7 +131,9 @@ def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
         }
     )
 
-    def add(comparison: str, library: str, own: Tensor, ref: AttackResult, base: Tensor, layout: str = "channels-last"):
+    def add(
+        comparison: str, library: str, own: Tensor, ref: Reference, base: Tensor, layout: str = "channels-last"
+    ) -> None:
         mask = base & (predict(model, own) != y) & ref.success
         rows.append(
             {
@@ -134,7 +145,7 @@ def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
         )
 
     for norm in ("L2", "Linf"):
-        spec = AttackSpec(attack="deepfool", norm=norm)
+        spec = AttackSpec(attack="deepfool", norm=Norm.parse(norm))
         # own's default convention (overshoot on the accumulated total, = foolbox's), in both layouts
         own_total = {layout: deepfool(model, x, y, norm=norm, channels_last=cl) for layout, cl in LAYOUTS.items()}
         success = float((predict(model, own_total["channels-last"]) != y)[correct].double().mean())
@@ -159,7 +170,7 @@ def agreement_table(n: int = 64, checkpoint: str | None = None) -> pd.DataFrame:
                 )
 
     x16, y16, correct16 = x[:16], y[:16], correct[:16]
-    spec0 = AttackSpec(attack="deepfool", norm="L2", overshoot=0.0)
+    spec0 = AttackSpec(attack="deepfool", norm=Norm.L2, overshoot=0.0)
     conventions: dict[str, Callable[[], Tensor]] = {
         "torchattacks": lambda: deepfool(model, x16, y16, overshoot=0.0, min_step=0.0, overshoot_mode="step"),
         "art": lambda: deepfool(

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from advbridge.bridge.errors import DataNotFoundError, InvalidParameterError, check_name
-from advbridge.defenses.preprocessor.squeezing import BitDepth, MedianFilter
+from advbridge.defenses.preprocessor.squeezing import BitDepth, MedianFilter, Squeezer
 from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 
 #: The parameters timed for each squeezer: bits for bit depth, the window size k for the median.
@@ -94,6 +94,7 @@ def implementations(squeezer: str, param: int) -> dict[str, Callable[[Tensor, np
     """The timed call of each library: ``f(x, x_numpy)``, both views of one batch."""
     from art.defences.preprocessor import FeatureSqueezing, SpatialSmoothing
 
+    own: Squeezer
     if squeezer == "bit-depth":
         own, art = BitDepth(param), FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=param)
     else:

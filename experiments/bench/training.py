@@ -52,9 +52,18 @@ TARGET_SPEEDUP = 2.0
 LIBRARIES = ("own", "art")
 
 
+def _budget(spec: TrainingDefenseSpec) -> tuple[float, int, float]:
+    """``(eps, steps, step_size)`` of a resolved adversarial-training ``spec``: what this bench times."""
+    if spec.eps is None or spec.steps is None or spec.step_size is None:
+        raise InvalidParameterError(f"expected a resolved adversarial-training defense, got {spec.describe()}")
+    return spec.eps, spec.steps, spec.step_size
+
+
 def floor_seconds(config: TrainConfig, spec: TrainingDefenseSpec) -> float:
     """One epoch of the passes adversarial training needs, as bare torch on the same batches (from the same
     initial weights: the per-step cost does not depend on them)."""
+    assert config.lr is not None  # the config is resolved (main)
+    _, steps, step_size = _budget(spec)
     data = training_data(config)
     x_all, y_all = stack(data.train_ds, data.train_idx)
     with torch.random.fork_rng(devices=[]):
@@ -65,10 +74,10 @@ def floor_seconds(config: TrainConfig, spec: TrainingDefenseSpec) -> float:
             x, y = x_all[i : i + config.batch_size], y_all[i : i + config.batch_size]
             model.eval()
             x_adv = x.clone()
-            for _ in range(spec.steps):
+            for _ in range(steps):
                 x_adv.requires_grad_(True)
                 (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
-                x_adv = x_adv.detach() + spec.step_size * grad.sign()
+                x_adv = x_adv.detach() + step_size * grad.sign()
             model.train()
             loss = F.cross_entropy(model(x_adv.detach()), y)
             optimizer.zero_grad(set_to_none=True)
@@ -86,11 +95,12 @@ def robust_accuracy(model: torch.nn.Module, config: TrainConfig, spec: TrainingD
     seed 0) on the first ``n`` test images of the training dataset (Madry et al. 2018's evaluation)."""
     from advbridge.own_attacks import pgd
 
+    eps, _, _ = _budget(spec)
     test_ds = training_data(config).test_ds
-    x, y = stack(test_ds, torch.arange(min(n, len(test_ds))))
+    x, y = stack(test_ds, torch.arange(min(n, len(test_ds))))  # type: ignore[arg-type]  # torch's Dataset declares no __len__; these have one
     model.eval()
     generator = torch.Generator().manual_seed(0)
-    x_adv = pgd(model, x, y, eps=spec.eps, norm=spec.norm, steps=EVAL_STEPS, random_start=True, generator=generator)
+    x_adv = pgd(model, x, y, eps=eps, norm=spec.norm, steps=EVAL_STEPS, random_start=True, generator=generator)
     with torch.no_grad():
         return float((model(x_adv).argmax(1) == y).float().mean())
 
