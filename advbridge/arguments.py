@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 DESCRIPTION = """\
 advbridge attacks and defends image classifiers and runs every attack and defense side by side with
@@ -21,6 +22,14 @@ examples:
   advbridge defend --defense median --attack pgd --libraries own,art
   advbridge defend --defense-module my_defense.py:build --surrogate my_net.py:build --attack pgd
   advbridge list                                            # attacks, defenses, datasets, model sources"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line on stderr and exit code 2, like every other bad input
+    (argparse would print the whole usage block first); its subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -133,9 +142,7 @@ def _add_attack_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from advbridge import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="advbridge", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
-    )
+    parser = Parser(prog="advbridge", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"advbridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{compare,defend,audit,train,study,list}")
     real_add_parser = sub.add_parser
@@ -144,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs.setdefault("description", kwargs.get("help"))
         return real_add_parser(name, formatter_class=HelpFormatter, **kwargs)
 
-    sub.add_parser = add_parser  # type: ignore[method-assign]
+    sub.add_parser = add_parser  # type: ignore[method-assign,assignment]  # every command: defaults in its help
 
     p = sub.add_parser("compare", help="run one attack with every library on the same model and images")
     _add_attack_options(p)

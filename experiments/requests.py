@@ -126,6 +126,17 @@ def seed(default: int | None = 0) -> Any:
     return _option(default, Rule(low=0, high=SEED_LIMIT, high_open=True, integer=True))
 
 
+def check_linf_budget(flag: str, norm: str | None, eps: str | None) -> None:
+    """An L∞ budget is at most 1: images are in [0, 1], so a larger one is no constraint at all (a typo)."""
+    if eps is None or norm is None:
+        return
+    from advbridge.bridge.spec import Norm
+
+    value = _number(eps)
+    if Norm.parse(norm) is Norm.LINF and value is not None and value > 1:
+        raise InvalidParameterError(f"expected {flag} <= 1 under L∞ (images are in [0, 1]), got {eps!r}")
+
+
 def check_numbers(request: object) -> None:
     """Check every numeric field of ``request`` against its :class:`Rule` (the first bad one raises)."""
     for f in fields(request):  # type: ignore[arg-type]
@@ -214,6 +225,11 @@ class AttackRequest(WorkloadRequest):
     random_start: bool = False
     attack_batch_size: int | None = count()
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        default = "Linf" if self.attack in ("fgsm", "pgd") else None
+        check_linf_budget("--eps", self.norm or default, self.eps)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CompareRequest(AttackRequest):
@@ -275,6 +291,10 @@ class DefendRequest(SqueezerOptions, AttackRequest):
     refine_steps: int | None = count(low=0)
     refine_lr: float | None = positive()
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_linf_budget("--train-eps", self.train_norm, self.train_eps)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AuditRequest(SqueezerOptions, WorkloadRequest):
@@ -288,6 +308,10 @@ class AuditRequest(SqueezerOptions, WorkloadRequest):
     square_queries: int = count(1000)
     no_minimal: bool = False
     fpr: float | None = real(None, 0, 1, low_open=True, high_open=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_linf_budget("--eps", self.norm, self.eps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,6 +341,10 @@ class TrainRequest(ModelRequest):
     generator: str | None = None
     latent_dim: int | None = count()
     beta: float | None = real(None, 0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_linf_budget("--eps", self.norm, self.eps)
 
 
 @dataclass(frozen=True, kw_only=True)
