@@ -97,7 +97,7 @@ def robust_accuracy(model: torch.nn.Module, config: TrainConfig, spec: TrainingD
 
     eps, _, _ = _budget(spec)
     test_ds = training_data(config).test_ds
-    x, y = stack(test_ds, torch.arange(min(n, len(test_ds))))  # type: ignore[arg-type]  # torch's Dataset declares no __len__; these have one
+    x, y = stack(test_ds, torch.arange(min(n, len(test_ds))))
     model.eval()
     generator = torch.Generator().manual_seed(0)
     x_adv = pgd(model, x, y, eps=eps, norm=spec.norm, steps=EVAL_STEPS, random_start=True, generator=generator)

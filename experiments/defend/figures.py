@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,9 @@ from advbridge.bridge.io import atomic_write
 from advbridge.bridge.runner import predict
 
 if TYPE_CHECKING:
+    from advbridge.experiments.defend.generative import GenerativeEvaluation
     from advbridge.experiments.defend.squeezers import Evaluation
+    from advbridge.experiments.engine import Cell
 
 
 def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
@@ -32,12 +35,12 @@ def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
     name = spec.squeezer_specs()[0].describe()
     x = evaluation.x.cpu()
     k = min(n_images, len(x))
-    shown = [("clean", x, None)]
+    shown: list[tuple[str, Tensor, Cell | None]] = [("clean", x, None)]
     for mode in ("transfer", "adaptive"):
         cell = next(
             (c for c in evaluation.cells if c.mode == mode and c.attack_library == "own" and c.x_adv is not None), None
         )
-        if cell is not None and cell.defense_library == "own":
+        if cell is not None and cell.defense_library == "own" and cell.x_adv is not None:
             shown.append((f"{mode} adv", cell.x_adv, cell))
     detector = evaluation.detector("exact") if spec.detector else None
     classifier = evaluation.classifier
@@ -61,6 +64,8 @@ def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
             truth = int(evaluation.y[j])
             label = f"true {truth}, classifier {int(pred[j])}"
             if scores is not None:
+                # the scores are the detector's, its threshold set by evaluation.detector
+                assert detector is not None and detector.threshold is not None
                 flag = "flagged" if float(scores[j]) > detector.threshold else "passes"
                 label += f"\nscore {float(scores[j]):.2f} ({flag})"
             elif title != "clean":
@@ -78,7 +83,9 @@ def save_images(evaluation: Evaluation, path: Path, n_images: int = 4) -> Path:
     return path
 
 
-def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: Path) -> list[Path]:
+def save_detector_figures(
+    evaluation: Evaluation | GenerativeEvaluation, roc_path: Path, scores_path: Path
+) -> list[Path]:
     """ROC curves (scikit-learn) of clean vs successful adversarial scores per mode, and score histograms."""
     import matplotlib
 
@@ -86,6 +93,7 @@ def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: P
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
+    assert evaluation.clean_scores is not None  # a detector's evaluation, run: its subject's clean scores
     clean = evaluation.clean_scores.numpy()
     tau = evaluation.threshold()
     cells = [c for c in evaluation.cells if c.adv_scores is not None]
@@ -94,12 +102,15 @@ def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: P
     top = (
         2.0
         if score_label is None
-        else max([float(clean.max()), tau, *(float(c.adv_scores.max()) for c in cells)]) * 1.05
+        else max([float(clean.max()), tau, *(float(c.adv_scores.max()) for c in cells if c.adv_scores is not None)])
+        * 1.05
     )
     fig, ax = plt.subplots(figsize=(4.5, 4))
     fig2, ax2 = plt.subplots(figsize=(5.5, 3.5))
     ax2.hist(clean, bins=30, range=(0, top), alpha=0.6, label=f"clean (n={len(clean)})")
     for cell in cells:
+        # judge set them together, for every cell with detector scores
+        assert cell.adv_scores is not None and cell.fooled_classifier is not None and cell.detection is not None
         positives = cell.adv_scores[cell.fooled_classifier].numpy()  # the successful examples, as in the AUC
         label = f"{cell.mode} {cell.attack_library}"
         if len(positives) and len(clean):
@@ -119,7 +130,7 @@ def save_detector_figures(evaluation: Evaluation, roc_path: Path, scores_path: P
     paths = []
     for figure, path in ((fig, roc_path), (fig2, scores_path)):
         figure.tight_layout()
-        atomic_write(path, lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=110))
+        atomic_write(path, partial(figure.savefig, format="png", dpi=110))
         plt.close(figure)
         paths.append(path)
     return paths

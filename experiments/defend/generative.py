@@ -105,6 +105,7 @@ class GenerativeEvaluation(FamilyEvaluation):
             if self.spec.threshold is not None:
                 self._threshold = self.spec.threshold
             else:
+                assert self.calibration is not None  # __init__ requires it for a detector without a threshold
                 scores = ReconstructionDetector(self.generator).scores(self.calibration)
                 self._threshold = calibrate_threshold(scores.cpu(), self.spec.fpr)
         return self._threshold
@@ -178,11 +179,13 @@ class GenerativeEvaluation(FamilyEvaluation):
                 yield Row("adaptive", "own", zero, attack=attack, reason="detector-aware PGD, end to end", run=run)
 
         n_rows = len(self.attack_libraries) + int(self.budget)
+        assert detector.threshold is not None  # self.detector() sets it
         return Subject("own", self.classifier, rows, Detector(detector.scores, detector.threshold), n_rows=n_rows)
 
     def detector_aware(self, detector: ReconstructionDetector, x: Tensor, y: Tensor, seed: int) -> Tensor:
         """PGD on J (module docstring) on one batch: fool the classifier, keep the reconstruction error under τ."""
         tau, classifier = detector.threshold, self.classifier
+        assert tau is not None  # the detector of detector_subject, built with its threshold
 
         def objective(x: Tensor, y: Tensor) -> Tensor:
             hinge = (detector.score(x) / tau - (1 - THRESHOLD_MARGIN)).clamp_min(0)

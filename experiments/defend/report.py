@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from advbridge.bridge.defense_spec import DefenseSpec
+from advbridge.bridge.defense_spec import DefenseSpec, GenerativeDefenseSpec, TrainingDefenseSpec, UserDefenseSpec
 from advbridge.bridge.io import OutputPrefix, atomic_write_text
 from advbridge.bridge.provenance import provenance
 from advbridge.bridge.spec import AttackSpec, standard_eps
@@ -54,6 +54,9 @@ from advbridge.experiments.minimal import DEFAULT_GRID_FACTORS
 from advbridge.zoo.training_check import TrainingCheck
 
 log = logging.getLogger(__name__)
+
+#: The resolved spec of any defense family (what a results table describes).
+AnyDefenseSpec = DefenseSpec | TrainingDefenseSpec | GenerativeDefenseSpec | UserDefenseSpec
 
 COLUMNS = [
     "defense_library",
@@ -96,7 +99,7 @@ def _median(values: Tensor) -> float:
 
 
 def cell_row(cell: Cell) -> dict:
-    row = dict.fromkeys(COLUMNS, math.nan)
+    row: dict[str, object] = dict.fromkeys(COLUMNS, math.nan)
     row.update(
         defense_library=cell.defense_library,
         mode=cell.mode,
@@ -108,6 +111,7 @@ def cell_row(cell: Cell) -> dict:
     )
     if cell.robust is None:
         return row
+    assert cell.clean_ok is not None  # a cell with robust has clean_ok (judge, worst_case_cell, the clean cell)
     n = len(cell.robust)
     row.update(n=n, clean_acc=float(cell.clean_ok.double().mean()), robust_acc=float(cell.robust.double().mean()))
     if cell.fooled is not None and cell.clean_ok.any():
@@ -122,7 +126,7 @@ def cell_row(cell: Cell) -> dict:
 
 def results_table(
     cells: Sequence[Cell],
-    spec: DefenseSpec,
+    spec: AnyDefenseSpec,
     attack: AttackSpec,
     context: dict,
     training: Mapping[str, TrainingCheck] | None = None,
@@ -168,7 +172,7 @@ def robust_by_eps(cells: Sequence[Cell], attack: AttackSpec, context: dict, grid
     index = 0 if attack.norm.value == "L2" else 1
     rows = []
     for cell in cells:
-        if cell.robust is None or cell.fooled is None or cell.norms is None:
+        if cell.robust is None or cell.fooled is None or cell.norms is None or cell.clean_ok is None:
             continue
         size = cell.norms[index]
         for eps in grid:

@@ -19,7 +19,12 @@ from advbridge.bridge.defense_spec import GenerativeDefenseSpec
 from advbridge.bridge.io import OutputPrefix, atomic_write
 from advbridge.bridge.runner import predict
 from advbridge.bridge.spec import AttackSpec
-from advbridge.defenses.generative import GeneratorConfig, check_generator_for, get_or_train_generator
+from advbridge.defenses.generative import (
+    GeneratorConfig,
+    ReconstructionLabeller,
+    check_generator_for,
+    get_or_train_generator,
+)
 from advbridge.experiments.defend.figures import save_detector_figures
 from advbridge.experiments.defend.generative import GenerativeEvaluation
 from advbridge.experiments.defend.report import results_table, write_defend
@@ -61,14 +66,14 @@ def run_defend_generative(
         }
         if spec.detector:
             figures["roc"] = partial(save_detector_figures, evaluation)
-        generator = (
+        generator_text = (
             f"Generator: {card['generator']}, latent {card['latent_dim']}, test reconstruction error "
             f"{card['test_reconstruction']:.3f} (squared L2 per image), {card['train_samples']} training images, "
             f"{card['epochs_run']} epochs"
         )
         paths = write_defend(
             prefix, spec, attack, workload, cells, table, training,
-            sections=[generator],
+            sections=[generator_text],
             figures=figures,
             **options.metadata("restarts", "n_calibration"),
             generator_card={k: v for k, v in card.items() if k != "history"},
@@ -78,12 +83,12 @@ def run_defend_generative(
 
 
 def _examples(evaluation: GenerativeEvaluation) -> list[tuple[str, Tensor]]:
-    shown = [("clean", evaluation.x.cpu())]
+    shown: list[tuple[str, Tensor]] = [("clean", evaluation.x.cpu())]
     for mode in ("transfer", "adaptive"):
         cell = next(
             (c for c in evaluation.cells if c.mode == mode and c.defense_library == "own" and c.x_adv is not None), None
         )
-        if cell is not None:
+        if cell is not None and cell.x_adv is not None:
             shown.append((f"{mode} adv", cell.x_adv))
     return shown
 
@@ -120,6 +125,7 @@ def save_generative_images(evaluation: GenerativeEvaluation, path: Path, n_image
         with torch.no_grad():
             pred = predict(evaluation.classifier, batch).cpu()
             if labelling:
+                assert isinstance(system, ReconstructionLabeller)  # cvae-label's defended(): not a detector
                 recon = system.reconstructions(batch).cpu()
                 errors = (recon - batch.cpu()[:, None]).pow(2).flatten(2).mean(2)
             else:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import torch
@@ -26,7 +27,7 @@ from advbridge.bridge.errors import UnsupportedDefenseError, check_names
 from advbridge.bridge.io import OutputPrefix
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.detector import SqueezeDetector, calibrate_threshold
-from advbridge.defenses.preprocessor import PreprocessedClassifier
+from advbridge.defenses.preprocessor import PreprocessedClassifier, Squeezer
 from advbridge.experiments import flags
 from advbridge.experiments.core.losses import cross_entropy_objective
 from advbridge.experiments.defend.adaptive import detector_aware_pgd
@@ -62,14 +63,25 @@ def adaptive_backward(spec: DefenseSpec) -> str:
     return "bpda"
 
 
+def own_squeezers(spec: DefenseSpec, backward: str) -> list[Squeezer]:
+    """own's squeezers of a detector ``spec`` with ``backward``."""
+    # build_defense is typed nn.Module; for a detector it is the nn.ModuleList of its squeezers
+    return list(cast("Iterable[Squeezer]", get_adapter("own").build_defense(spec, backward)))
+
+
+def score_objective(detector: SqueezeDetector) -> Callable[[Tensor, Tensor], Tensor]:
+    """The detector's score as an objective ``(x, labels) -> (N,)`` (the labels unused)."""
+    return lambda x, labels: detector.score(x)
+
+
 def agreement_table(spec: DefenseSpec, x: Tensor) -> pd.DataFrame:
     """Every library's implementation of each squeezer of ``spec`` on ``x``, against own (forward only)."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for squeezer in spec.squeezer_specs():
         reference = None
         for name in LIBRARIES:
             adapter = get_adapter(name)
-            row = dict.fromkeys(AGREEMENT_COLUMNS, math.nan)
+            row: dict[str, object] = dict.fromkeys(AGREEMENT_COLUMNS, math.nan)
             row.update(squeezer=squeezer.describe(), library=name, version=adapter.version(), reason="")
             backward = next(
                 (b for b in ("exact", "bpda") if adapter.defense_unsupported_reason(squeezer, b) is None), None
@@ -168,7 +180,7 @@ class Evaluation(FamilyEvaluation):
         def rows(clean_ok: Tensor) -> Iterator[Row]:
             for mode in ("transfer", "white-box", "adaptive"):
                 backward = {"white-box": "exact", "adaptive": adaptive_backward(self.spec)}.get(mode)
-                defended = forward_only if mode == "transfer" else self.purifier(library, backward)
+                defended = forward_only if backward is None else self.purifier(library, backward)  # None: transfer
                 attacked = self.source if mode == "transfer" else defended
                 zero = (
                     math.nan
@@ -187,8 +199,7 @@ class Evaluation(FamilyEvaluation):
 
     # ------------------------------------------------------------------ the detector
     def detector(self, backward: str) -> SqueezeDetector:
-        squeezers = get_adapter("own").build_defense(self.spec, backward)
-        detector = SqueezeDetector(self.classifier, list(squeezers))
+        detector = SqueezeDetector(self.classifier, own_squeezers(self.spec, backward))
         detector.threshold = self.threshold()
         return detector
 
@@ -198,7 +209,8 @@ class Evaluation(FamilyEvaluation):
             if self.spec.threshold is not None:
                 self._threshold = self.spec.threshold
             else:
-                scores = SqueezeDetector(self.classifier, list(get_adapter("own").build_defense(self.spec, "exact")))
+                assert self.calibration is not None  # run_defend requires it for a detector without a threshold
+                scores = SqueezeDetector(self.classifier, own_squeezers(self.spec, "exact"))
                 self._threshold = calibrate_threshold(scores.scores(self.calibration), self.spec.fpr)
         return self._threshold
 
@@ -214,18 +226,20 @@ class Evaluation(FamilyEvaluation):
                     attacked, zero = None, flags.objective_zero_gradient_share(source, self.x, self.y)
                 else:
                     attacked = self.detector("exact" if mode == "white-box" else "bpda")
-                    zero = flags.objective_zero_gradient_share(lambda x, t, d=attacked: d.score(x), self.x, self.y)
+                    zero = flags.objective_zero_gradient_share(score_objective(attacked), self.x, self.y)
                 gradients = "exact gradients of" if mode == "white-box" else "BPDA through"
                 for attack_library in self.attack_libraries:
                     if mode == "transfer":
                         reason = "attack on the classifier alone, unaware of the detector"
                         yield Row(mode, attack_library, zero, reason=reason, transfer=True)
                         continue
+                    assert attacked is not None  # the detector of this (not transfer) mode
                     unsupported = self.detector_aware_reason(attack_library)
                     reason = f"detector-aware PGD, {gradients} the squeezers"
                     run = partial(self.detector_aware, attacked)
                     yield Row(mode, attack_library, zero, reason=reason, run=run, unsupported=unsupported)
 
+        assert detector.threshold is not None  # set by self.detector
         subject = Subject("own", self.classifier, rows, Detector(detector.scores, detector.threshold))
         subject.n_rows = 3 * len(self.attack_libraries)
         return subject
@@ -243,6 +257,7 @@ class Evaluation(FamilyEvaluation):
     def detector_aware(self, detector: SqueezeDetector, x: Tensor, y: Tensor, seed: int) -> Tensor:
         """The detector-aware PGD (:func:`experiments.defend.adaptive.detector_aware_pgd`) on one batch."""
         a = self.attack
+        assert a.eps is not None  # a budget attack (detector_aware_reason): AttackSpec requires its eps
         return detector_aware_pgd(
             detector,
             x,

@@ -30,14 +30,14 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advbridge.bridge.adapters import get_adapter
-from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.adapters.torchattacks import TorchattacksAdapter
+from advbridge.bridge.defense_spec import TrainingDefenseSpec, UserDefenseSpec
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.experiments.core.losses import cross_entropy_objective, margin_objective
 from advbridge.experiments.core.restarts import pgd_restarts
@@ -57,10 +57,14 @@ OVERFITTING_GAP = 0.1
 #: PGD steps of the adaptive attacks when the attack itself is a single step (FGSM).
 ADAPTIVE_STEPS = 40
 
+#: ``(name, run, objective)`` of one adaptive attack (see :meth:`TrainedEvaluation.adaptive_attacks`).
+AdaptiveAttack = tuple[str, Callable[[Tensor, Tensor, int], Tensor], Callable[[Tensor, Tensor], Tensor] | None]
+
 
 def adaptive_budget(attack: AttackSpec) -> dict:
     """The PGD budget of the adaptive attacks: the run's PGD, or for a single step (FGSM) :data:`ADAPTIVE_STEPS`
     steps of 2.5·eps/steps."""
+    assert attack.eps is not None  # a budget attack (FGSM/PGD): AttackSpec requires its eps
     steps = attack.steps if attack.attack == "pgd" else ADAPTIVE_STEPS
     step_size = attack.effective_step_size if attack.attack == "pgd" else 2.5 * attack.eps / steps
     return {"eps": attack.eps, "norm": attack.norm.value, "steps": steps, "step_size": step_size}
@@ -93,10 +97,10 @@ class TrainedEvaluation(FamilyEvaluation):
 
     def __init__(
         self,
-        spec: TrainingDefenseSpec,
+        spec: TrainingDefenseSpec | UserDefenseSpec,
         attack: AttackSpec,
         undefended: nn.Module,
-        defended: dict[str, nn.Module | str],
+        defended: Mapping[str, nn.Module | str],
         x: Tensor,
         y: Tensor,
         *,
@@ -117,6 +121,7 @@ class TrainedEvaluation(FamilyEvaluation):
         every attack library, then the adaptive attacks; a trained model gets the overfitting check."""
 
         def rows(clean_ok: Tensor) -> Iterator[Row]:
+            assert not isinstance(model, str)  # a reason instead of a model gets no rows (the engine skips it)
             ce_zero = objective_zero_gradient_share(cross_entropy_objective(model), self.x, self.y)
             for mode in ("transfer", "white-box") if library != UNDEFENDED else ("white-box",):
                 for attack_library in self.attack_libraries:
@@ -135,14 +140,16 @@ class TrainedEvaluation(FamilyEvaluation):
         after = None if library == UNDEFENDED else partial(self.overfitting_check, library)
         return Subject(library, model, rows, n_rows=n_rows, worst_case_attack="all", after=after)
 
-    def adaptive_attacks(self, model: nn.Module):
+    def adaptive_attacks(self, model: nn.Module) -> list[AdaptiveAttack]:
         """``(name, run, objective)`` of the adaptive attacks for this defense and attack: ``run(x, y, seed)``
         attacks one batch; ``objective`` (the ascended per-sample loss, for ``zero_grad_share``) is ``None``
         for attacks without one of ours."""
         a = self.attack
         distill = not self.spec.adversarial
-        attacks = []
+        attacks: list[AdaptiveAttack] = []
         if self.budget:
+            eps = a.eps
+            assert eps is not None  # a budget attack: AttackSpec requires its eps
             budget = adaptive_budget(a)
             attacks.append(margin_pgd(model, budget, self.restarts))
             if distill:
@@ -158,14 +165,14 @@ class TrainedEvaluation(FamilyEvaluation):
                 attacks.append(
                     (
                         "autoattack (standard)",
-                        lambda x, y, seed: get_adapter("torchattacks").autoattack(
-                            model, x, y, norm=a.norm.value, eps=a.eps, num_classes=self.num_classes, seed=seed
+                        lambda x, y, seed: TorchattacksAdapter().autoattack(
+                            model, x, y, norm=a.norm.value, eps=eps, num_classes=self.num_classes, seed=seed
                         ),
                         None,
                     )
                 )
             if self.spec.defense in ("adv-fgsm", "adv-fgsm-rs") and a.attack != "fgsm":
-                attacks.append(("fgsm", lambda x, y, seed: fgsm(model, x, y, eps=a.eps), None))
+                attacks.append(("fgsm", lambda x, y, seed: fgsm(model, x, y, eps=eps), None))
         if distill or not self.budget:
             norm = "Linf" if self.budget and a.norm is Norm.LINF else "L2"
             attacks.append(

@@ -30,7 +30,7 @@ from advbridge.experiments.core.losses import margin_objective
 from advbridge.experiments.defend.generative import eot_objective
 from advbridge.experiments.defend.report import results_table, write_defend
 from advbridge.experiments.defend.run_trained import save_accuracy_figure
-from advbridge.experiments.defend.trained import TrainedEvaluation, adaptive_budget, margin_pgd
+from advbridge.experiments.defend.trained import AdaptiveAttack, TrainedEvaluation, adaptive_budget, margin_pgd
 from advbridge.experiments.engine import EvaluationOptions
 from advbridge.experiments.flags import training_checks
 from advbridge.zoo.user_models import build_factory_model
@@ -60,13 +60,16 @@ def check_defense_module(system: nn.Module, name: str) -> nn.Module:
 class UserDefenseEvaluation(TrainedEvaluation):
     """The twin and the user's system: the rows of a trained model, and the adaptive attacks it declares."""
 
-    def adaptive_attacks(self, model: nn.Module):
+    def adaptive_attacks(self, model: nn.Module) -> list[AdaptiveAttack]:
         attacks = super().adaptive_attacks(model)
         if model is self.undefended or not self.budget:
             return attacks
         budget = adaptive_budget(self.attack)
-        if isinstance(getattr(model, "preprocess", None), nn.Module):
-            bpda = nn.Sequential(BPDA(model.preprocess), model.classifier).eval()
+        preprocess = getattr(model, "preprocess", None)
+        if isinstance(preprocess, nn.Module):
+            classifier = model.classifier
+            assert isinstance(classifier, nn.Module)  # check_defense_module: both modules or neither
+            bpda = nn.Sequential(BPDA(preprocess), classifier).eval()
             objective = margin_objective(bpda)
             attacks.append(margin_pgd(bpda, budget, self.restarts, label="-bpda", objective=objective))
         if getattr(model, "randomized", False):
@@ -98,6 +101,7 @@ def run_defend_module(
     )  # fmt: skip
     cells = evaluation.run()
     clean = next(c for c in cells if c.defense_library == USER and c.mode == "none")
+    assert clean.robust is not None  # the clean cell of a model (not a reason) has it
     system_card = {"num_classes": workload.info.num_classes, "accuracy": float(clean.robust.double().mean())}
     training = training_checks(workload.card, **{USER: system_card})
     table = results_table(cells, spec, attack, workload.context, training)

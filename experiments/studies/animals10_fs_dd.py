@@ -15,6 +15,7 @@ from advbridge.experiments.studies.common import (
     StudyOptions,
     attack_libraries,
     cached_cards,
+    fixed_label,
     make_workload,
     resolved_budget,
     squeezer_run,
@@ -98,7 +99,7 @@ def animals10_fs_dd(options: StudyOptions) -> Study:
         slug = "detector-threshold-1" if spec.threshold is not None else "detector-fpr-5"
         for attack_label, attack in attacks.items():
             cells.append(
-                StudyCell(f"{slug}-{attack.attack}", attack_label, detector_run(spec, attack), lambda r, s=label: s)
+                StudyCell(f"{slug}-{attack.attack}", attack_label, detector_run(spec, attack), fixed_label(label))
             )
 
     def distill_config() -> TrainConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,7 @@ def make_workload(model, card: dict, dataset: str, n: int, data_root: str | None
     )
 
 
-def cached_cards(models: dict[str, tuple[TrainConfig, dict | None]]) -> dict[str, dict]:
+def cached_cards(models: Mapping[str, tuple[TrainConfig, dict | None]]) -> dict[str, dict]:
     """The cards of those ``{name: (config, defense key)}`` models that are in the model cache (never trains:
     the report of a study with unfinished cells lists what exists)."""
     cards = {}
@@ -97,6 +97,11 @@ def by_library(none: str, defended: str) -> Callable[[pd.Series], str]:
         return defended if library == "own" else f"{defended} ({library})"
 
     return label
+
+
+def fixed_label(text: str) -> Callable[[pd.Series], str]:
+    """Row label: ``text`` for every row."""
+    return lambda row: text
 
 
 def evaluation_options(libraries, options, **fields) -> EvaluationOptions:
