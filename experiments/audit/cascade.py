@@ -131,9 +131,10 @@ class Cascade:
         for library, attack in rows:
             steps = 1 if attack == "fgsm" else config.fitted_steps()
             budget_norm = Norm.parse(config.norm)
-            spec = AttackSpec(attack=attack, norm=budget_norm, eps=config.eps, steps=steps, seed=config.seed)
-            if attack == "fgsm" and config.norm != "Linf":
+            if attack == "fgsm" and config.norm != "Linf":  # FGSM is L∞ only: one PGD step of size eps instead
                 spec = AttackSpec(attack="pgd", norm=budget_norm, eps=config.eps, steps=1, step_size=config.eps)
+            else:
+                spec = AttackSpec(attack=attack, norm=budget_norm, eps=config.eps, steps=steps, seed=config.seed)
             row = self.library_row(library, spec)
             row.attack = "fgsm" if attack == "fgsm" else "pgd"
             self.rows.append(row)
