@@ -57,10 +57,10 @@ def test_defend_fgsm_training_reports_the_catastrophic_overfitting_check(tmp_pat
     ("extra", "message"),
     [
         (["--defense", "adv-pgd", "--defense-libraries", "foolbox"], "foolbox cannot train adv-pgd"),
-        (["--defense", "distill", "--temperature", "0"], "expected temperature > 0"),
-        (["--defense", "adv-fgsm", "--ratio", "1.5"], "expected ratio in (0, 1]"),
-        (["--defense", "adv-pgd", "--train-eps", "0"], "expected eps > 0"),
-        (["--defense", "adv-pgd", "--restarts", "0"], "expected --restarts >= 1"),
+        (["--defense", "distill", "--temperature", "0"], "expected --temperature as a finite number > 0, got 0.0"),
+        (["--defense", "adv-fgsm", "--ratio", "1.5"], "expected --ratio as a finite number in (0, 1], got 1.5"),
+        (["--defense", "adv-pgd", "--train-eps", "0"], "expected --train-eps as a finite number > 0"),
+        (["--defense", "adv-pgd", "--restarts", "0"], "expected --restarts as an int >= 1, got 0"),
         (["--defense", "adv-fgsm-rs", "--train-step-size", "0.1", "--defense-libraries", "art"], "1.25·eps"),
     ],
 )

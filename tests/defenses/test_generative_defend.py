@@ -118,9 +118,9 @@ def test_bad_generative_spec_is_one_line(fields, message):
         (["--defense", "vae-purfy"], "unknown defense 'vae-purfy'; did you mean 'vae-purify'"),
         (["--defense", "cvae-label", "--sample"], "--sample does not apply to cvae-label"),
         (["--defense", "vae-purify", "--defense-libraries", "art"], "expected --defense-libraries own for vae-purify"),
-        (["--defense", "vae-purify", "--latent-dim", "0"], "expected latent_dim >= 1"),
-        (["--defense", "vae-purify", "--beta", "-1"], "expected beta as a finite number >= 0, got -1.0"),
-        (["--defense", "recon-detect", "--calibration-n", "0"], "expected --calibration-n >= 1"),
+        (["--defense", "vae-purify", "--latent-dim", "0"], "expected --latent-dim as an int >= 1, got 0"),
+        (["--defense", "vae-purify", "--beta", "-1"], "expected --beta as a finite number >= 0, got -1.0"),
+        (["--defense", "recon-detect", "--calibration-n", "0"], "expected --calibration-n as an int >= 1, got 0"),
     ],
 )
 def test_cli_defend_bad_generative_input_exits_2(extra, message, capsys):

@@ -102,8 +102,8 @@ def test_resume_with_other_settings_is_refused_and_a_fresh_run_starts_over(mnist
     "args, expected",
     [
         (["nope"], "unknown study"),
-        (["cifar10-fs-at", "--scale", "0"], "expected scale > 0"),
-        (["cifar10-fs-at", "--n", "0"], "expected n as an int >= 1"),
+        (["cifar10-fs-at", "--scale", "0"], "expected --scale as a finite number > 0, got 0.0"),
+        (["cifar10-fs-at", "--n", "0"], "expected --n as an int >= 1, got 0"),
         (["cifar10-fs-at", "--only", "x"], "unknown cell of cifar10-fs-at 'x'"),
         (["cifar10-fs-at", "--only", ","], "expected at least one cell of cifar10-fs-at"),
         (["cifar10-fs-at", "--libraries", ","], "expected at least one library"),
