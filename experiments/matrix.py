@@ -5,16 +5,16 @@ from __future__ import annotations
 import pandas as pd
 
 from advbridge.bridge.adapters import LIBRARIES, get_adapter
-from advbridge.bridge.spec import AttackSpec
+from advbridge.bridge.spec import AttackSpec, Norm
 
 #: One representative spec per (attack, norm) row of the matrix.
 MATRIX_SPECS = {
-    "fgsm Linf": AttackSpec(attack="fgsm", norm="Linf", eps=0.1),
-    "pgd Linf": AttackSpec(attack="pgd", norm="Linf", eps=0.1),
-    "pgd L2": AttackSpec(attack="pgd", norm="L2", eps=1.0),
-    "deepfool L2": AttackSpec(attack="deepfool", norm="L2"),
-    "deepfool Linf": AttackSpec(attack="deepfool", norm="Linf"),
-    "ddn L2": AttackSpec(attack="ddn", norm="L2"),
+    "fgsm Linf": AttackSpec(attack="fgsm", norm=Norm.LINF, eps=0.1),
+    "pgd Linf": AttackSpec(attack="pgd", norm=Norm.LINF, eps=0.1),
+    "pgd L2": AttackSpec(attack="pgd", norm=Norm.L2, eps=1.0),
+    "deepfool L2": AttackSpec(attack="deepfool", norm=Norm.L2),
+    "deepfool Linf": AttackSpec(attack="deepfool", norm=Norm.LINF),
+    "ddn L2": AttackSpec(attack="ddn", norm=Norm.L2),
 }
 
 

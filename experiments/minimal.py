@@ -19,6 +19,7 @@ from torch import Tensor
 from advbridge.bridge.io import OutputPrefix, atomic_write
 from advbridge.bridge.runner import AttackResult
 from advbridge.experiments.core.reductions import best_counts, robust_accuracy_at
+from advbridge.experiments.progress import measured
 
 #: Multiples of the dataset's standard budget used when no ``--eps-grid`` is given.
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -31,8 +32,9 @@ MINIMAL_FIGURE_TAILS = ("-robust.png", "-norms.png")
 
 def norms_of(result: AttackResult) -> Tensor:
     """Per-sample norm in the spec's threat model: ∞ where the attack failed or the sample was wrong."""
-    dist = result.linf if result.spec.norm.value == "Linf" else result.l2
-    return torch.where(result.clean_correct & result.success, dist, torch.full_like(dist, math.inf))
+    tensors = measured(result)
+    dist = tensors.linf if result.spec.norm.value == "Linf" else tensors.l2
+    return torch.where(tensors.clean_correct & tensors.success, dist, torch.full_like(dist, math.inf))
 
 
 def library_envelope(results: Sequence[AttackResult]) -> tuple[Tensor, dict[str, int]]:
@@ -49,7 +51,7 @@ def eps_grid_table(results: Sequence[AttackResult], eps_grid: Sequence[float]) -
     ok = [r for r in results if r.success is not None]
     if not ok:
         return pd.DataFrame()
-    clean_correct = ok[0].clean_correct
+    clean_correct = measured(ok[0]).clean_correct
     rows = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, library_envelope(ok)[0])]
     data = {lib: [robust_accuracy_at(n, clean_correct, e) for e in eps_grid] for lib, n in rows}
     table = pd.DataFrame(data, index=pd.Index(eps_grid, name="eps")).T
@@ -76,12 +78,13 @@ def save_minimal_figures(
     xs = torch.linspace(0, max(finite_max, max(eps_grid)) * 1.05, 200)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     curves = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, library_envelope(ok)[0])]
+    clean_correct = measured(ok[0]).clean_correct
     for library, n in curves:
-        ys = [robust_accuracy_at(n, ok[0].clean_correct, float(e)) for e in xs]
+        ys = [robust_accuracy_at(n, clean_correct, float(e)) for e in xs]
         ax.plot(xs, ys, label=library, linestyle="--" if library == WORST_CASE else "-")
     ax.set_xlabel(f"eps ({norm})")
     ax.set_ylabel("robust accuracy")
-    ax.set_title(f"{ok[0].spec.attack}: robust accuracy vs eps ({len(ok[0].success)} images)", fontsize=9)
+    ax.set_title(f"{ok[0].spec.attack}: robust accuracy vs eps ({ok[0].n} images)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_write(robust_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

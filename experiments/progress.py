@@ -13,12 +13,13 @@ import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import Tensor
 
 from advbridge.bridge.errors import CheckpointError
 from advbridge.bridge.io import atomic_write, atomic_write_text, read_json
@@ -53,8 +54,8 @@ class ProgressStore:
         self.folder = Path(folder)
         self.key = json.loads(json.dumps(key, sort_keys=True, default=str))
         key_file = self.folder / "run.json"
-        if resume and key_file.exists():
-            saved = read_resume_key(self.folder)
+        saved = read_resume_key(self.folder) if resume else None  # None: no key file
+        if saved is not None:
             if saved != self.key:
                 changed = sorted(k for k in set(saved) | set(self.key) if saved.get(k) != self.key.get(k))
                 raise CheckpointError(
@@ -103,6 +104,30 @@ class ProgressStore:
 
     def finish(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Measured(NamedTuple):
+    """The per-sample tensors of a result that ran: the runner sets them all at once, :meth:`ProgressStore.load`
+    and :func:`merge_results` keep them together."""
+
+    x_adv: Tensor
+    clean_correct: Tensor
+    success: Tensor
+    clean_pred: Tensor
+    adv_pred: Tensor
+    l2: Tensor
+    linf: Tensor
+
+
+def measured(result: AttackResult) -> Measured:
+    """``result``'s per-sample tensors, for a result that ran (``success`` set: status ``ok`` or ``invalid``);
+    ``ValueError`` for one that did not (``unsupported``, ``error``)."""
+    x_adv, clean_correct, success = result.x_adv, result.clean_correct, result.success
+    clean_pred, adv_pred, l2, linf = result.clean_pred, result.adv_pred, result.l2, result.linf
+    if (x_adv is None or clean_correct is None or success is None or clean_pred is None or adv_pred is None
+            or l2 is None or linf is None):  # fmt: skip
+        raise ValueError(f"{result.library} ran no attack ({result.status}): it has no per-sample tensors")
+    return Measured(x_adv, clean_correct, success, clean_pred, adv_pred, l2, linf)
 
 
 def merge_results(parts: Sequence[AttackResult]) -> AttackResult:

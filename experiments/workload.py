@@ -128,7 +128,7 @@ def _user_workload(info: DatasetInfo, model: str | None, checkpoint, *, n: int, 
         raise InvalidParameterError(
             f"expected no training options with a user model (it is evaluated as it is), got {', '.join(given)}"
         )
-    if is_factory(model):
+    if model is not None and is_factory(model):
         net = build_factory_model(model, mean, std)
     else:
         if mean is not None or std is not None:
