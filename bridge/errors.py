@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class AdvBridgeError(ValueError):
@@ -61,6 +64,14 @@ def check_name(kind: str, value: str, accepted: Iterable[str]) -> str:
     options = list(accepted)
     if value not in options:
         raise UnknownNameError(did_you_mean(kind, value, options))
+    return value
+
+
+def check_resolved(value: T | None, name: str, what: str) -> T:
+    """``value``, a parameter ``name`` that ``what``'s ``resolved()`` fills in; ``None`` (not resolved) raises
+    :class:`InvalidParameterError`."""
+    if value is None:
+        raise InvalidParameterError(f"expected a resolved {what} ({name} is filled in by resolved()), got {name} None")
     return value
 
 

@@ -36,8 +36,10 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file in ``path``'s folder, then rename it onto ``path``.
+
+    Whatever ``write`` returns (e.g. ``Path.write_text``'s count) is ignored.
 
     The temporary file is private while it is written (``mkstemp``: mode 0600); before the rename it gets
     the mode any new file of the user gets (0666 less the umask). The rename (``os.replace``) is atomic on

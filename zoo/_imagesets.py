@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,10 @@ class ImageFiles(Dataset):
             # Shorter side to image_size, then the central square: keeps the aspect ratio.
             img = TF.center_crop(TF.resize(img, self.image_size, antialias=True), self.image_size)
         return TF.pil_to_tensor(img).float().div_(255), label
+
+
+#: What the loaders of :mod:`zoo.datasets` return: a sized map-style dataset of ``(image, label)`` items.
+ImageDataset: TypeAlias = TensorImages | ImageFiles
 
 
 def to_float(images: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -154,14 +154,17 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
     return state, card
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 def cached_or_trained(
     folder: Path,
-    load: Callable[[Path], tuple[nn.Module, dict[str, Any]]],
-    train: Callable[[], tuple[nn.Module, dict[str, Any]]],
+    load: Callable[[Path], tuple[M, dict[str, Any]]],
+    train: Callable[[], tuple[M, dict[str, Any]]],
     *,
     every_rank_trains: bool = False,
     what: str = "model",
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[M, dict[str, Any]]:
     """The valid checkpoint in ``folder`` (``load(folder)``), else ``train()``'s model saved there, with its card.
 
     A checkpoint that fails to load is reported and trained again. Under ``torchrun`` rank 0 decides whether
@@ -182,6 +185,7 @@ def cached_or_trained(
     log.info("no cached %s in %s; training ...", what, folder)
     made = train() if every_rank_trains or world.main else None
     if world.main:
+        assert made is not None  # rank 0 always trains (every_rank_trains or world.main above)
         model, card = made
         card = save_checkpoint(model, {**card, "config_key": folder.name.rsplit("-", 1)[-1]}, folder)
         log.info("saved %s", folder)

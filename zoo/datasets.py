@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from advbridge.bridge.errors import DataNotFoundError, InvalidParameterError, UnknownNameError, check_name, did_you_mean
 from advbridge.zoo._imagesets import (
+    ImageDataset,
     ImageFiles,
     TensorImages,
     class_folders,
@@ -140,14 +140,14 @@ def _mnist5k_arrays() -> tuple[Tensor, Tensor]:
     return images, torch.from_numpy(y).long()
 
 
-def _load_mnist5k(split: str, image_size: int | None) -> Dataset:
+def _load_mnist5k(split: str, image_size: int | None) -> ImageDataset:
     images, labels = _mnist5k_arrays()
     train_idx, test_idx = stratified_split(labels, 0.2, SPLIT_SEED)
     idx = train_idx if split == "train" else test_idx
     return TensorImages(resize_tensors(images[idx], image_size), labels[idx])
 
 
-def _load_mnist(root: Path, split: str, image_size: int | None, download: bool) -> Dataset:
+def _load_mnist(root: Path, split: str, image_size: int | None, download: bool) -> ImageDataset:
     from torchvision.datasets import MNIST
 
     raw = root / "MNIST" / "raw"
@@ -164,7 +164,7 @@ def _load_mnist(root: Path, split: str, image_size: int | None, download: bool) 
     return TensorImages(resize_tensors(ds.data.unsqueeze(1), image_size), ds.targets)
 
 
-def _load_cifar10(root: Path, split: str, image_size: int | None, download: bool) -> Dataset:
+def _load_cifar10(root: Path, split: str, image_size: int | None, download: bool) -> ImageDataset:
     from torchvision.datasets import CIFAR10
 
     pickles, jpeg = root / "cifar-10-batches-py", root / "cifar10_jpeg" / split
@@ -187,7 +187,7 @@ def _load_cifar10(root: Path, split: str, image_size: int | None, download: bool
     )
 
 
-def _load_cifar10_exact(root: Path, split: str, image_size: int | None) -> Dataset:
+def _load_cifar10_exact(root: Path, split: str, image_size: int | None) -> ImageDataset:
     if (root / "cifar-10-batches-py").is_dir():
         return _load_cifar10(root, split, image_size, download=False)
     path = root / CIFAR10_EXACT_FILE
@@ -205,7 +205,7 @@ def _load_cifar10_exact(root: Path, split: str, image_size: int | None) -> Datas
     return TensorImages(resize_tensors(images, image_size), torch.from_numpy(labels.astype("int64")))
 
 
-def _class_subset(ds: Dataset, keep: list[int]) -> Dataset:
+def _class_subset(ds: ImageDataset, keep: list[int]) -> ImageDataset:
     """The samples of ``ds`` whose label is in ``keep``, relabelled by their position in ``keep``."""
     relabel = {old: new for new, old in enumerate(keep)}
     if isinstance(ds, TensorImages):
@@ -216,20 +216,21 @@ def _class_subset(ds: Dataset, keep: list[int]) -> Dataset:
     return ImageFiles(samples, ds.image_size)
 
 
-def _imagefolder_layout(path: Path) -> tuple[list[str], Path | None, Path | None]:
-    """Class names and the train/test folders (``None`` when the tree has no split folders)."""
+def _imagefolder_layout(path: Path) -> tuple[list[str], tuple[Path, Path] | None]:
+    """Class names and the (train, test) folders (``None`` when the tree has no split folders)."""
     if not path.is_dir():
         raise DataNotFoundError(f"expected a folder with one sub-folder per class at {path}, got no such folder")
     test = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
     if (path / "train").is_dir() and test is not None:
-        return class_folders(path / "train"), path / "train", test
-    return class_folders(path), None, None
+        return class_folders(path / "train"), (path / "train", test)
+    return class_folders(path), None
 
 
-def _load_imagefolder(path: Path, split: str, image_size: int) -> Dataset:
-    classes, train_dir, test_dir = _imagefolder_layout(path)
+def _load_imagefolder(path: Path, split: str, image_size: int) -> ImageDataset:
+    classes, split_dirs = _imagefolder_layout(path)
     class_to_idx = {c: i for i, c in enumerate(classes)}
-    if train_dir is not None:
+    if split_dirs is not None:
+        train_dir, test_dir = split_dirs
         folder = train_dir if split == "train" else test_dir
         if extra := set(class_folders(folder)) - set(classes):
             raise DataNotFoundError(f"expected the classes of {train_dir} in {folder}, got extra {sorted(extra)}")
@@ -239,7 +240,7 @@ def _load_imagefolder(path: Path, split: str, image_size: int) -> Dataset:
     return _split_files(scan_images(path, class_to_idx), split, image_size)
 
 
-def _split_files(samples: list[tuple[str, int]], split: str, image_size: int) -> Dataset:
+def _split_files(samples: list[tuple[str, int]], split: str, image_size: int) -> ImageDataset:
     train_idx, test_idx = stratified_split([label for _, label in samples], 0.2, SPLIT_SEED)
     idx = train_idx if split == "train" else test_idx
     return ImageFiles([samples[i] for i in idx.tolist()], image_size)
@@ -262,11 +263,13 @@ def _animal_dir(folder: Path, italian: str, english: str) -> Path | None:
     return next((folder / n for n in (italian, english) if (folder / n).is_dir()), None)
 
 
-def _load_animals10(root: Path, split: str, image_size: int) -> Dataset:
+def _load_animals10(root: Path, split: str, image_size: int) -> ImageDataset:
     folder = _animals10_folder(root)
-    class_to_idx = {
-        _animal_dir(folder, it, en).name: ANIMALS10_CLASSES.index(en) for it, en in ANIMALS10_FOLDERS.items()
-    }
+    class_to_idx: dict[str, int] = {}
+    for it, en in ANIMALS10_FOLDERS.items():
+        class_dir = _animal_dir(folder, it, en)
+        assert class_dir is not None  # _animals10_folder returns only a folder that holds every class
+        class_to_idx[class_dir.name] = ANIMALS10_CLASSES.index(en)
     return _split_files(scan_images(folder, class_to_idx), split, image_size)
 
 
@@ -313,7 +316,7 @@ def load_dataset(
     image_size: int | None = None,
     *,
     download: bool = False,
-) -> Dataset:
+) -> ImageDataset:
     """Load one split of a dataset; items are ``(float32 C×H×W tensor in [0, 1], int label)``.
 
     Args:

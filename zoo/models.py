@@ -21,6 +21,7 @@ import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -56,6 +57,9 @@ class NormalizedClassifier(nn.Module):
         x: ``[N, in_chans, H, W]`` in [0, 1]; output: ``[N, num_classes]`` logits.
     """
 
+    mean: Tensor  # buffers registered in __init__ (nn.Module's __getattr__ is typed Tensor | Module)
+    std: Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -76,7 +80,8 @@ class NormalizedClassifier(nn.Module):
         self.backbone = backbone
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).expand(in_chans).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).expand(in_chans).reshape(1, -1, 1, 1))
-        self.num_classes = num_classes if num_classes is not None else int(backbone.num_classes)
+        # timm backbones keep num_classes as a plain int attribute (nn.Module's __getattr__ types it Tensor | Module)
+        self.num_classes = num_classes if num_classes is not None else int(backbone.num_classes)  # type: ignore[arg-type]
         self.in_chans = in_chans
         self.model_name = model_name
 
@@ -94,7 +99,9 @@ class _SmallCNN(nn.Module):
 
     features: nn.Sequential
     head: nn.Sequential
-    fc: nn.Linear
+    fc: nn.Module  # a Linear layer, or an Identity after reset_classifier(0)
+    num_classes: int
+    num_features: int
 
     def get_classifier(self) -> nn.Module:
         """The last linear layer (what ``set_trainable(model, "head")`` trains)."""
@@ -213,6 +220,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"expected a weights file, got no file at {path}")
+    state: object  # a dict of tensors from safetensors; anything from torch.load, checked below
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -354,7 +362,7 @@ def create_classifier(
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is not None and image_size == cfg.input_size[-1]:
         image_size = None  # the model's own size: nothing to pass
-    kwargs = {"num_classes": num_classes, "in_chans": in_chans, "img_size": image_size}
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "img_size": image_size}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         try:
@@ -394,7 +402,8 @@ def set_trainable(model: nn.Module, mode: str) -> int:
     if mode == "head":
         if not hasattr(backbone, "get_classifier"):
             raise InvalidParameterError(f"expected a timm model with get_classifier(), got {type(backbone).__name__}")
-        head_params = list(backbone.get_classifier().parameters())
+        # checked by hasattr above (nn.Module's __getattr__ types the method Tensor | Module)
+        head_params = list(backbone.get_classifier().parameters())  # type: ignore[operator]
         if not head_params:
             raise InvalidParameterError(f"expected a classifier head with parameters in {type(backbone).__name__}")
         for p in head_params:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
+from advbridge.bridge.errors import check_resolved
 from advbridge.zoo.train_config import TrainConfig
 
 
-def make_optimizer(cfg: TrainConfig, params: list[Tensor]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params: Sequence[Tensor]) -> torch.optim.Optimizer:
     """The optimizer of a resolved config: Adam, or SGD with momentum 0.9; the config's lr and weight decay."""
+    lr = check_resolved(cfg.lr, "lr", "TrainConfig")
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
 def make_schedule(
@@ -24,9 +28,10 @@ def make_schedule(
     [0, 1, 0]) for E epochs: ART's ``AdversarialTrainerFBFPyTorch`` schedule (which puts the peak at the
     integer ``2E // 5``: the same when E is a multiple of 5).
     """
+    epochs = check_resolved(cfg.epochs, "epochs", "TrainConfig")
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
-    peak, end = 0.4 * cfg.epochs, float(cfg.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    peak, end = 0.4 * epochs, float(epochs)
 
     def triangle(step: int) -> float:
         t = (step + 1) / steps_per_epoch

@@ -87,7 +87,10 @@ class TrainConfig:
             raise InvalidParameterError(f"expected seed as an int in [0, 2**63), got {self.seed!r}")
         for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay)):
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if (name == "lr" and value is None) or (number and (value > 0 if name == "lr" else value >= 0)):
+            # (``value is not None``: implied by ``number``, spelled out for the type checker)
+            if (name == "lr" and value is None) or (
+                number and value is not None and (value > 0 if name == "lr" else value >= 0)
+            ):
                 continue
             raise InvalidParameterError(f"expected {name} {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
         if not 0 <= self.val_fraction < 1:

@@ -78,7 +78,8 @@ def _set_train_mode(model: NormalizedClassifier, finetune: str) -> None:
     if finetune == "head":
         # A frozen body stays in eval mode, so its batch-norm statistics do not drift either.
         model.backbone.eval()
-        model.backbone.get_classifier().train()
+        # a timm model's method (nn.Module's __getattr__ types it Tensor | Module)
+        model.backbone.get_classifier().train()  # type: ignore[operator]
 
 
 #: A training objective: ``objective(model, x, y) -> (loss, counts)``, ``counts`` mapping a name to
@@ -121,6 +122,7 @@ def train(
         test accuracy, the validation accuracy, sample counts, time and the config.
     """
     cfg = config.resolved()
+    assert cfg.epochs is not None  # resolved() fills it in
     data = training_data(cfg)
     info, train_ds, train_idx, val_idx = data.info, data.train_ds, data.train_idx, data.val_idx
     n_val = len(val_idx)
@@ -149,7 +151,8 @@ def train(
         for epoch in range(1, cfg.epochs + 1):
             _set_train_mode(model, cfg.finetune)
             order, weights = shard.order(train_idx[torch.randperm(len(train_idx), generator=gen)])
-            total_loss, seen, counts = 0.0, 0, {}
+            total_loss, seen = 0.0, 0
+            counts: dict[str, tuple[int, int]] = {}
             bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress)
             for step, (x, y) in enumerate(batches(train_ds, order, shard.batch_size)):
                 x, y = x.to(device), y.to(device)
@@ -179,7 +182,11 @@ def train(
             if n_val == 0:
                 logger.info("epoch %d/%d: train loss %.4f", epoch, cfg.epochs, total_loss / seen)
                 continue
-            acc = evaluate(model, train_ds, val_idx) if validate is None else _validated(validate, model, val_x, val_y)
+            if validate is None:
+                acc = evaluate(model, train_ds, val_idx)
+            else:
+                assert val_x is not None and val_y is not None  # stacked above: validate is given and n_val > 0
+                acc = _validated(validate, model, val_x, val_y)
             history[-1]["val_acc"] = acc
             # Ties go to the later epoch: further down the cosine schedule, usually better on the test set.
             improved = acc >= best_acc
@@ -267,7 +274,7 @@ def get_or_train(
     objective: Objective = cross_entropy_objective,
     validate: Callable[[nn.Module, Tensor, Tensor], float] | None = None,
     defense: dict[str, Any] | None = None,
-    make: Callable[[TrainConfig], tuple[nn.Module, dict[str, Any]]] | None = None,
+    make: Callable[[TrainConfig], tuple[NormalizedClassifier, dict[str, Any]]] | None = None,
     make_is_distributed: bool = False,
 ) -> tuple[NormalizedClassifier, dict[str, Any]]:
     """The cached model for ``config`` if there is a valid one, else train it and cache it.
@@ -289,7 +296,7 @@ def get_or_train(
     folder = checkpoint_dir(cfg.dataset, cfg.model, key)
     distributed.check_same("model to train or load", key)
 
-    def make_it() -> tuple[nn.Module, dict[str, Any]]:
+    def make_it() -> tuple[NormalizedClassifier, dict[str, Any]]:
         if make is None:  # under torchrun every rank trains its part of each batch (DistributedDataParallel)
             model, card = train(cfg, progress=progress and distributed.world().main, device=device,
                                 objective=objective, validate=validate)  # fmt: skip

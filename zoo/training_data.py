@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from advbridge.bridge.errors import InvalidParameterError
+from advbridge.zoo._imagesets import ImageDataset
 from advbridge.zoo.datasets import TensorImages, dataset_info, load_dataset
-from advbridge.zoo.train_config import TrainConfig
 
 
 def augment_batch(x: Tensor, pad: int = 4) -> Tensor:
@@ -49,7 +49,7 @@ def batches(ds: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Ten
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, ds: Dataset, indices: Tensor | None = None, batch_size: int = 500) -> float:
+def evaluate(model: nn.Module, ds: ImageDataset, indices: Tensor | None = None, batch_size: int = 500) -> float:
     """Accuracy of ``model`` (left in eval mode) on ``ds`` or on its ``indices``, in [0, 1]."""
     model.eval()
     device = next(model.parameters()).device
@@ -65,14 +65,26 @@ class TrainingData:
     """The splits of a training run: validation carved from the train split with the config's seed."""
 
     info: Any
-    train_ds: Dataset
-    test_ds: Dataset
+    train_ds: ImageDataset
+    test_ds: ImageDataset
     train_idx: Tensor
     val_idx: Tensor
     generator_state: Tensor  # the seeded generator after the split: it goes on to shuffle the epochs
 
 
-def training_data(cfg: TrainConfig) -> TrainingData:
+class SplitConfig(Protocol):
+    """What :func:`training_data` reads of a config: a classifier's :class:`~zoo.train_config.TrainConfig` or a
+    generator's :class:`~defenses.generative.GeneratorConfig`."""
+
+    dataset: str
+    data_root: str | None
+    image_size: int | None
+    seed: int
+    val_fraction: float
+    max_train: int | None
+
+
+def training_data(cfg: SplitConfig) -> TrainingData:
     """The datasets and the seeded train/validation split of a resolved config (every trainer uses it)."""
     info = dataset_info(cfg.dataset, cfg.data_root, cfg.image_size)
     train_ds = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.image_size)

@@ -116,7 +116,8 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             order = data.train_idx[torch.randperm(len(data.train_idx), generator=gen)]
-            sums, seen = {}, 0
+            sums: dict[str, float] = {}
+            seen = 0
             bar = tqdm(
                 total=len(order), desc=f"{cfg.generator} epoch {epoch}/{cfg.epochs}", unit="img", disable=not progress
             )
@@ -137,6 +138,7 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
             history.append({"epoch": epoch, **{k: v / seen for k, v in sums.items()}})
             if val_x is None:
                 continue
+            assert val_y is not None  # stacked with val_x
             val = validation_loss(model, val_x, val_y)
             history[-1]["val_reconstruction"] = val
             if val <= best:
@@ -152,6 +154,8 @@ def train_generator(cfg: GeneratorConfig, *, progress: bool = True, device: str 
         model.load_state_dict(best_state)
     model.eval()
     test_x, test_y = stack(data.test_ds, torch.arange(len(data.test_ds)))
+    # summed over the first epoch's batches: epochs >= 1 and training_data refuses an empty training split
+    assert image_sum is not None
     card = {
         "kind": "generator",
         "dataset": cfg.dataset,
