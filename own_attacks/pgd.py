@@ -148,6 +148,7 @@ def pgd(
                 best = x_adv.detach().clone() if best is None else torch.where(batch_view(now, x_adv), x_adv, best)
                 found = now if found is None else found | now
         if success is not None:
+            assert best is not None and found is not None  # set by the first step (check_steps: steps >= 1)
             x_adv = torch.where(batch_view(found, x_adv), best, x_adv)
         return in_layout_of(x_adv.detach(), inputs)
 

@@ -95,7 +95,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -103,7 +103,11 @@ from torch import Tensor, nn
 
 from advbridge.bridge.adapters.base import Adapter
 from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
+from advbridge.bridge.errors import check_resolved
 from advbridge.bridge.spec import AttackSpec, Norm
+
+if TYPE_CHECKING:
+    from advbridge.zoo.models import NormalizedClassifier
 
 
 def art_classifier(model: nn.Module, x: Tensor, num_classes: int):
@@ -170,7 +174,9 @@ class ArtAdapter(Adapter):
     def training_spec(self, spec: TrainingDefenseSpec) -> TrainingDefenseSpec:
         return replace(spec, eps_ramp=0.0) if spec.adversarial else spec
 
-    def _train_defense(self, config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict]:
+    def _train_defense(
+        self, config, spec: TrainingDefenseSpec, *, progress: bool, device
+    ) -> tuple[NormalizedClassifier, dict[str, Any]]:
         return _train_with_art(config, spec, progress=progress, device=device)
 
     def defense_unsupported_reason(self, spec: DefenseSpec, backward: str = "exact") -> str | None:
@@ -187,7 +193,7 @@ class ArtAdapter(Adapter):
 
     def _build_defense(self, spec: DefenseSpec, backward: str) -> nn.Module:
         if spec.defense == "resample":
-            return _ArtResample(spec.factor, spec.mode)
+            return _ArtResample(check_resolved(spec.factor, "factor", "resample spec"), spec.mode)
         from art.defences.preprocessor import FeatureSqueezing, SpatialSmoothing
 
         if spec.defense == "bit-depth":
@@ -330,8 +336,10 @@ def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
     if config.augment:
         return "ART's trainers take arrays: no augmentation (train without it)"
     if spec.defense == "adv-fgsm-rs":
-        if not math.isclose(spec.step_size, 1.25 * spec.eps):
-            return f"AdversarialTrainerFBFPyTorch's step is 1.25·eps ({1.25 * spec.eps:g}), got {spec.step_size:g}"
+        eps = check_resolved(spec.eps, "eps", "adv-fgsm-rs spec")
+        step_size = check_resolved(spec.step_size, "step_size", "adv-fgsm-rs spec")
+        if not math.isclose(step_size, 1.25 * eps):
+            return f"AdversarialTrainerFBFPyTorch's step is 1.25·eps ({1.25 * eps:g}), got {step_size:g}"
         if spec.ratio != 1:
             return "AdversarialTrainerFBFPyTorch attacks every sample (ratio 1)"
         recipe = {k: getattr(config, k) for k in FAST_RECIPE}
@@ -347,7 +355,9 @@ def _art_training_reason(spec: TrainingDefenseSpec, config) -> str | None:
     return None
 
 
-def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device) -> tuple[nn.Module, dict[str, Any]]:
+def _train_with_art(
+    config, spec: TrainingDefenseSpec, *, progress: bool, device
+) -> tuple[NormalizedClassifier, dict[str, Any]]:
     from advbridge.zoo.cards import trained_card
     from advbridge.zoo.optim import make_schedule
     from advbridge.zoo.training import initial_model
@@ -376,8 +386,9 @@ def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device
             else:
                 from art.defences.transformer.evasion import DefensiveDistillation
 
+                temperature = check_resolved(spec.temperature, "temperature", "distill spec")
                 loss = _ProbabilityCrossEntropy()
-                probabilities = _Probabilities(model, spec.temperature)
+                probabilities = _Probabilities(model, temperature)
                 teacher = _training_classifier(probabilities, config, data.info, loss=loss)
                 schedule = torch.optim.lr_scheduler.CosineAnnealingLR(teacher.optimizer, epochs)  # per epoch
                 teacher.fit(x_np, y_np, batch_size=batch_size, nb_epochs=epochs, verbose=progress, scheduler=schedule)
@@ -385,7 +396,7 @@ def _train_with_art(config, spec: TrainingDefenseSpec, *, progress: bool, device
                 fields["teacher_accuracy"] = trained_card(config, data, model)["accuracy"]
                 student, _ = initial_model(config, data.info, device)
                 student_classifier = _training_classifier(
-                    _Probabilities(student, spec.temperature), config, data.info, loss=loss
+                    _Probabilities(student, temperature), config, data.info, loss=loss
                 )
                 DefensiveDistillation(teacher, batch_size=batch_size, nb_epochs=epochs)(
                     x_np, transformed_classifier=student_classifier

@@ -14,6 +14,7 @@ from advbridge.bridge.errors import UnsupportedAttackError, UnsupportedDefenseEr
 from advbridge.bridge.spec import AttackSpec
 
 if TYPE_CHECKING:
+    from advbridge.zoo.models import NormalizedClassifier
     from advbridge.zoo.train_config import TrainConfig
 
 
@@ -82,7 +83,7 @@ class Adapter(ABC):
 
     def _train_defense(
         self, config: TrainConfig, spec: TrainingDefenseSpec, *, progress: bool, device: str | torch.device
-    ) -> tuple[nn.Module, dict[str, Any]]:
+    ) -> tuple[NormalizedClassifier, dict[str, Any]]:
         raise NotImplementedError
 
     def train_defense(
@@ -92,10 +93,11 @@ class Adapter(ABC):
         *,
         progress: bool = True,
         device: str | torch.device = "cpu",
-    ) -> tuple[nn.Module, dict[str, Any]]:
+    ) -> tuple[NormalizedClassifier, dict[str, Any]]:
         """The library's training of the resolved ``config`` with the resolved training-time ``spec`` (not
         cached: :func:`bridge.training.train_defended` caches). Returns ``(model, card)``, the model on
-        [0, 1] → logits (deployed at T = 1 for distillation), in eval mode; the card as
+        [0, 1] → logits (deployed at T = 1 for distillation; a ``NormalizedClassifier``, the model cache's
+        :func:`zoo.training.load_trained` builds one), in eval mode; the card as
         :func:`zoo.training.train` writes it. Raises :class:`UnsupportedDefenseError` with the reason."""
         reason = self.training_unsupported_reason(spec, config)
         if reason is not None:

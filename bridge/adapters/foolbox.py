@@ -27,10 +27,15 @@ Semantic differences:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from advbridge.bridge.adapters.base import Adapter
 from advbridge.bridge.spec import AttackSpec, Norm
+
+if TYPE_CHECKING:
+    from foolbox.attacks.base import Attack
 
 
 class FoolboxAdapter(Adapter):
@@ -50,18 +55,19 @@ class FoolboxAdapter(Adapter):
 
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
         criterion = fb.criteria.TargetedMisclassification(y) if spec.targeted else fb.criteria.Misclassification(y)
+        attack: Attack  # DDN and DeepFool are minimization attacks, FGSM and PGD fixed-epsilon ones
         if spec.attack in ("deepfool", "ddn"):
             if spec.attack == "ddn":
                 attack = fb.attacks.DDNAttack(init_epsilon=spec.init_norm, steps=spec.steps, gamma=spec.gamma)
             else:
-                cls = fb.attacks.L2DeepFoolAttack if spec.norm is Norm.L2 else fb.attacks.LinfDeepFoolAttack
-                attack = cls(steps=spec.steps, candidates=spec.candidates, overshoot=spec.overshoot)
+                deepfool = fb.attacks.L2DeepFoolAttack if spec.norm is Norm.L2 else fb.attacks.LinfDeepFoolAttack
+                attack = deepfool(steps=spec.steps, candidates=spec.candidates, overshoot=spec.overshoot)
             _, clipped, _ = attack(fmodel, x, criterion, epsilons=None)
             return clipped
         if spec.attack == "fgsm":
             attack = fb.attacks.FGSM()
         else:
-            cls = fb.attacks.LinfPGD if spec.norm is Norm.LINF else fb.attacks.L2PGD
-            attack = cls(abs_stepsize=spec.effective_step_size, steps=spec.steps, random_start=spec.random_start)
+            pgd = fb.attacks.LinfPGD if spec.norm is Norm.LINF else fb.attacks.L2PGD
+            attack = pgd(abs_stepsize=spec.effective_step_size, steps=spec.steps, random_start=spec.random_start)
         _, clipped, _ = attack(fmodel, x, criterion, epsilons=spec.eps)
         return clipped

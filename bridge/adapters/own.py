@@ -11,7 +11,7 @@ Training-time defenses: every :class:`~bridge.defense_spec.TrainingDefenseSpec`,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,10 @@ from advbridge.bridge.adapters.base import Adapter
 from advbridge.bridge.defense_spec import DefenseSpec, TrainingDefenseSpec
 from advbridge.bridge.spec import AttackSpec
 from advbridge.own_attacks import ddn, deepfool, fgsm, pgd
+
+if TYPE_CHECKING:
+    from advbridge.defenses.preprocessor.squeezing import Backward
+    from advbridge.zoo.models import NormalizedClassifier
 
 
 class OwnAdapter(Adapter):
@@ -37,6 +41,7 @@ class OwnAdapter(Adapter):
 
     def _run(self, model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, num_classes: int) -> Tensor:
         if spec.attack == "fgsm":
+            assert spec.eps is not None  # AttackSpec requires the eps of a budget attack
             return fgsm(model, x, y, eps=spec.eps, targeted=spec.targeted, channels_last=self.channels_last)
         if spec.attack == "deepfool":
             return deepfool(
@@ -61,6 +66,7 @@ class OwnAdapter(Adapter):
                 targeted=spec.targeted,
                 channels_last=self.channels_last,
             )
+        assert spec.eps is not None  # pgd, the last of ATTACKS: AttackSpec requires the eps of a budget attack
         return pgd(
             model,
             x,
@@ -80,16 +86,17 @@ class OwnAdapter(Adapter):
     def _build_defense(self, spec: DefenseSpec, backward: str) -> nn.Module:
         from advbridge.defenses.preprocessor import build_squeezer
 
+        squeezer_backward = cast("Backward", backward)  # each squeezer refuses another name (check_name)
         if spec.detector:
-            return nn.ModuleList([build_squeezer(s, backward) for s in spec.squeezer_specs()])
-        return build_squeezer(spec, backward)
+            return nn.ModuleList([build_squeezer(s, squeezer_backward) for s in spec.squeezer_specs()])
+        return build_squeezer(spec, squeezer_backward)
 
     def training_unsupported_reason(self, spec: TrainingDefenseSpec, config) -> str | None:
         return None
 
     def _train_defense(
         self, config, spec: TrainingDefenseSpec, *, progress: bool, device: str | torch.device
-    ) -> tuple[nn.Module, dict[str, Any]]:
+    ) -> tuple[NormalizedClassifier, dict[str, Any]]:
         from advbridge.defenses.trainer import train_own
 
         return train_own(config, spec, progress=progress, device=device)

@@ -251,11 +251,14 @@ class Resample(Squeezer):
 
 
 def build_squeezer(spec: DefenseSpec, backward: Backward = "exact") -> Squeezer:
-    """The squeezer of a (resolved) purifier spec: ``bit-depth``, ``median`` or ``resample``."""
+    """The squeezer of a (resolved) purifier spec: ``bit-depth``, ``median`` or ``resample``.
+
+    An unresolved spec's missing parameter (``None``) is refused by the same check the squeezer runs.
+    """
     if spec.defense == "bit-depth":
-        return BitDepth(spec.bits, backward)
+        return BitDepth(check_bits(spec.bits), backward)
     if spec.defense == "median":
-        return MedianFilter(spec.size, backward)
+        return MedianFilter(check_size(spec.size), backward)
     if spec.defense == "resample":
-        return Resample(spec.factor, spec.mode, backward)
+        return Resample(check_factor(spec.factor), spec.mode, backward)
     raise InvalidParameterError(f"expected a squeezer spec (bit-depth, median, resample), got {spec.defense!r}")

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from advbridge.bridge.defense_spec import TrainingDefenseSpec
 from advbridge.bridge.distributed import unwrap
+from advbridge.bridge.errors import check_resolved
 from advbridge.own_attacks import fgsm, pgd
 from advbridge.zoo.train_config import FAST_RECIPE
 
@@ -87,18 +88,25 @@ def attacking(model: nn.Module) -> Iterator[nn.Module]:
 
 def adversarial_examples(model: nn.Module, x: Tensor, y: Tensor, spec: TrainingDefenseSpec) -> Tensor:
     """The training attack of a resolved ``spec`` on ``(x, y)``, the model in eval mode meanwhile."""
+    what = f"{spec.defense} spec"
     with attacking(model):
         if spec.defense == "adv-fgsm":
-            return fgsm(model, x, y, eps=spec.eps)
+            return fgsm(model, x, y, eps=check_resolved(spec.eps, "eps", what))
         if spec.defense == "adv-fgsm-rs":
-            return fast_fgsm(model, x, y, eps=spec.eps, step_size=spec.step_size)
+            return fast_fgsm(
+                model,
+                x,
+                y,
+                eps=check_resolved(spec.eps, "eps", what),
+                step_size=check_resolved(spec.step_size, "step_size", what),
+            )
         return pgd(
             model,
             x,
             y,
-            eps=spec.eps,
+            eps=check_resolved(spec.eps, "eps", what),
             norm=spec.norm,
-            steps=spec.steps,
+            steps=check_resolved(spec.steps, "steps", what),
             step_size=spec.step_size,
             random_start=True,
         )
@@ -136,10 +144,13 @@ class AdversarialObjective:
         scale = 1.0 if ramp <= 0 or self.done >= ramp else self.done / ramp
         if scale == 1.0:
             return self.spec
-        return replace(self.spec, eps=self.spec.eps * scale, step_size=self.spec.step_size * scale)
+        what = f"{self.spec.defense} spec"
+        eps = check_resolved(self.spec.eps, "eps", what)
+        step_size = check_resolved(self.spec.step_size, "step_size", what)
+        return replace(self.spec, eps=eps * scale, step_size=step_size * scale)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, tuple[int, int]]]:
-        k = math.ceil(self.spec.ratio * len(x))
+        k = math.ceil(check_resolved(self.spec.ratio, "ratio", f"{self.spec.defense} spec") * len(x))
         net = unwrap(model)  # under torchrun: each rank attacks its own part of the batch, outside DDP
         x_adv = adversarial_examples(net, x[:k], y[:k], self.budget())
         with attacking(net), torch.no_grad():
@@ -154,7 +165,7 @@ def adversarial_validation(spec: TrainingDefenseSpec):
 
     def validate(model: nn.Module, x: Tensor, y: Tensor) -> float:
         x, y = x[:VALIDATION_SAMPLES], y[:VALIDATION_SAMPLES]
-        eps = spec.eps
+        eps = check_resolved(spec.eps, "eps", f"{spec.defense} spec")
         x_adv = pgd(
             model, x, y, eps=eps, norm=spec.norm, steps=VALIDATION_STEPS, step_size=2.5 * eps / VALIDATION_STEPS
         )

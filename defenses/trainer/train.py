@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from advbridge.bridge.defense_spec import TrainingDefenseSpec
+from advbridge.bridge.errors import check_resolved
 from advbridge.defenses.trainer.adversarial import AdversarialObjective, adversarial_validation
 from advbridge.defenses.trainer.distillation import distillation_objective, temperature_objective
+from advbridge.zoo.models import NormalizedClassifier
 from advbridge.zoo.train_config import TrainConfig
 from advbridge.zoo.training import get_or_train, train
 
@@ -29,7 +31,7 @@ def teacher(
 
 def train_own(
     config: TrainConfig, spec: TrainingDefenseSpec, *, progress: bool = True, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[NormalizedClassifier, dict[str, Any]]:
     """Our training of a resolved ``config`` with a resolved ``spec`` (not cached; the teacher is).
 
     Adversarial training runs channels-last (its cost is the attack's convolutions) and early-stops on
@@ -46,8 +48,9 @@ def train_own(
             validate=adversarial_validation(spec),
             channels_last=True,
         )
-    model_t, card_t = teacher(config, spec.temperature, progress=progress, device=device)
+    temperature = check_resolved(spec.temperature, "temperature", f"{spec.defense} spec")
+    model_t, card_t = teacher(config, temperature, progress=progress, device=device)
     model, card = train(
-        config, progress=progress, device=device, objective=distillation_objective(model_t, spec.temperature)
+        config, progress=progress, device=device, objective=distillation_objective(model_t, temperature)
     )
     return model, {**card, "teacher_sha256": card_t["sha256"], "teacher_accuracy": card_t["accuracy"]}
