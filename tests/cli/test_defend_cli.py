@@ -47,17 +47,17 @@ def test_defend_detector_writes_roc_and_score_histograms(tmp_path, mnist_workloa
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--defense", "bit-depth", "--bits", "9"], "expected bits as an integer from 1 to 8, got 9"),
-        (["--defense", "median", "--size", "6"], "from 2 to 5, got 6"),
-        (["--defense", "resample", "--factor", "1"], "expected factor > 1"),
+        (["--defense", "bit-depth", "--bits", "9"], "expected --bits as an int in [1, 8], got 9"),
+        (["--defense", "median", "--size", "6"], "expected --size as an int in [2, 5], got 6"),
+        (["--defense", "resample", "--factor", "1"], "expected --factor as a finite number > 1, got 1.0"),
         (["--defense", "resample", "--mode", "cubic"], "unknown interpolation mode 'cubic'"),
-        (["--defense", "squeeze-detect", "--fpr", "1.5"], "expected fpr strictly between 0 and 1, got 1.5"),
-        (["--defense", "squeeze-detect", "--threshold", "-1"], "expected threshold in [0, 2]"),
-        (["--defense", "squeeze-detect", "--calibration-n", "0"], "expected --calibration-n >= 1"),
+        (["--defense", "squeeze-detect", "--fpr", "1.5"], "expected --fpr as a finite number in (0, 1), got 1.5"),
+        (["--defense", "squeeze-detect", "--threshold", "-1"], "expected --threshold as a finite number >= 0, got -1.0"),
+        (["--defense", "squeeze-detect", "--calibration-n", "0"], "expected --calibration-n as an int >= 1, got 0"),
         (["--defense", "median", "--defense-libraries", "foolbox"], "foolbox has no median 2×2"),
         (["--defense", "squeeze-detect", "--defense-libraries", "art"], "libraries that have it: own"),
         (["--defense", "medain"], "unknown defense 'medain'; did you mean 'median'"),
-        (["--defense", "median", "--n", "0"], "expected --n >= 1"),
+        (["--defense", "median", "--n", "0"], "expected --n as an int >= 1, got 0"),
     ],
 )
 def test_defend_bad_input_is_one_line_and_exit_2(extra, message, capsys):
