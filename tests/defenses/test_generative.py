@@ -134,8 +134,8 @@ def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path
     ("extra", "message"),
     [
         (["--generator", "gan"], "unknown generator 'gan'"),
-        (["--generator", "vae", "--latent-dim", "0"], "expected latent_dim >= 1"),
-        (["--generator", "cvae", "--beta", "-1"], "expected beta as a finite number >= 0, got -1.0"),
+        (["--generator", "vae", "--latent-dim", "0"], "expected --latent-dim as an int >= 1, got 0"),
+        (["--generator", "cvae", "--beta", "-1"], "expected --beta as a finite number >= 0, got -1.0"),
     ],
 )
 def test_cli_train_bad_generator_exits_2(extra, message, capsys):

@@ -142,9 +142,9 @@ def test_bad_training_defense_is_one_line(fields, message, error):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--defense", "distill", "--temperature", "-1"], "expected temperature > 0"),
-        (["--defense", "adv-fgsm", "--ratio", "2"], "expected ratio in (0, 1]"),
-        (["--defense", "adv-pgd", "--eps", "0"], "expected eps > 0"),
+        (["--defense", "distill", "--temperature", "-1"], "expected --temperature as a finite number > 0, got -1.0"),
+        (["--defense", "adv-fgsm", "--ratio", "2"], "expected --ratio as a finite number in (0, 1], got 2.0"),
+        (["--defense", "adv-pgd", "--eps", "0"], "expected --eps as a finite number > 0"),
         (["--defense", "adv-pgd", "--norm", "L3"], "unknown norm 'L3'"),
         (["--defense", "adv-pgd", "--library", "foolbox"], "foolbox cannot train adv-pgd"),
         (["--defense", "adv-pgd", "--library", "artt"], "unknown library 'artt'; did you mean 'art'"),
