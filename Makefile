@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-portable lint format bench clean
+.PHONY: install demo test test-fast test-portable lint format bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop: the unit and agreement tests, without those marked slow (training, subprocess CLI runs, the
+# pip install, torchrun, the long benches; pyproject.toml [tool.pytest.ini_options] markers). Under 2 minutes
+# on 2 cores; `make test` runs everything.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # Other CPUs round differently: PyTorch picks its kernels per instruction set. The agreement, property and
 # generative-defense tests (on committed models) run once per capability this CPU has (ATEN_CPU_CAPABILITY;

@@ -8,12 +8,20 @@ safetensors with its card (sha256 checked on load). The session gets an empty ``
 only that checkpoint, under the key of the default config, so the CLI (also in subprocesses) finds it and
 trains nothing, and the user's own cache is never read or written. The training path has its own tests
 (``tests/zoo/test_zoo_training.py``), each with a cache of its own.
+
+Deterministic algorithms (``torch.use_deterministic_algorithms``) are on only where a test asks for them: the
+``deterministic`` fixture (one test), ``deterministic_module`` (a module's tests and its module-scoped
+fixtures) or ``deterministic_block`` (inside one module-scoped fixture), for the tests that compare results bitwise across libraries, layouts, batchings or runs. Both put
+back the setting they found (mode and ``warn_only``), and whatever a test does to the setting is undone after
+it (``_no_leaked_determinism``): no test runs under a setting an earlier test left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,13 +48,60 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory):
             os.environ["ADVBRIDGE_CACHE"] = previous
 
 
+def _determinism() -> tuple[bool, bool]:
+    """The deterministic-algorithms setting: (mode, warn_only)."""
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic algorithms on inside the block; the previous mode and ``warn_only`` flag back after it."""
+    enabled, warn_only = _determinism()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    """Deterministic algorithms for one test (``@pytest.mark.usefixtures("deterministic")``)."""
+    with deterministic_algorithms():
+        yield
+
+
+@pytest.fixture(scope="module")
+def deterministic_module() -> Iterator[None]:
+    """Deterministic algorithms for a whole module, its module-scoped fixtures included: with
+    ``pytestmark = pytest.mark.usefixtures("deterministic_module")`` it is set up before the module's other
+    module-scoped fixtures (pytest sets up ``usefixtures`` before a test's arguments, scope by scope)."""
+    with deterministic_algorithms():
+        yield
+
+
+@pytest.fixture(scope="session")
+def deterministic_block() -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """:func:`deterministic_algorithms`, for a module-scoped fixture that needs them while it computes and
+    not after (``with deterministic_block(): ...``)."""
+    return deterministic_algorithms
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_determinism() -> Iterator[None]:
+    """Whatever a test, or the code it calls, does to the deterministic-algorithms setting is undone after it
+    (``experiments.bench.agreement.main`` turns it on for its process, and never off)."""
+    enabled, warn_only = _determinism()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @pytest.fixture(scope="session")
 def mnist_workload(model_cache):
     """The committed ``advbridge_mnist_cnn`` and 64 of its mnist-5k test digits (CPU)."""
     from advbridge.experiments.workload import load_workload
     from advbridge.zoo import training
 
-    torch.use_deterministic_algorithms(True)
     real_train = training.train
 
     def refuse(*args, **kwargs):

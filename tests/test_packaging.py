@@ -56,6 +56,7 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_a_wheel_install_adds_no_generic_top_level_name(installed):
     names = {p.name for p in installed.iterdir()}
     assert {n for n in names if not n.endswith(".dist-info")} == {"advbridge", "bin"}, names
@@ -63,6 +64,7 @@ def test_a_wheel_install_adds_no_generic_top_level_name(installed):
     assert "advbridge.cli:main" in next(installed.glob("*.dist-info/entry_points.txt")).read_text()
 
 
+@pytest.mark.slow
 def test_the_installed_package_ignores_a_users_own_experiments_zoo_and_bridge(installed, tmp_path):
     for name in ("experiments", "zoo", "bridge", "defenses", "own_attacks"):
         (tmp_path / name).mkdir()

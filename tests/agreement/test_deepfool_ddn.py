@@ -31,11 +31,9 @@ from advbridge.own_attacks import ddn, deepfool
 SHAPES = [(1, 28, 28), (3, 8, 8)]
 SHAPE_IDS = ["1x28x28", "3x8x8"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _deterministic():
-    """As tests/conftest.py does (and, like it, left on: the session's MNIST fixtures rely on it)."""
-    torch.use_deterministic_algorithms(True)
+# bitwise and 1e-5 comparisons with the libraries: deterministic algorithms for the module and its
+# module-scoped fixtures, off again after it (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("deterministic_module")
 
 
 @cache
@@ -206,8 +204,11 @@ def test_deepfool_matches_foolbox_and_advlib_on_affine_model(shape, norm, librar
     assert measured["unclipped"] == 16  # measured max |diff| 6e-8 (foolbox), 6e-8 / 0 (adv-lib)
 
 
-@pytest.mark.parametrize("library", ["foolbox", "advlib"])
-@pytest.mark.parametrize("norm", ["L2", "Linf"])
+@pytest.mark.parametrize(
+    ("norm", "library"),  # each norm and each library in make test-fast, every pair in the full suite
+    [("L2", "foolbox"), pytest.param("L2", "advlib", marks=pytest.mark.slow),
+     pytest.param("Linf", "foolbox", marks=pytest.mark.slow), ("Linf", "advlib")],
+)  # fmt: skip
 def test_deepfool_matches_foolbox_and_advlib_on_mnist(mnist_model, mnist_batch, own_deepfool_mnist, norm, library):
     """On MNIST every sample is clipped (the background sits at 0), so the 2 % norm rule applies.
 
@@ -236,7 +237,7 @@ def test_deepfool_matches_foolbox_and_advlib_on_mnist(mnist_model, mnist_batch, 
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["affine", "mnist"])
+@pytest.mark.parametrize("case", ["affine", pytest.param("mnist", marks=pytest.mark.slow)])  # ART: 9 s on 64 digits
 def test_deepfool_without_overshoot_matches_torchattacks_and_art(mnist_model, mnist_batch, case):
     """torchattacks and ART stop ON the boundary (overshoot 0, no 1e-4 term), so whether the last
     iterate is misclassified is float noise (measured on MNIST: 53 % own vs 40 % torchattacks): compare
@@ -324,12 +325,14 @@ def test_ddn_matches_foolbox_and_advlib_on_smooth_model(smooth_model, smooth_bat
     _check_ddn_equal(smooth_model, x, y, DDN)  # measured 2.1e-7 to 3.9e-7 (both, every capability)
 
 
+@pytest.mark.slow
 def test_targeted_ddn_matches_foolbox_and_advlib_on_smooth_model(smooth_model, smooth_batch):
     x, y = smooth_batch
     # foolbox: TargetedMisclassification; adv-lib: targeted=True (both through the adapters)
     _check_ddn_equal(smooth_model, x, _targets(y), DDN.with_(targeted=True))  # measured 4.2e-7 / 4.8e-7
 
 
+@pytest.mark.slow
 def test_ddn_on_relu_model_agrees_statistically(mnist_model, mnist_batch):
     """DDN's ε update is a discrete decision (adversarial or not), and the ReLU CNN is only piecewise
     linear: ulp differences (foolbox multiplies by 1/‖g‖, we divide; channels-last convolutions, own's
@@ -356,7 +359,7 @@ def test_ddn_on_relu_model_agrees_statistically(mnist_model, mnist_batch):
         assert abs(median - 1) <= 0.005, (library, median)
 
 
-@pytest.mark.parametrize("levels", [None, 256])
+@pytest.mark.parametrize("levels", [None, pytest.param(256, marks=pytest.mark.slow)])
 def test_ddn_in_the_default_layout_is_bitwise_advlib_on_relu_model(mnist_model, mnist_batch, levels):
     """Own DDN with ``channels_last=False`` does adv-lib's arithmetic: bitwise equal on the ReLU CNN,
     quantized or not. What the statistical test above allows is layout rounding, not different math."""

@@ -14,6 +14,9 @@ from advbridge.bridge.runner import run_attack
 from advbridge.bridge.spec import AttackSpec
 from advbridge.own_attacks import pgd
 
+# bitwise and 1e-6 comparisons with the libraries: deterministic algorithms for the module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("deterministic_module")
+
 #: own in the references' memory layout, hence their arithmetic (the default runs channels-last: see
 #: test_channels_last_agrees_to_rounding)
 OWN = OwnAdapter(channels_last=False)

@@ -65,10 +65,11 @@ def test_optimality_is_attackbench_s(plain, reference):
 @pytest.mark.parametrize(
     ("name", "cause"),
     [
-        ("quantized", "unavailable_gradients"),
+        # each cause once in make test-fast; the second defense of a cause in the full suite
+        pytest.param("quantized", "unavailable_gradients", marks=pytest.mark.slow),
         ("numpy", "unavailable_gradients"),
         ("resize_pad", "randomized"),
-        ("noise", "randomized"),
+        pytest.param("noise", "randomized", marks=pytest.mark.slow),
         ("saturated", "saturated_softmax"),
         ("probabilities", "probability_outputs"),
     ],
@@ -151,6 +152,7 @@ def test_summary_of_audit_files(plain, tmp_path):
     assert row["white-box naive"] == pytest.approx(plain.robust_white_box) and row["still raised"] == ""
 
 
+@pytest.mark.slow
 def test_the_project_s_purifier_given_as_a_module_is_broken_end_to_end(mnist_model, batch):
     """VAE purification (the committed generator) in front of the classifier, given to the audit as a module with
     its twin: differentiable end to end, so the white-box rows alone break it (Carlini & Wagner 2017, MagNet)."""

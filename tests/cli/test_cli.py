@@ -14,13 +14,19 @@ from advbridge.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_compare_pgd_writes_table_csv_markdown_and_figure(tmp_path, capsys, mnist_workload):
     out = tmp_path / "cmp"
     code = main(["compare", "--attack", "pgd", "--n", "16", "--steps", "5", "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    for library in ("own", "art", "foolbox", "torchattacks", "advlib"):
-        assert library in printed
+    # the printed table, row by row: its first column is the library (a substring test would take "own" from
+    # "unknown" and "art" from "start"), its third the status
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["library", "version", "status"])
+    rows = [line.split() for line in lines[header + 1 : header + 6]]
+    assert [row[0] for row in rows] == ["own", "art", "foolbox", "torchattacks", "advlib"], printed
+    assert all(row[2] == "ok" for row in rows), printed
     table = pd.read_csv(out.with_suffix(".csv"))
     assert list(table["library"]) == ["own", "art", "foolbox", "torchattacks", "advlib"]
     assert (table["status"] == "ok").all()
@@ -31,6 +37,7 @@ def test_compare_pgd_writes_table_csv_markdown_and_figure(tmp_path, capsys, mnis
     assert out.with_suffix(".png").stat().st_size > 5000
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_compare_marks_unsupported_rows(tmp_path, mnist_workload):
     out = tmp_path / "fgsm"
     assert main(["compare", "--attack", "fgsm", "--n", "8", "--eps", "0.1", "--out", str(out), "--quiet"]) == 0
@@ -85,6 +92,7 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
     assert "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bad_input_from_a_shell_has_no_traceback():
     proc = subprocess.run(
         [sys.executable, "cli.py", "compare", "--attack", "fgsmm"],

@@ -11,6 +11,7 @@ import pytest
 from advbridge.cli import main
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_defend_median_writes_both_tables_and_the_figure(tmp_path, capsys, mnist_workload):
     out = tmp_path / "med.csv"  # an extension is dropped: the prefix is med
     argv = ["defend", "--defense", "median", "--attack", "fgsm", "--n", "8", "--libraries", "own,torchattacks"]
@@ -52,7 +53,10 @@ def test_defend_detector_writes_roc_and_score_histograms(tmp_path, mnist_workloa
         (["--defense", "resample", "--factor", "1"], "expected --factor as a finite number > 1, got 1.0"),
         (["--defense", "resample", "--mode", "cubic"], "unknown interpolation mode 'cubic'"),
         (["--defense", "squeeze-detect", "--fpr", "1.5"], "expected --fpr as a finite number in (0, 1), got 1.5"),
-        (["--defense", "squeeze-detect", "--threshold", "-1"], "expected --threshold as a finite number >= 0, got -1.0"),
+        (
+            ["--defense", "squeeze-detect", "--threshold", "-1"],
+            "expected --threshold as a finite number >= 0, got -1.0",
+        ),
         (["--defense", "squeeze-detect", "--calibration-n", "0"], "expected --calibration-n as an int >= 1, got 0"),
         (["--defense", "median", "--defense-libraries", "foolbox"], "foolbox has no median 2×2"),
         (["--defense", "squeeze-detect", "--defense-libraries", "art"], "libraries that have it: own"),

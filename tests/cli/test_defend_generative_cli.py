@@ -10,6 +10,9 @@ import pytest
 
 from advbridge.cli import main
 
+# every test trains a generator (`defend --defense vae-purify` ...)
+pytestmark = pytest.mark.slow
+
 TINY = ["--n", "8", "--gen-epochs", "1", "--gen-max-train", "256", "--restarts", "1", "--quiet"]
 
 

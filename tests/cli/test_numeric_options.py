@@ -293,6 +293,7 @@ SHELL_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("command", "flag", "dest", "value"), SHELL_CASES, ids=[" ".join(c) for c in SHELL_CASES])
 def test_bad_number_is_refused_from_a_shell(command, flag, dest, value, tmp_path):
     folders = [tmp_path / name for name in ("cwd", "cache", "data")]

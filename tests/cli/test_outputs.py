@@ -63,7 +63,11 @@ def test_out_is_parsed_as_a_prefix(out, prefix):
     assert OutputPrefix.parse(out, default_name="compare").file("-eps.csv") == Path(prefix + "-eps.csv")
 
 
-@pytest.mark.parametrize("out", ["x.csv", "x", "new/deeper/x"], ids=["with-csv", "without-extension", "missing-folder"])
+@pytest.mark.parametrize(
+    "out",
+    [pytest.param("x.csv", marks=pytest.mark.slow), pytest.param("x", marks=pytest.mark.slow), "new/deeper/x"],
+    ids=["with-csv", "without-extension", "missing-folder"],  # the parsing of each: test_out_is_parsed_as_a_prefix
+)
 def test_compare_writes_every_file_once_and_prints_what_it_wrote(tmp_path, capsys, mnist_workload, out):
     assert main([*DEEPFOOL, "--out", str(tmp_path / out)]) == 0
     paths = _written(capsys.readouterr().out)
@@ -104,6 +108,7 @@ def test_default_out_depends_on_the_attack(tmp_path, capsys, mnist_workload, mon
     assert "compare-mnist-5k-fgsm-Linf.csv" in names and "compare-mnist-5k-pgd-Linf.csv" in names
 
 
+@pytest.mark.slow
 def test_unwritable_out_fails_in_seconds_before_any_attack(monkeypatch, capsys):
     import advbridge.experiments.workload
 

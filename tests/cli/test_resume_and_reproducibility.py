@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["compare", "--attack", "pgd", "--n", "48", "--steps", "5", "--attack-batch-size", "8", "--quiet"]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("deterministic")
 def test_same_seed_gives_identical_csv(tmp_path, mnist_workload):
     for name in ("a", "b"):
         assert main([*ARGS, "--random-start", "--seed", "5", "--out", str(tmp_path / name)]) == 0
@@ -27,6 +29,8 @@ def test_same_seed_gives_identical_csv(tmp_path, mnist_workload):
     assert not (tmp_path / "a.progress").exists(), "a finished run removes its progress folder"
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("deterministic")
 def test_killed_run_resumes_to_the_same_table(tmp_path, mnist_workload):
     slow = ["compare", "--attack", "pgd", "--n", "64", "--steps", "300", "--attack-batch-size", "8"]
     slow += ["--libraries", "own,torchattacks", "--quiet"]

@@ -91,6 +91,7 @@ def test_detector_needs_calibration_images_or_a_threshold(small):
     assert check_defense_libraries(DefenseSpec(defense="median", size=2), None) == ["own", "art"]
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_pgd_objective_hook_is_the_default_when_it_is_cross_entropy(mnist_model, mnist_batch):
     x, y = mnist_batch[0][:16], mnist_batch[1][:16]
 
@@ -100,6 +101,7 @@ def test_pgd_objective_hook_is_the_default_when_it_is_cross_entropy(mnist_model,
     assert torch.equal(pgd(mnist_model, x, y, eps=0.1, steps=5), pgd(mnist_model, x, y, eps=0.1, steps=5, loss=ce))
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_pgd_success_hook_returns_the_last_successful_iterate(mnist_model, mnist_batch):
     """With a success test that holds only at the first step, every sample returns its first iterate."""
     x, y = mnist_batch[0][:8], mnist_batch[1][:8]

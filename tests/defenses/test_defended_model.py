@@ -19,6 +19,7 @@ def batch(mnist_batch):
     return mnist_batch[0][:32], mnist_batch[1][:32]
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_every_library_attacks_the_defended_model_and_agrees_bitwise_through_bpda(mnist_model, batch):
     x, y = batch
     defended = PreprocessedClassifier(BitDepth(1, backward="bpda"), mnist_model)

@@ -21,6 +21,7 @@ SQUEEZER_SPECS = (
 )
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("spec", SQUEEZER_SPECS, ids=DefenseSpec.describe)
 def test_art_implementation_is_bitwise_own_on_real_images(spec, real_images):
     """ART's FeatureSqueezing (float64 cast back), SpatialSmoothing(channels_first=True) and the chain of two
@@ -35,6 +36,7 @@ def test_art_implementation_is_bitwise_own_on_real_images(spec, real_images):
         assert not torch.equal(ours, real_images), "a squeezer must change real images"
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_art_gradients_are_what_art_offers(mnist_model, mnist_batch):
     """ART's numpy squeezers give BPDA (the identity, = our bpda backward); its resize gives autograd's."""
     x, y = mnist_batch[0][:8], mnist_batch[1][:8]

@@ -106,6 +106,7 @@ def test_labeller_is_batched_and_its_refinement_lowers_the_error_with_gradients_
     torch.testing.assert_close(logvar, logvar_pairs, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_trained_models_are_cached_and_the_true_class_reconstructs_best(tmp_path, monkeypatch):
     from advbridge.zoo.datasets import load_tensors
 

@@ -13,6 +13,7 @@ from advbridge.bridge.errors import AdvBridgeError, InvalidParameterError, Unkno
 from advbridge.defenses.preprocessor import BitDepth, MedianFilter, Resample
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_bit_depth_is_bitwise_art_feature_squeezing(real_images, bits):
     from art.defences.preprocessor import FeatureSqueezing
@@ -26,6 +27,7 @@ def test_bit_depth_is_bitwise_art_feature_squeezing(real_images, bits):
     assert len(torch.unique(own)) <= 2**bits
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("size", [2, 3, 4, 5])
 def test_median_is_bitwise_art_spatial_smoothing(real_images, size):
     from art.defences.preprocessor import SpatialSmoothing
@@ -36,6 +38,7 @@ def test_median_is_bitwise_art_spatial_smoothing(real_images, size):
     assert not torch.equal(own, real_images)
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("size", [2, 3, 4, 5])
 def test_median_on_odd_shapes_and_random_values(size):
     """Borders and even windows on sizes that are not multiples of anything, values not on a grid."""
@@ -63,6 +66,7 @@ def _input_gradient(model: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return grad
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize(
     "squeezer", [BitDepth(1), BitDepth(5), MedianFilter(2), MedianFilter(3), Resample(2)], ids=repr
 )

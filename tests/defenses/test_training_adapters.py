@@ -112,6 +112,7 @@ def _robust_accuracy(model, x, y, eps):
         return float((model(x_adv).argmax(1) == y).double().mean())
 
 
+@pytest.mark.slow
 def test_art_madry_training_is_real_and_cached_apart_from_ours(tmp_path, monkeypatch):
     from advbridge.zoo.datasets import load_tensors
 
@@ -152,6 +153,7 @@ def _acc(cell):
     return float(cell.robust.double().mean())
 
 
+@pytest.mark.slow
 def test_distillation_masking_is_seen_and_broken(mnist_model, mnist_batch):
     """Logits ×100 saturate the softmax at T = 1 as distillation at T = 100 does: cross-entropy PGD stalls
     (zero gradients), the margin loss, CE on z/T and DeepFool do not."""

@@ -105,6 +105,7 @@ def test_where_the_child_does_not_apply_the_rounds_peaks_stay(monkeypatch):
     assert not memory.applies(torch.device("cuda"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not memory.applies(torch.device("cpu")), reason="the child measurement needs Linux with glibc")
 def test_the_child_measures_real_runs(mnist_workload, tmp_path):
     """The module run as the child: the cached model, one run per pair, a positive peak for each."""

@@ -12,6 +12,7 @@ from advbridge.experiments.bench.agreement import agreement_table
 from advbridge.experiments.bench.attacks import bench_spec, benchmark, pass_seconds, target_lines
 
 
+@pytest.mark.slow
 def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
     table = benchmark(
         mnist_workload, ["fgsm", "deepfool"], repeats=1, libraries=["own", "advlib", "foolbox"], min_seconds=0
@@ -60,6 +61,7 @@ def test_floor_runs_its_first_pass_on_the_clean_images_and_the_rest_on_the_retur
     assert bench_spec("deepfool-linf", "cifar10").norm.value == "Linf" and bench_spec("ddn", "mnist").steps == 100
 
 
+@pytest.mark.slow
 def test_floor_later_passes_run_on_owns_images_whatever_the_order(mnist_workload, monkeypatch):
     """One set of images per attack for the floor: own's, whichever library a round ran first."""
     from types import SimpleNamespace
@@ -91,6 +93,7 @@ def test_floor_later_passes_run_on_owns_images_whatever_the_order(mnist_workload
     assert len(seen) == 3 and set(seen[1:]) <= {0.5, 0.75}
 
 
+@pytest.mark.slow
 def test_the_floor_is_timed_right_after_own_and_its_best_round_kept(mnist_workload, monkeypatch):
     """Own and the passes it needs, back to back in every round (the machine's speed drifts); the floor of the
     round with the fastest forward + backward pair prices every row."""
@@ -122,6 +125,7 @@ def test_the_floor_is_timed_right_after_own_and_its_best_round_kept(mnist_worklo
     assert (table["floor_seconds"] == 0.4).all()  # the third round's pair: 0.2 + 0.2, the least sum
 
 
+@pytest.mark.slow
 def test_a_short_attack_runs_more_rounds_until_own_was_timed_long_enough(mnist_workload, monkeypatch):
     """Best of a few 0.2 s windows is noise on a drifting machine: more rounds until own's runs add up to
     ``min_seconds``, never fewer than ``repeats``, never more than MAX_ROUNDS."""
@@ -208,6 +212,7 @@ def test_target_lines_say_met_or_not():
     assert "met (50 MB vs 60 MB)" in lines[4]
 
 
+@pytest.mark.slow
 def test_bench_command_writes_csv_and_markdown(mnist_workload, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "--n", "4", "--repeats", "1", "--attacks", "fgsm", "--libraries", "own", "--out", str(out)]
@@ -226,10 +231,14 @@ def test_bench_command_writes_csv_and_markdown(mnist_workload, tmp_path, capsys)
 
 
 @pytest.fixture(scope="module")
-def agreement(mnist_workload):
-    return agreement_table(n=8)
+def agreement(mnist_workload, deterministic_block):
+    """The agreement table (bitwise and float-noise comparisons), computed under deterministic algorithms as
+    ``experiments.bench.agreement.main`` computes it."""
+    with deterministic_block():
+        return agreement_table(n=8)
 
 
+@pytest.mark.slow
 def test_agreement_in_the_references_layout_is_float_noise(agreement):
     default = agreement[agreement["own_layout"] == "default"]
     assert len(default) == 7  # DeepFool L2/L∞ × foolbox/adv-lib, DDN × foolbox/adv-lib, quantized DDN
@@ -240,11 +249,13 @@ def test_agreement_in_the_references_layout_is_float_noise(agreement):
     assert (agreement["compared"].dropna() >= 1).all()
 
 
+@pytest.mark.slow
 def test_agreement_reports_own_success(agreement):
     success = agreement[agreement["library"] == "own"].set_index("comparison")["success"]
     assert len(success) == 2 and (success >= 0.99).all()
 
 
+@pytest.mark.slow
 def test_agreement_pgd_rows(agreement):
     pgd_rows = agreement[agreement["comparison"].str.startswith("PGD L2")].set_index("library")
     assert sorted(pgd_rows.index) == ["foolbox", "foolbox", "torchattacks"]

@@ -29,6 +29,7 @@ def _check_table(table: pd.DataFrame) -> None:
     assert (table.loc[table["library"] == "own", "own_speedup"] == 1.0).all()
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_random_images(tmp_path, capsys):
     table, printed = _run(tmp_path, capsys, "--images", "random")
     _check_table(table)
@@ -36,6 +37,7 @@ def test_random_images(tmp_path, capsys):
     assert "target own ≥ 3× ART, median 2" in printed
 
 
+@pytest.mark.usefixtures("deterministic")
 def test_exact_cifar10_images(tmp_path, capsys, shared_data):
     if not (shared_data / "cifar10_exact_partial" / "cifar10_exact_partial.npz").is_file():
         pytest.skip("exact CIFAR-10 images not in the shared data")

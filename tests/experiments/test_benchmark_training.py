@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 
 from advbridge.experiments.bench.training import EVAL_STEPS, main
 
 
+@pytest.mark.slow
 def test_training_benchmark_times_both_trainers_and_measures_robust_accuracy(mnist_workload, tmp_path, capsys):
     out = tmp_path / "training"
     argv = ["--n", "64", "--steps", "2", "--batch-size", "32", "--repeats", "1", "--eval-n", "16", "--out", str(out)]
@@ -22,6 +24,7 @@ def test_training_benchmark_times_both_trainers_and_measures_robust_accuracy(mni
     assert "target own ≥ 2× ART" in printed and "within 2 points of ART's" in printed
 
 
+@pytest.mark.slow
 def test_training_benchmark_from_trained_weights_starts_both_trainers_there(mnist_workload, tmp_path):
     """``--weights``: both trainers fine-tune the trained classifier (no eps ramp, the same algorithm), so
     after two small batches both still classify; from the seeded initial weights neither could."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -57,6 +58,7 @@ def tiny_study(workload, calls: list[str], kill_at: str | None = None, steps: in
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_to_the_same_report(mnist_workload, tmp_path):
     whole, calls = tmp_path / "whole", []
     run_study(tiny_study(mnist_workload, calls), whole)
@@ -82,7 +84,8 @@ def test_killed_study_resumes_to_the_same_report(mnist_workload, tmp_path):
     # the naive white-box attack on rounding sees zero gradients: flagged, with the measured share
     assert bit_fgsm["flags"].get("zero_grad_share") == 1.0
     report = (whole / REPORT_FILES["report"]).read_text()
-    assert "| 1-bit depth |" in report and "zero_grad_share 1 " in report and "50.0 /" in report
+    assert "| 1-bit depth |" in report and "zero_grad_share 1 " in report
+    assert re.search(r"(?<![\d.])50\.0 / ", report), report  # not "150.0 /"
 
 
 def test_resume_with_other_settings_is_refused_and_a_fresh_run_starts_over(mnist_workload, tmp_path):
@@ -92,12 +95,13 @@ def test_resume_with_other_settings_is_refused_and_a_fresh_run_starts_over(mnist
         run_study(tiny_study(mnist_workload, calls, steps=5), tmp_path, resume=True)
     assert json.loads((tmp_path / "study.json").read_text())["steps"] == 10
     report = write_report(tiny_study(mnist_workload, []), tmp_path)[2].read_text()
-    assert "1 of 4 cells finished" in report and "not run" in report
+    assert re.search(r"(?<!\d)1 of 4 cells finished", report) and "not run" in report
     again = []
     run_study(tiny_study(mnist_workload, again), tmp_path, only=["bit-depth-fgsm"])  # no --resume: from scratch
     assert not (tmp_path / "cells" / "median-fgsm.done").exists() and again == ["bit-depth-fgsm"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -129,6 +133,7 @@ def test_bad_study_input_exits_2_with_one_line(args, expected, tmp_path):
     assert after == before
 
 
+@pytest.mark.slow
 def test_a_refused_study_in_a_new_folder_leaves_no_folder(tmp_path):
     out = tmp_path / "results" / "study"
     proc = subprocess.run(
@@ -140,6 +145,7 @@ def test_a_refused_study_in_a_new_folder_leaves_no_folder(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_truncated_study_key_is_refused_in_one_line(tmp_path):
     (tmp_path / "s" / "cells").mkdir(parents=True)
     (tmp_path / "s" / "study.json").write_text('{"study": "cifar10-fs')

@@ -31,6 +31,7 @@ CASES = [
 ]
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize(("library", "key"), CASES)
 def test_properties(mnist_model, mnist_batch, library, key, mode):

@@ -9,6 +9,9 @@ from torch import nn
 
 from advbridge.own_attacks import ddn, deepfool, fgsm, pgd
 
+# the fallback layout bitwise equal to the default one: deterministic algorithms for the module (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("deterministic_module")
+
 
 class TutorialNet(nn.Module):
     """The PyTorch tutorial's CIFAR net: ``x.view(-1, 16 * 5 * 5)`` fails on a channels-last activation."""

@@ -28,6 +28,7 @@ class _CallCounter:
         self._handle.remove()
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("norm", ["L2", "Linf"])
 def test_batched_deepfool_equals_one_sample_at_a_time(mnist_model, mnist_batch, norm):
     x, y = mnist_batch[0][:16], mnist_batch[1][:16]
@@ -50,6 +51,7 @@ def test_batched_deepfool_equals_one_sample_at_a_time(mnist_model, mnist_batch, 
     assert batched_calls > max(single_calls), (batched_calls, single_calls)
 
 
+@pytest.mark.usefixtures("deterministic")
 @pytest.mark.parametrize("norm", ["L2", "Linf"])
 def test_deepfool_in_parts_equals_deepfool_on_the_whole_batch(mnist_model, mnist_batch, norm):
     """``batch_size`` splits the batch (here 16 digits into 5 + 5 + 5 + 1); the parts come back in order."""

@@ -20,6 +20,7 @@ from advbridge.zoo.training_data import augment_batch, training_data
 QUICK = {"dataset": "mnist-5k", "model": "advbridge_mnist_cnn", "epochs": 1, "batch_size": 100}
 
 
+@pytest.mark.slow
 def test_short_training_run_gives_a_model_and_a_card() -> None:
     rng_before = torch.random.get_rng_state()
     model, card = train(TrainConfig(**QUICK, max_train=1000), progress=False)
@@ -30,6 +31,7 @@ def test_short_training_run_gives_a_model_and_a_card() -> None:
     assert card["config"]["augment"] is False and card["family"] == "mnist" and card["num_classes"] == 10
 
 
+@pytest.mark.slow
 def test_get_or_train_reuses_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -56,6 +58,7 @@ def test_get_or_train_reuses_the_cache(
     assert not second.training
 
 
+@pytest.mark.slow
 def test_get_or_train_retrains_a_corrupt_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -126,6 +129,7 @@ def test_cyclic_schedule_is_wong_et_al_s_and_art_fbf_s() -> None:
     assert cosine[0] == 0.1 and all(a > b for a, b in zip(cosine, cosine[1:]))
 
 
+@pytest.mark.slow
 def test_gradient_clipping_reaches_the_weights() -> None:
     """SGD at lr 1 moves the weights by lr·‖g‖ per step at most: clipped at 1e-6, they barely move."""
     start = TrainConfig(**{**QUICK, "epochs": 1}, max_train=200, val_fraction=0.0, optimizer="sgd", lr=1.0)
@@ -151,6 +155,7 @@ def test_augment_batch_crops_and_flips_within_the_padded_image() -> None:
         assert any(torch.equal(out[i], crop) or torch.equal(out[i], crop.flip(2)) for crop in crops)
 
 
+@pytest.mark.slow
 def test_training_on_image_files_with_augmentation(make_image_tree) -> None:
     tree = make_image_tree(["a", "b", "c"], per_class=10)
     config = TrainConfig(f"imagefolder:{tree}", "advbridge_cifar_cnn", epochs=2, batch_size=8, image_size=16)
