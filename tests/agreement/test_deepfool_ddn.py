@@ -205,9 +205,9 @@ def test_deepfool_matches_foolbox_and_advlib_on_affine_model(shape, norm, librar
 
 
 @pytest.mark.parametrize(
-    ("norm", "library"),  # each norm and each library in make test-fast, every pair in the full suite
+    ("norm", "library"),  # one pair in make test-fast (the affine model's test has every pair), all in the full suite
     [("L2", "foolbox"), pytest.param("L2", "advlib", marks=pytest.mark.slow),
-     pytest.param("Linf", "foolbox", marks=pytest.mark.slow), ("Linf", "advlib")],
+     pytest.param("Linf", "foolbox", marks=pytest.mark.slow), pytest.param("Linf", "advlib", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_deepfool_matches_foolbox_and_advlib_on_mnist(mnist_model, mnist_batch, own_deepfool_mnist, norm, library):
     """On MNIST every sample is clipped (the background sits at 0), so the 2 % norm rule applies.
@@ -320,6 +320,7 @@ def test_ddn_matches_foolbox_and_advlib_on_affine_model(shape):
     _check_ddn_equal(model, x, y, DDN)  # measured 6e-8 (both)
 
 
+@pytest.mark.slow
 def test_ddn_matches_foolbox_and_advlib_on_smooth_model(smooth_model, smooth_batch):
     x, y = smooth_batch
     _check_ddn_equal(smooth_model, x, y, DDN)  # measured 2.1e-7 to 3.9e-7 (both, every capability)
@@ -376,7 +377,7 @@ def test_targeted_ddn_reaches_the_target_on_trained_model(mnist_model, mnist_bat
     assert float(own.success.double().mean()) >= 0.95  # measured 100 %
 
 
-@pytest.mark.parametrize("case", ["affine", "smooth"])
+@pytest.mark.parametrize("case", ["affine", pytest.param("smooth", marks=pytest.mark.slow)])
 def test_quantized_ddn_matches_advlib(smooth_model, smooth_batch, case):
     """levels=256 (adv-lib's default): bitwise on the affine model. On the smooth CNN own's step rounds
     once like adv-lib's (``torch.add(δ, g, alpha=α)``), but own's channels-last convolutions give

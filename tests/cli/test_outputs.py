@@ -82,6 +82,7 @@ def test_compare_writes_every_file_once_and_prints_what_it_wrote(tmp_path, capsy
     assert list(grid["library"]) == ["own", "advlib", "worst-case"] and len(grid.columns) == 7
 
 
+@pytest.mark.slow
 def test_a_later_run_on_the_same_prefix_says_which_files_are_its_own(tmp_path, capsys, mnist_workload, caplog):
     out = tmp_path / "run"
     assert main([*DEEPFOOL, "--out", str(out)]) == 0

@@ -34,6 +34,7 @@ def test_benchmark_counts_passes_and_ranks_against_own(mnist_workload):
     assert per_pass.gt(0).all()
 
 
+@pytest.mark.slow
 def test_floor_runs_its_first_pass_on_the_clean_images_and_the_rest_on_the_returned_ones():
     """The attack's passes: the first on the clean images, the later ones on perturbed iterates (a pass's
     cost depends on its input), in both memory layouts."""

@@ -88,6 +88,7 @@ def test_killed_study_resumes_to_the_same_report(mnist_workload, tmp_path):
     assert re.search(r"(?<![\d.])50\.0 / ", report), report  # not "150.0 /"
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_and_a_fresh_run_starts_over(mnist_workload, tmp_path):
     calls = []
     run_study(tiny_study(mnist_workload, calls), tmp_path, only=["median-fgsm"])
