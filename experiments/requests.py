@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from advbridge.bridge.errors import InvalidParameterError
+from advbridge.bridge.spec import Norm, parse_eps
 
 #: Seeds are below 2**63: torch's generators take 64-bit seeds (bridge.spec.MAX_SEED).
 SEED_LIMIT = 2**63
@@ -84,13 +84,12 @@ def _text(bound: float) -> str:
 
 
 def _number(text: object) -> float | None:
+    """A number or an exact fraction (:func:`bridge.spec.parse_eps`), ``None`` when it is neither (or a bool)."""
     if isinstance(text, bool):
         return None
-    if isinstance(text, (int, float)):
-        return float(text)
     try:
-        return float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError, OverflowError):
+        return parse_eps(text if isinstance(text, (int, float)) else str(text))
+    except InvalidParameterError:
         return None
 
 
@@ -130,8 +129,6 @@ def check_linf_budget(flag: str, norm: str | None, eps: str | None) -> None:
     """An L∞ budget is at most 1: images are in [0, 1], so a larger one is no constraint at all (a typo)."""
     if eps is None or norm is None:
         return
-    from advbridge.bridge.spec import Norm
-
     value = _number(eps)
     if Norm.parse(norm) is Norm.LINF and value is not None and value > 1:
         raise InvalidParameterError(f"expected {flag} <= 1 under L∞ (images are in [0, 1]), got {eps!r}")
@@ -164,6 +161,12 @@ class Request:
 
     def __post_init__(self) -> None:
         check_numbers(self)
+        for flag, norm, eps in self.linf_budgets():
+            check_linf_budget(flag, norm, eps)
+
+    def linf_budgets(self) -> list[tuple[str, str | None, str | None]]:
+        """The request's budgets as ``(flag, norm, eps)``, each at most 1 under L∞ (:func:`check_linf_budget`)."""
+        return []
 
     @classmethod
     def of(cls, options: dict[str, Any]):
@@ -225,10 +228,9 @@ class AttackRequest(WorkloadRequest):
     random_start: bool = False
     attack_batch_size: int | None = count()
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        default = "Linf" if self.attack in ("fgsm", "pgd") else None
-        check_linf_budget("--eps", self.norm or default, self.eps)
+    def linf_budgets(self) -> list[tuple[str, str | None, str | None]]:
+        default = "Linf" if self.attack in ("fgsm", "pgd") else None  # (bridge.spec.DEFAULT_NORMS)
+        return [("--eps", self.norm or default, self.eps)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,9 +293,8 @@ class DefendRequest(SqueezerOptions, AttackRequest):
     refine_steps: int | None = count(low=0)
     refine_lr: float | None = positive()
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_linf_budget("--train-eps", self.train_norm, self.train_eps)
+    def linf_budgets(self) -> list[tuple[str, str | None, str | None]]:
+        return [*super().linf_budgets(), ("--train-eps", self.train_norm, self.train_eps)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,9 +310,8 @@ class AuditRequest(SqueezerOptions, WorkloadRequest):
     no_minimal: bool = False
     fpr: float | None = real(None, 0, 1, low_open=True, high_open=True)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_linf_budget("--eps", self.norm, self.eps)
+    def linf_budgets(self) -> list[tuple[str, str | None, str | None]]:
+        return [("--eps", self.norm, self.eps)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,9 +342,8 @@ class TrainRequest(ModelRequest):
     latent_dim: int | None = count()
     beta: float | None = real(None, 0)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_linf_budget("--eps", self.norm, self.eps)
+    def linf_budgets(self) -> list[tuple[str, str | None, str | None]]:
+        return [("--eps", self.norm, self.eps)]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 from torch import Tensor, nn
@@ -31,9 +30,6 @@ from advbridge.experiments.audit.results import Audit, AuditConfig
 from advbridge.experiments.registry import get_defense
 from advbridge.experiments.requests import AuditRequest, Outcome
 from advbridge.experiments.workload import Workload
-
-if TYPE_CHECKING:
-    from advbridge.defenses.preprocessor.squeezing import Squeezer
 
 #: The registry's kinds the audit builds in front of (or next to) the model it is given: a squeezer, the
 #: squeezing detector (as one classifier with a reject class). Training-time and generative defenses are built
@@ -97,26 +93,20 @@ def defended_by(
     return PreprocessedClassifier(build_squeezer(spec, "exact"), classifier).eval()
 
 
-def _own_squeezers(spec: DefenseSpec, backward: str) -> list[Squeezer]:
-    """Our squeezers of the squeezing detector ``spec`` (the adapter builds them as an ``nn.ModuleList``)."""
-    from advbridge.bridge.adapters import get_adapter
-
-    return cast("list[Squeezer]", list(cast(nn.ModuleList, get_adapter("own").build_defense(spec, backward))))
-
-
 def rejecting_detector(spec, classifier: nn.Module, calibration, classes: int) -> nn.Module:
     """Xu et al.'s squeezing detector (our squeezers, exact backward) next to ``classifier`` as one classifier with a
     reject class (:class:`~advbridge.defenses.detector.RejectingClassifier`); its threshold the spec's, or
     calibrated at the spec's false-positive rate on ``calibration`` clean images; its BPDA variant declared."""
     from advbridge.defenses.detector import RejectingClassifier, SqueezeDetector, calibrate_threshold
+    from advbridge.experiments.defend.squeezers import own_squeezers
 
-    exact = SqueezeDetector(classifier, _own_squeezers(spec, "exact"))
+    exact = SqueezeDetector(classifier, own_squeezers(spec, "exact"))
     threshold = spec.threshold
     if threshold is None:
         if calibration is None:
             raise InvalidParameterError("expected calibration images (or a threshold) for the squeezing detector")
         threshold = calibrate_threshold(exact.scores(calibration), spec.fpr)
-    bpda = SqueezeDetector(classifier, _own_squeezers(spec, "bpda"))
+    bpda = SqueezeDetector(classifier, own_squeezers(spec, "bpda"))
     differentiable = RejectingClassifier(classifier, bpda.score, threshold, num_classes=classes).eval()
     return RejectingClassifier(classifier, exact.score, threshold, num_classes=classes, bpda=differentiable).eval()
 
