@@ -1,10 +1,15 @@
-"""The runner: everything that must be identical for every library.
+"""The runner: everything that must be identical for every library, and the one harness every attack runs through.
 
-For each (library, spec) it guards the model's train/eval mode and the caller's tensors, seeds every
-RNG (torch, numpy, random) with ``spec.seed``, counts forward and backward passes with module hooks
-(removed in ``finally``), times the call, then recomputes success on the same model (never trusting a
-library's flag) and checks the output: same shape/dtype/device, inside [0, 1] and, for budget attacks,
-inside the eps ball.
+:func:`measure_call` is the harness: the attacked module in eval mode (its mode restored), its forward and
+backward passes counted with module hooks (removed in ``finally``), the call timed, the output checked (same
+shape/dtype/device, finite, inside [0, 1], inside the eps ball of a budget attack, the caller's tensor untouched,
+the model still in eval mode). :func:`run_attack` runs a library's spec through it, seeding every RNG (torch,
+numpy, random) with ``spec.seed``, then recomputes success on the same model (never trusting a library's flag);
+:func:`run_batch_attack` runs an attack of ours (adaptive rows, audit remedies) through it.
+
+One library's attempt is one of three types (:data:`AttackResult`): :class:`Ran` (points measured, every
+per-sample tensor present; ``problems`` names the failed checks), :class:`Unsupported` (the library lacks the
+spec), :class:`Failed` (the library raised). ``status`` names the kind in the tables.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -68,34 +73,73 @@ class PassCounter:
         self._handles = []
 
 
-@dataclass
-class AttackResult:
-    """One library's run of one spec on one batch. Per-sample tensors are on the CPU.
-
-    ``clean_correct`` marks the samples an attack has to work on: correctly classified (untargeted) or
-    not already predicted as the target (targeted). ``success`` is recomputed on the model, from the
-    predicted classes ``clean_pred`` and ``adv_pred``.
-    """
+@dataclass(frozen=True, kw_only=True)
+class _Attempt:
+    """What every library's attempt at one spec on one batch has: who ran what, the wall time of the call and
+    the images through the model's forward and backward passes (0 when nothing ran)."""
 
     library: str
     version: str
     spec: AttackSpec
-    status: str  # "ok" | "unsupported" | "error" | "invalid"
-    reason: str = ""
-    x_adv: Tensor | None = None
-    clean_correct: Tensor | None = None
-    success: Tensor | None = None
-    clean_pred: Tensor | None = None
-    adv_pred: Tensor | None = None
-    l2: Tensor | None = None
-    linf: Tensor | None = None
     seconds: float = math.nan
     forward_images: int = 0
     backward_images: int = 0
 
+
+@dataclass(frozen=True, kw_only=True)
+class Ran(_Attempt):
+    """The attack returned points and the runner measured them. Per-sample tensors are on the CPU.
+
+    ``clean_correct`` marks the samples an attack has to work on: correctly classified (untargeted) or
+    not already predicted as the target (targeted). ``success`` is recomputed on the model, from the
+    predicted classes ``clean_pred`` and ``adv_pred``. ``problems``: the output checks it failed (shape,
+    range, eps ball, side effects), ``"; "``-joined; empty for a valid output.
+    """
+
+    x_adv: Tensor
+    clean_correct: Tensor
+    success: Tensor
+    clean_pred: Tensor
+    adv_pred: Tensor
+    l2: Tensor
+    linf: Tensor
+    problems: str = ""
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, or ``"invalid"`` when the output failed a check."""
+        return "invalid" if self.problems else "ok"
+
+    @property
+    def reason(self) -> str:
+        return self.problems
+
     @property
     def n(self) -> int:
-        return 0 if self.success is None else len(self.success)
+        return len(self.success)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unsupported(_Attempt):
+    """The library lacks the spec (``reason`` says what): nothing ran."""
+
+    reason: str
+    status: ClassVar[str] = "unsupported"
+    n: ClassVar[int] = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed(_Attempt):
+    """The library raised (``reason``: the exception): no points."""
+
+    reason: str
+    status: ClassVar[str] = "error"
+    n: ClassVar[int] = 0
+
+
+#: One library's run of one spec on one batch: points measured (:class:`Ran`, valid or not), or none
+#: (:class:`Unsupported`, :class:`Failed`). ``status`` names the kind in the tables: ok, invalid, unsupported, error.
+AttackResult = Ran | Unsupported | Failed
 
 
 def seed_everything(seed: int) -> None:
@@ -159,6 +203,57 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class BatchRun(NamedTuple):
+    """What :func:`measure_call` measured: the output, the images through the attacked module's forward and
+    backward passes, the wall time of the call, and the output checks it failed (``"; "``-joined, empty: none)."""
+
+    x_adv: Tensor
+    forward_images: int
+    backward_images: int
+    seconds: float
+    problems: str = ""
+
+
+def measure_call(
+    call: Callable[[], Tensor],
+    model: nn.Module,
+    x: Tensor,
+    *,
+    ball: tuple[str, float] | None = None,
+    during: Callable[[], AbstractContextManager] | None = None,
+) -> BatchRun:
+    """The harness every attack of compare, defend and audit runs through: ``call()`` (an attack on ``x``)
+    with ``model`` (the module it attacks) in eval mode and its train/eval mode restored afterwards, its forward
+    and backward passes counted with hooks (removed in ``finally``), the call timed (``during``: a context
+    entered around it only, such as the audit's path tracker), then the output checked: same
+    shape/dtype/device as ``x``, finite, inside [0, 1], inside the eps ``ball`` ``(norm, eps)`` when given,
+    the caller's ``x`` untouched, the model still in eval mode when the call returned. The RNGs are left as
+    they are (the caller seeds). An exception of ``call`` propagates.
+    """
+    x_before = x.clone()
+    was_training = model.training
+    model.eval()
+    counter = PassCounter().attach(model)
+    try:
+        synchronize(x.device)
+        start = time.perf_counter()
+        with nullcontext() if during is None else during():
+            x_adv = call().detach()
+        synchronize(x.device)
+        seconds = time.perf_counter() - start
+    finally:
+        counter.detach()
+        mode_after = model.training
+        model.train(was_training)
+    delta = (x_adv - x).flatten(1)
+    problems = output_problems(x, x_adv, ball, delta.norm(p=2, dim=1), delta.abs().amax(dim=1))
+    if not torch.equal(x, x_before):
+        problems.append("the attack modified the caller's input tensor")
+    if mode_after is not False:
+        problems.append("the model was not in eval mode when the attack returned")
+    return BatchRun(x_adv, counter.forward_images, counter.backward_images, seconds, "; ".join(problems))
+
+
 def run_attack(
     library: str | Adapter,
     model: nn.Module,
@@ -170,7 +265,8 @@ def run_attack(
     seed: int | None = None,
     during: Callable[[], AbstractContextManager] | None = None,
 ) -> AttackResult:
-    """Run ``spec`` with one library on ``(x, y)`` and measure it the same way for every library.
+    """Run ``spec`` with one library on ``(x, y)`` and measure it the same way for every library
+    (:func:`measure_call`), then judge it on the same model.
 
     Args:
         library: a name from :data:`bridge.adapters.LIBRARIES` or an :class:`Adapter`.
@@ -184,9 +280,8 @@ def run_attack(
             audit's path tracker records the attack's queries in it.
 
     Returns:
-        An :class:`AttackResult`; ``status`` is ``"unsupported"`` (with the reason) when the library
-        lacks the attack, ``"error"`` when the library raised, ``"invalid"`` when the output failed a
-        check (shape, range, eps ball, side effects), else ``"ok"``.
+        :class:`Unsupported` (with the reason) when the library lacks the attack, :class:`Failed` when the
+        library raised, else :class:`Ran` (its ``problems`` name the output checks it failed, if any).
     """
     adapter = get_adapter(library) if isinstance(library, str) else library
     check_images(x, in_chans=getattr(model, "in_chans", None))
@@ -194,70 +289,47 @@ def run_attack(
         with eval_mode(model), torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
     y = check_labels(y, len(x), num_classes=num_classes)
-    result = AttackResult(library=adapter.name, version=adapter.version(), spec=spec, status="ok")
+    who: dict[str, Any] = {"library": adapter.name, "version": adapter.version(), "spec": spec}
     reason = adapter.unsupported_reason(spec)
     if reason is not None:
-        result.status, result.reason = "unsupported", reason
-        return result
+        return Unsupported(**who, reason=reason)
 
-    was_training = model.training
-    x_before = x.clone()
-    model.eval()
-    counter = PassCounter().attach(model)
-    seed_everything(spec.seed if seed is None else seed)
+    classes = num_classes
+
+    def call() -> Tensor:
+        seed_everything(spec.seed if seed is None else seed)
+        return adapter.generate(model, x, y, spec, classes)
+
     try:
-        synchronize(x.device)
-        start = time.perf_counter()
-        with nullcontext() if during is None else during():
-            x_adv = adapter.generate(model, x, y, spec, num_classes)
-        synchronize(x.device)
-        result.seconds = time.perf_counter() - start
+        done = measure_call(call, model, x, ball=eps_ball(spec), during=during)
     except UnsupportedAttackError as exc:
-        result.status, result.reason = "unsupported", str(exc)
-        return result
+        return Unsupported(**who, reason=str(exc))
     except Exception as exc:  # a library's failure is a row of the table, not a crash of the comparison
         log.warning("%s failed on %s: %s", adapter.name, spec.attack, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        result.status, result.reason = "error", f"{type(exc).__name__}: {exc}"
-        return result
-    finally:
-        counter.detach()
-        mode_changed_to = model.training
-        model.train(was_training)
+        return Failed(**who, reason=f"{type(exc).__name__}: {exc}")
 
-    result.forward_images, result.backward_images = counter.forward_images, counter.backward_images
-    x_adv = x_adv.detach()
-    delta = (x_adv - x).flatten(1)
-    result.x_adv = x_adv.cpu()
-    result.l2 = delta.norm(p=2, dim=1).cpu()
-    result.linf = delta.abs().amax(dim=1).cpu()
-    result.clean_pred, result.adv_pred = predict(model, x).cpu(), predict(model, x_adv).cpu()
+    delta = (done.x_adv - x).flatten(1)
+    clean_pred, adv_pred = predict(model, x).cpu(), predict(model, done.x_adv).cpu()
     y = y.cpu()
-    # untargeted: correctly classified; targeted: not already predicted as the target
-    result.clean_correct = result.clean_pred != y if spec.targeted else result.clean_pred == y
-    result.success = is_success(result.adv_pred, y, spec.targeted)
-
-    problems = output_problems(x, x_adv, eps_ball(spec), result.l2, result.linf)
-    if not torch.equal(x, x_before):
-        problems.append("the attack modified the caller's input tensor")
-    if mode_changed_to is not False:
-        problems.append("the model was not in eval mode when the attack returned")
-    if problems:
-        result.status, result.reason = "invalid", "; ".join(problems)
-    return result
+    return Ran(
+        **who,
+        seconds=done.seconds,
+        forward_images=done.forward_images,
+        backward_images=done.backward_images,
+        x_adv=done.x_adv.cpu(),
+        # untargeted: correctly classified; targeted: not already predicted as the target
+        clean_correct=clean_pred != y if spec.targeted else clean_pred == y,
+        success=is_success(adv_pred, y, spec.targeted),
+        clean_pred=clean_pred,
+        adv_pred=adv_pred,
+        l2=delta.norm(p=2, dim=1).cpu(),
+        linf=delta.abs().amax(dim=1).cpu(),
+        problems=done.problems,
+    )
 
 
 class InvalidOutputError(RuntimeError):
     """An attack's output failed the runner's checks (shape, range, eps ball, side effects)."""
-
-
-class BatchRun(NamedTuple):
-    """What :func:`run_batch_attack` measured: the output, the images through the attacked module's forward and
-    backward passes, and the wall time of the attack's call."""
-
-    x_adv: Tensor
-    forward_images: int
-    backward_images: int
-    seconds: float
 
 
 def run_batch_attack(
@@ -270,32 +342,17 @@ def run_batch_attack(
     ball: tuple[str, float] | None = None,
 ) -> BatchRun:
     """An attack of ours that is no library's spec (an adaptive attack, an audit remedy:
-    ``attack(x, y, seed) -> x_adv``), measured as :func:`run_attack` measures a library's: ``model`` (the module
-    it attacks) in eval mode for the call and its mode restored, its forward and backward passes counted, the
-    call timed, the output checked (shape, [0, 1], the eps ``ball`` ``(norm, eps)`` when given, the caller's
-    ``x`` untouched). The RNGs are left as they are (the caller seeds: :func:`experiments.sharding.sharded_adversarial`).
+    ``attack(x, y, seed) -> x_adv``) through the same harness as a library's (:func:`measure_call`, on
+    ``model``, the module it attacks). The RNGs are left as they are (the caller seeds:
+    :func:`experiments.sharding.sharded_adversarial`).
 
     Raises:
         InvalidOutputError: naming every failed check.
     """
-    x_before = x.clone()
-    counter = PassCounter().attach(model)
-    try:
-        synchronize(x.device)
-        start = time.perf_counter()
-        with eval_mode(model):
-            x_adv = attack(x, y, seed).detach()
-        synchronize(x.device)
-        seconds = time.perf_counter() - start
-    finally:
-        counter.detach()
-    delta = (x_adv - x).flatten(1)
-    problems = output_problems(x, x_adv, ball, delta.norm(p=2, dim=1), delta.abs().amax(dim=1))
-    if not torch.equal(x, x_before):
-        problems.append("the attack modified the caller's input tensor")
-    if problems:
-        raise InvalidOutputError("; ".join(problems))
-    return BatchRun(x_adv, counter.forward_images, counter.backward_images, seconds)
+    done = measure_call(lambda: attack(x, y, seed), model, x, ball=ball)
+    if done.problems:
+        raise InvalidOutputError(done.problems)
+    return done
 
 
 def warm_up(model: nn.Module, x: Tensor, y: Tensor) -> None:

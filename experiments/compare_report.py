@@ -19,12 +19,11 @@ from torch import Tensor
 
 from advbridge.bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from advbridge.bridge.provenance import provenance
-from advbridge.bridge.runner import AttackResult
+from advbridge.bridge.runner import AttackResult, Ran
 from advbridge.bridge.spec import AttackSpec
 from advbridge.experiments.audit.optimality import samples_table
 from advbridge.experiments.compare_table import COLUMNS, sample_distances
 from advbridge.experiments.minimal import MINIMAL_FIGURE_TAILS, save_minimal_figures
-from advbridge.experiments.progress import measured
 
 log = logging.getLogger("advbridge.experiments.compare")  # the command's logger, as before the split
 
@@ -109,7 +108,7 @@ def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path | Ou
     import matplotlib.pyplot as plt
 
     prefix = OutputPrefix.of(out)
-    ok = [r for r in results if r.x_adv is not None]
+    ok = [r for r in results if isinstance(r, Ran)]
     k = min(n_images, len(x))
     fig, axes = plt.subplots(1 + 2 * len(ok), k, figsize=(1.9 * k, 1.9 * (1 + 2 * len(ok))), squeeze=False)
 
@@ -121,18 +120,17 @@ def save_figure(results: Sequence[AttackResult], x: Tensor, out: str | Path | Ou
         ax.set_title(title, fontsize=7)
         ax.set_xlabel(label, fontsize=7)
 
-    runs = [(r.library, measured(r)) for r in ok]
-    clean_pred = runs[0][1].clean_pred if runs else None
+    clean_pred = ok[0].clean_pred if ok else None
     for j in range(k):
         show(axes[0, j], x[j], "clean", f"pred {int(clean_pred[j])}" if clean_pred is not None else "")
-        for i, (library, t) in enumerate(runs):
+        for i, t in enumerate(ok):
             delta = t.x_adv[j] - x[j]
             scale = float(delta.abs().max()) or 1.0
             label = f"L2 {float(delta.norm()):.3g}  L∞ {float(delta.abs().max()):.3g}"
             mark = " ✓" if bool(t.success[j] & t.clean_correct[j]) else ""
             label = f"{int(t.clean_pred[j])}→{int(t.adv_pred[j])}{mark}\n{label}"
-            show(axes[1 + 2 * i, j], t.x_adv[j], f"{library} adv", label)
-            show(axes[2 + 2 * i, j], 0.5 + delta / (2 * scale), f"{library} δ (×{0.5 / scale:.0f})")
+            show(axes[1 + 2 * i, j], t.x_adv[j], f"{t.library} adv", label)
+            show(axes[2 + 2 * i, j], 0.5 + delta / (2 * scale), f"{t.library} δ (×{0.5 / scale:.0f})")
     fig.tight_layout()
     path = prefix.file(FIGURE_TAIL)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
@@ -163,7 +161,7 @@ def write_compare(
     """Write one ``compare`` run's files under ``prefix`` (see :func:`~advbridge.experiments.compare.run_compare`);
     returns their paths."""
     minimal = grid is not None and not grid.empty
-    ok = [r for r in results if r.success is not None]
+    ok = [r for r in results if isinstance(r, Ran)]
     samples = bool(ok) and not ok[0].spec.targeted
     tails = [*TABLE_TAILS.values(), *((SAMPLES_TAIL,) if samples else ()), FIGURE_TAIL,
              *((*EPS_TAILS.values(), *MINIMAL_FIGURE_TAILS) if minimal else ())]  # fmt: skip

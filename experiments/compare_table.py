@@ -15,10 +15,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from advbridge.bridge.runner import AttackResult
+from advbridge.bridge.runner import AttackResult, Ran
 from advbridge.experiments.audit.optimality import optimality_table
 from advbridge.experiments.minimal import WORST_CASE, library_envelope, norms_of
-from advbridge.experiments.progress import measured
 
 COLUMNS = [
     "library",
@@ -56,34 +55,33 @@ def result_row(result: AttackResult, reference: AttackResult | None) -> dict[str
     """One table row for ``result``; agreement columns compare with ``reference`` (the own row)."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
     row.update(library=result.library, version=result.version, status=result.status, reason=result.reason, n=result.n)
-    if result.success is None:
+    if not isinstance(result, Ran):
         return row
-    tensors = measured(result)
-    correct, success = tensors.clean_correct, tensors.success
+    correct, success = result.clean_correct, result.success
     fooled = correct & success
     row.update(
         clean_acc=float(correct.float().mean()),
         success_rate=float(fooled.sum() / correct.sum()) if correct.any() else math.nan,
         robust_acc=math.nan if result.spec.targeted else float((correct & ~success).float().mean()),
-        median_l2=_median(tensors.l2[fooled]),
-        mean_l2=_mean(tensors.l2[fooled]),
-        median_linf=_median(tensors.linf[fooled]),
-        mean_linf=_mean(tensors.linf[fooled]),
+        median_l2=_median(result.l2[fooled]),
+        mean_l2=_mean(result.l2[fooled]),
+        median_linf=_median(result.linf[fooled]),
+        mean_linf=_mean(result.linf[fooled]),
         seconds=result.seconds,
         images_per_s=result.n / result.seconds if result.seconds > 0 else math.nan,
         forward_per_image=result.forward_images / result.n,
         backward_per_image=result.backward_images / result.n,
     )
-    if reference is not None and reference.x_adv is not None:
-        own = measured(reference)
-        row["max_abs_diff_vs_own"] = float((tensors.x_adv - own.x_adv).abs().max())
+    if isinstance(reference, Ran):
+        own = reference
+        row["max_abs_diff_vs_own"] = float((result.x_adv - own.x_adv).abs().max())
         row["success_agreement_vs_own"] = float((success == own.success).float().mean())
     return row
 
 
-def worst_case_row(ok: Sequence[AttackResult], best: Tensor) -> dict[str, Any]:
+def worst_case_row(ok: Sequence[Ran], best: Tensor) -> dict[str, Any]:
     """The per-sample best ``best`` over the libraries that ran (``ok``), as a table row."""
-    correct = measured(ok[0]).clean_correct
+    correct = ok[0].clean_correct
     broken = torch.isfinite(best)
     row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
     column = "linf" if ok[0].spec.norm.value == "Linf" else "l2"
@@ -101,14 +99,11 @@ def worst_case_row(ok: Sequence[AttackResult], best: Tensor) -> dict[str, Any]:
     return row
 
 
-def sample_distances(results: Sequence[AttackResult]) -> pd.DataFrame:
+def sample_distances(results: Sequence[Ran]) -> pd.DataFrame:
     """Per sample (rows) and library (columns): the norm of its adversarial example in the threat model, 0 for a
     sample misclassified before the attack, ``inf`` where it failed (AttackBench's convention)."""
     return pd.DataFrame(
-        {
-            r.library: torch.where(measured(r).clean_correct, norms_of(r), torch.zeros(r.n)).double().numpy()
-            for r in results
-        }
+        {r.library: torch.where(r.clean_correct, norms_of(r), torch.zeros(r.n)).double().numpy() for r in results}
     )
 
 
@@ -118,11 +113,11 @@ def summary_table(results: Sequence[AttackResult], context: dict[str, Any] | Non
     For minimal-norm attacks a ``worst-case`` row is added and ``best_count`` says on how many samples
     each library found the smallest perturbation (within 0.1 %).
     """
-    reference = next((r for r in results if r.library == "own" and r.x_adv is not None), None)
+    reference = next((r for r in results if r.library == "own" and isinstance(r, Ran)), None)
     rows = [result_row(r, reference) for r in results]
-    ok = [r for r in results if r.success is not None]
+    ok = [r for r in results if isinstance(r, Ran)]
     if ok and not ok[0].spec.targeted:
-        scores = optimality_table(sample_distances(ok), float(measured(ok[0]).clean_correct.double().mean()))
+        scores = optimality_table(sample_distances(ok), float(ok[0].clean_correct.double().mean()))
         for row in rows:
             row["optimality"] = scores.get(row["library"], math.nan)
     if ok and ok[0].spec.minimal:

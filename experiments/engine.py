@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advbridge.bridge.runner import InvalidOutputError, eps_ball, predict, run_batch_attack, warm_up
+from advbridge.bridge.runner import AttackResult, InvalidOutputError, Ran, eps_ball, predict, run_batch_attack, warm_up
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.defenses.detector import detection_metrics
 from advbridge.experiments import flags
@@ -161,14 +161,14 @@ class TransferAttacks:
     ) -> None:
         self.classifier, self.x, self.y, self.attack, self.num_classes = classifier, x, y, attack, num_classes
         self.batch_size = batch_size
-        self.results: dict = {}
+        self.results: dict[str, AttackResult] = {}
 
-    def __call__(self, library: str):
+    def __call__(self, library: str) -> AttackResult:
         if library not in self.results:
             self.results[library] = self.on(library, self.classifier)
         return self.results[library]
 
-    def on(self, library: str, model: nn.Module):
+    def on(self, library: str, model: nn.Module) -> AttackResult:
         """The same attack, images and batches by ``library`` on another ``model`` (not kept): the white-box
         rows. By attack batch, each on its rank under torchrun."""
         return sharded_run_attack(
@@ -358,7 +358,7 @@ def _evaluate_subject(subject: Subject, transfer: TransferAttacks, out: Evaluate
                 result = transfer.on(row.attack_library, row.target)
             else:
                 raise ValueError(f"row {row.mode} {row.attack_library}: expected transfer, target or run")
-            if result.status != "ok":
+            if not isinstance(result, Ran) or result.problems:
                 cell.status, cell.reason = result.status, result.reason
                 continue
             x_adv = result.x_adv
@@ -381,10 +381,10 @@ def _adaptive(
     ball = None if within_budget else eps_ball(attack)
 
     def checked(xb: Tensor, yb: Tensor, seed: int) -> Tensor:
-        x_adv, fwd, bwd, _ = run_batch_attack(run, counted, xb, yb, seed, ball=ball)
-        passes[0] += fwd
-        passes[1] += bwd
-        return x_adv
+        done = run_batch_attack(run, counted, xb, yb, seed, ball=ball)
+        passes[0] += done.forward_images
+        passes[1] += done.backward_images
+        return done.x_adv
 
     x_adv = sharded_adversarial(checked, x, y, seed=attack.seed, batch_size=batch_size)
     return x_adv, (passes[0], passes[1])

@@ -17,9 +17,8 @@ import torch
 from torch import Tensor
 
 from advbridge.bridge.io import OutputPrefix, atomic_write
-from advbridge.bridge.runner import AttackResult
+from advbridge.bridge.runner import AttackResult, Ran
 from advbridge.experiments.core.reductions import best_counts, robust_accuracy_at
-from advbridge.experiments.progress import measured
 
 #: Multiples of the dataset's standard budget used when no ``--eps-grid`` is given.
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -30,28 +29,27 @@ WORST_CASE = "worst-case"
 MINIMAL_FIGURE_TAILS = ("-robust.png", "-norms.png")
 
 
-def norms_of(result: AttackResult) -> Tensor:
+def norms_of(result: Ran) -> Tensor:
     """Per-sample norm in the spec's threat model: ∞ where the attack failed or the sample was wrong."""
-    tensors = measured(result)
-    dist = tensors.linf if result.spec.norm.value == "Linf" else tensors.l2
-    return torch.where(tensors.clean_correct & tensors.success, dist, torch.full_like(dist, math.inf))
+    dist = result.linf if result.spec.norm.value == "Linf" else result.l2
+    return torch.where(result.clean_correct & result.success, dist, torch.full_like(dist, math.inf))
 
 
 def library_envelope(results: Sequence[AttackResult]) -> tuple[Tensor, dict[str, int]]:
     """Per-sample smallest successful norm over libraries (the worst case,
     :func:`~advbridge.experiments.core.reductions.best_counts`), and on how many samples each library reached it
     (within :data:`~advbridge.experiments.core.reductions.BEST_RTOL`; ties count for every library)."""
-    ok = [r for r in results if r.success is not None]
+    ok = [r for r in results if isinstance(r, Ran)]
     best, reached = best_counts(torch.stack([norms_of(r) for r in ok]))
     return best, {r.library: int(reached[i].sum()) for i, r in enumerate(ok)}
 
 
 def eps_grid_table(results: Sequence[AttackResult], eps_grid: Sequence[float]) -> pd.DataFrame:
     """Robust accuracy at each eps of ``eps_grid``, one row per library plus the worst case."""
-    ok = [r for r in results if r.success is not None]
+    ok = [r for r in results if isinstance(r, Ran)]
     if not ok:
         return pd.DataFrame()
-    clean_correct = measured(ok[0]).clean_correct
+    clean_correct = ok[0].clean_correct
     rows = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, library_envelope(ok)[0])]
     data = {lib: [robust_accuracy_at(n, clean_correct, e) for e in eps_grid] for lib, n in rows}
     table = pd.DataFrame(data, index=pd.Index(eps_grid, name="eps")).T
@@ -68,7 +66,7 @@ def save_minimal_figures(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in results if r.success is not None]
+    ok = [r for r in results if isinstance(r, Ran)]
     norm = ok[0].spec.norm.value
     prefix = OutputPrefix.of(out)
     robust_path, hist_path = prefix.files(MINIMAL_FIGURE_TAILS)
@@ -78,7 +76,7 @@ def save_minimal_figures(
     xs = torch.linspace(0, max(finite_max, max(eps_grid)) * 1.05, 200)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     curves = [(r.library, norms_of(r)) for r in ok] + [(WORST_CASE, library_envelope(ok)[0])]
-    clean_correct = measured(ok[0]).clean_correct
+    clean_correct = ok[0].clean_correct
     for library, n in curves:
         ys = [robust_accuracy_at(n, clean_correct, float(e)) for e in xs]
         ax.plot(xs, ys, label=library, linestyle="--" if library == WORST_CASE else "-")

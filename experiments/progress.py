@@ -13,17 +13,16 @@ import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import Tensor
 
 from advbridge.bridge.errors import CheckpointError
 from advbridge.bridge.io import atomic_write, atomic_write_text, read_json
-from advbridge.bridge.runner import AttackResult
+from advbridge.bridge.runner import AttackResult, Failed, Ran, Unsupported
 from advbridge.bridge.spec import AttackSpec
 
 log = logging.getLogger(__name__)
@@ -83,21 +82,27 @@ class ProgressStore:
         except Exception as exc:  # a corrupt part is recomputed, never trusted
             log.warning("ignoring unreadable progress file %s: %s", path, exc)
             return None
-        result = AttackResult(library=meta["library"], version=meta["version"], spec=spec, status=meta["status"])
-        result.reason = meta["reason"]
-        for name in _NUMBERS:
-            setattr(result, name, type(getattr(result, name))(float(meta[name])))
-        for name in _TENSORS:
-            if name in tensors:
-                setattr(result, name, tensors[name])
-        return result
+        who: dict[str, Any] = {"library": meta["library"], "version": meta["version"], "spec": spec}
+        who.update(seconds=float(meta["seconds"]))
+        who.update({name: int(float(meta[name])) for name in ("forward_images", "backward_images")})
+        status = meta["status"]
+        if status in ("ok", "invalid") and all(name in tensors for name in _TENSORS):
+            problems = meta["reason"] if status == "invalid" else ""
+            points: dict[str, Any] = {name: tensors[name] for name in _TENSORS}
+            return Ran(**who, **points, problems=problems)
+        if status == "unsupported":
+            return Unsupported(**who, reason=meta["reason"])
+        if status == "error":
+            return Failed(**who, reason=meta["reason"])
+        log.warning("ignoring progress file %s: status %r without its tensors", path, status)
+        return None
 
     def save(self, batch: int, result: AttackResult) -> None:
-        tensors = {
-            n: getattr(result, n).detach().cpu().contiguous() for n in _TENSORS if getattr(result, n) is not None
-        }
-        if not tensors:
-            tensors = {"empty": torch.zeros(0)}
+        tensors = (
+            {n: getattr(result, n).detach().cpu().contiguous() for n in _TENSORS}
+            if isinstance(result, Ran)
+            else {"empty": torch.zeros(0)}
+        )
         meta = {"library": result.library, "version": result.version, "status": result.status, "reason": result.reason}
         meta.update({n: repr(float(getattr(result, n))) for n in _NUMBERS})
         atomic_write(self._path(result.library, batch), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
@@ -106,45 +111,21 @@ class ProgressStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class Measured(NamedTuple):
-    """The per-sample tensors of a result that ran: the runner sets them all at once, :meth:`ProgressStore.load`
-    and :func:`merge_results` keep them together."""
-
-    x_adv: Tensor
-    clean_correct: Tensor
-    success: Tensor
-    clean_pred: Tensor
-    adv_pred: Tensor
-    l2: Tensor
-    linf: Tensor
-
-
-def measured(result: AttackResult) -> Measured:
-    """``result``'s per-sample tensors, for a result that ran (``success`` set: status ``ok`` or ``invalid``);
-    ``ValueError`` for one that did not (``unsupported``, ``error``)."""
-    x_adv, clean_correct, success = result.x_adv, result.clean_correct, result.success
-    clean_pred, adv_pred, l2, linf = result.clean_pred, result.adv_pred, result.l2, result.linf
-    if (x_adv is None or clean_correct is None or success is None or clean_pred is None or adv_pred is None
-            or l2 is None or linf is None):  # fmt: skip
-        raise ValueError(f"{result.library} ran no attack ({result.status}): it has no per-sample tensors")
-    return Measured(x_adv, clean_correct, success, clean_pred, adv_pred, l2, linf)
-
-
 def merge_results(parts: Sequence[AttackResult]) -> AttackResult:
-    """One library's per-batch results as one result (tensors concatenated, times and passes summed)."""
+    """One library's per-batch results as one result (tensors concatenated, times and passes summed): unsupported
+    if any batch was, else failed if any batch raised, else the batches' points (invalid if any batch was)."""
     first = parts[0]
-    merged = AttackResult(library=first.library, version=first.version, spec=first.spec, status="ok")
-    for status in ("unsupported", "error", "invalid"):
-        bad = [p for p in parts if p.status == status]
+    who: dict[str, Any] = {"library": first.library, "version": first.version, "spec": first.spec}
+    who.update(
+        seconds=sum(p.seconds for p in parts),
+        forward_images=sum(p.forward_images for p in parts),
+        backward_images=sum(p.backward_images for p in parts),
+    )
+    for kind in (Unsupported, Failed):
+        bad = [p.reason for p in parts if isinstance(p, kind)]
         if bad:
-            merged.status = status
-            merged.reason = "; ".join(dict.fromkeys(p.reason for p in bad))
-            break
-    merged.seconds = sum(p.seconds for p in parts)
-    merged.forward_images = sum(p.forward_images for p in parts)
-    merged.backward_images = sum(p.backward_images for p in parts)
-    if merged.status in ("ok", "invalid") and all(p.x_adv is not None for p in parts):
-        for name in _TENSORS:
-            if all(getattr(p, name) is not None for p in parts):
-                setattr(merged, name, torch.cat([getattr(p, name) for p in parts]))
-    return merged
+            return kind(**who, reason="; ".join(dict.fromkeys(bad)))
+    ran = [p for p in parts if isinstance(p, Ran)]  # every part: none is unsupported or failed
+    problems = "; ".join(dict.fromkeys(p.problems for p in ran if p.problems))
+    points: dict[str, Any] = {name: torch.cat([getattr(p, name) for p in ran]) for name in _TENSORS}
+    return Ran(**who, **points, problems=problems)

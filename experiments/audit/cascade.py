@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advbridge.bridge.adapters.torchattacks import TorchattacksAdapter
-from advbridge.bridge.runner import eval_mode, predict, run_attack, run_batch_attack, seed_everything
+from advbridge.bridge.runner import Ran, eval_mode, predict, run_attack, run_batch_attack, seed_everything
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.experiments.audit.results import NAIVE, AuditConfig, AuditRow
 from advbridge.experiments.audit.systems import unbounded_eps
@@ -75,10 +75,9 @@ class Cascade:
         result = run_attack(library, tracker, self.x, self.y, spec, num_classes=self.outputs, during=tracker.record)
         row.seconds = result.seconds
         row.hook_forward, row.hook_backward = result.forward_images, result.backward_images
-        if result.status != "ok":
+        if not isinstance(result, Ran) or result.problems:
             row.status, row.reason = result.status, result.reason
             return row
-        assert result.x_adv is not None  # an ok result carries its points
         return self.finish(row, tracker, result.x_adv.to(self.x.device), eps)
 
     def own_row(

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from advbridge.bridge.adapters import Adapter
 from advbridge.bridge.adapters.own import OwnAdapter
 from advbridge.bridge.provenance import git_revision
-from advbridge.bridge.runner import predict, run_attack
+from advbridge.bridge.runner import Ran, predict, run_attack
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.experiments.bench.report import output_prefix, print_and_save, user_errors_exit_2
 from advbridge.experiments.workload import load_workload
@@ -89,9 +89,8 @@ class Reference(NamedTuple):
 
 def _reference(library: str | Adapter, model: nn.Module, x: Tensor, labels: Tensor, spec: AttackSpec) -> Reference:
     result = run_attack(library, model, x, labels, spec, num_classes=10)
-    if result.status != "ok":
+    if not isinstance(result, Ran) or result.problems:
         raise RuntimeError(f"{library} {spec.attack}: {result.status} {result.reason}")
-    assert result.x_adv is not None and result.success is not None  # an ok result carries both
     return Reference(result.x_adv, result.success)
 
 

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from advbridge.bridge.adapters import LIBRARIES, get_adapter
 from advbridge.bridge.errors import InvalidParameterError, check_name
 from advbridge.bridge.io import OutputPrefix, atomic_write_text
-from advbridge.bridge.runner import run_attack, synchronize
+from advbridge.bridge.runner import Ran, run_attack, synchronize
 from advbridge.bridge.spec import AttackSpec, Norm, standard_eps
 from advbridge.experiments.bench import memory
 from advbridge.experiments.requests import BenchRequest, Outcome
@@ -216,7 +216,7 @@ def benchmark(
                     before = reset_peak_memory(device)
                     r = run_attack(library, work.model, work.x, work.y, spec, num_classes=work.info.num_classes)
                     peak = peak_memory(device) - before
-                    if r.status != "ok" or r.success is None or r.x_adv is None:  # (an ok result has both)
+                    if not isinstance(r, Ran) or r.problems:
                         log.warning("%s %s: %s %s", library, key, r.status, r.reason)
                         continue
                     best[library] = min(best.get(library, math.inf), r.seconds)

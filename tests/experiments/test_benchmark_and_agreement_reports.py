@@ -6,10 +6,21 @@ import pandas as pd
 import pytest
 import torch
 
+from advbridge.bridge.runner import Ran
 from advbridge.cli import main as cli_main
 from advbridge.experiments.bench import memory
 from advbridge.experiments.bench.agreement import agreement_table
 from advbridge.experiments.bench.attacks import bench_spec, benchmark, pass_seconds, target_lines
+
+
+def _ran(library: str, spec, xs: torch.Tensor, x_adv: torch.Tensor, seconds: float) -> Ran:
+    """A bench run's result as the runner returns it: every sample correct and fooled, one pass each way."""
+    n, yes = len(xs), torch.ones(len(xs), dtype=torch.bool)
+    zeros = torch.zeros(n)
+    return Ran(
+        library=library, version="0", spec=spec, seconds=seconds, forward_images=n, backward_images=n, x_adv=x_adv,
+        clean_correct=yes, success=yes, clean_pred=zeros.long(), adv_pred=zeros.long() + 1, l2=zeros, linf=zeros,
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -65,19 +76,12 @@ def test_floor_runs_its_first_pass_on_the_clean_images_and_the_rest_on_the_retur
 @pytest.mark.slow
 def test_floor_later_passes_run_on_owns_images_whatever_the_order(mnist_workload, monkeypatch):
     """One set of images per attack for the floor: own's, whichever library a round ran first."""
-    from types import SimpleNamespace
-
     import advbridge.experiments.bench.attacks as bench
 
-    n = len(mnist_workload.x)
     marks = {"own": 0.25, "foolbox": 0.5, "advlib": 0.75}
 
     def fake_run(library, model, xs, ys, spec, num_classes):
-        return SimpleNamespace(
-            status="ok", reason="", version="0", seconds=9.0, x_adv=torch.full_like(xs, marks[library]),
-            success=torch.ones(n, dtype=torch.bool), clean_correct=torch.ones(n, dtype=torch.bool),
-            forward_images=n, backward_images=n,
-        )  # fmt: skip
+        return _ran(library, spec, xs, torch.full_like(xs, marks[library]), seconds=9.0)
 
     seen = []
 
@@ -98,20 +102,13 @@ def test_floor_later_passes_run_on_owns_images_whatever_the_order(mnist_workload
 def test_the_floor_is_timed_right_after_own_and_its_best_round_kept(mnist_workload, monkeypatch):
     """Own and the passes it needs, back to back in every round (the machine's speed drifts); the floor of the
     round with the fastest forward + backward pair prices every row."""
-    from types import SimpleNamespace
-
     import advbridge.experiments.bench.attacks as bench
 
-    n = len(mnist_workload.x)
     events, floors = [], iter([(0.3, 0.3), (0.1, 0.4), (0.2, 0.2)])
 
     def fake_run(library, model, xs, ys, spec, num_classes):
         events.append(library)
-        return SimpleNamespace(
-            status="ok", reason="", version="0", seconds=9.0, x_adv=xs.clone(),
-            success=torch.ones(n, dtype=torch.bool), clean_correct=torch.ones(n, dtype=torch.bool),
-            forward_images=n, backward_images=n,
-        )  # fmt: skip
+        return _ran(library, spec, xs, xs.clone(), seconds=9.0)
 
     def fake_floor(model, xs, ys, passes, later=None):
         events.append("floor")
@@ -130,19 +127,13 @@ def test_the_floor_is_timed_right_after_own_and_its_best_round_kept(mnist_worklo
 def test_a_short_attack_runs_more_rounds_until_own_was_timed_long_enough(mnist_workload, monkeypatch):
     """Best of a few 0.2 s windows is noise on a drifting machine: more rounds until own's runs add up to
     ``min_seconds``, never fewer than ``repeats``, never more than MAX_ROUNDS."""
-    from types import SimpleNamespace
-
     import advbridge.experiments.bench.attacks as bench
 
-    n, runs, seconds = len(mnist_workload.x), [], {}
+    runs, seconds = [], {}
 
     def fake_run(library, model, xs, ys, spec, num_classes):
         runs.append(library)
-        return SimpleNamespace(
-            status="ok", reason="", version="0", seconds=seconds[library], x_adv=xs.clone(),
-            success=torch.ones(n, dtype=torch.bool), clean_correct=torch.ones(n, dtype=torch.bool),
-            forward_images=n, backward_images=n,
-        )  # fmt: skip
+        return _ran(library, spec, xs, xs.clone(), seconds=seconds[library])
 
     monkeypatch.setattr(bench, "run_attack", fake_run)
     monkeypatch.setattr(bench, "pass_seconds", lambda *a, **k: (1.0, 1.0))
@@ -166,11 +157,8 @@ def test_a_short_attack_runs_more_rounds_until_own_was_timed_long_enough(mnist_w
 def test_peak_memory_is_the_least_round_and_time_the_fastest(mnist_workload, monkeypatch):
     """Heap fragmentation only adds pages to a run's peak: each library keeps its leanest round's peak,
     whichever round that is, as it keeps its fastest round's time."""
-    from types import SimpleNamespace
-
     import advbridge.experiments.bench.attacks as bench
 
-    n = len(mnist_workload.x)
     rounds = {
         "own": iter([(3.0, 300.0), (2.0, 250.0), (4.0, 280.0)]),
         "foolbox": iter([(5.0, 200.0), (6.0, 260.0), (7.0, 240.0)]),
@@ -179,11 +167,7 @@ def test_peak_memory_is_the_least_round_and_time_the_fastest(mnist_workload, mon
 
     def fake_run(library, model, xs, ys, spec, num_classes):
         seconds, level["peak"] = next(rounds[library])
-        return SimpleNamespace(
-            status="ok", reason="", version="0", seconds=seconds, x_adv=xs.clone(),
-            success=torch.ones(n, dtype=torch.bool), clean_correct=torch.ones(n, dtype=torch.bool),
-            forward_images=n, backward_images=n,
-        )  # fmt: skip
+        return _ran(library, spec, xs, xs.clone(), seconds=seconds)
 
     monkeypatch.setattr(bench, "run_attack", fake_run)
     monkeypatch.setattr(bench, "pass_seconds", lambda *a, **k: (1.0, 1.0))

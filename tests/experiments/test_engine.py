@@ -29,7 +29,8 @@ def test_an_adaptive_attack_is_counted_and_checked_like_a_librarys():
             delta = (delta + 0.01 * grad.sign()).detach().requires_grad_(True)
         return (xb + delta).clamp(0, 1)
 
-    x_adv, forward, backward, seconds = run_batch_attack(two_steps, model, x, y, 0, ball=("Linf", 0.05))
+    x_adv, forward, backward, seconds, problems = run_batch_attack(two_steps, model, x, y, 0, ball=("Linf", 0.05))
+    assert problems == ""
     assert (forward, backward) == (10, 10) and x_adv.shape == x.shape and seconds > 0
     with pytest.raises(InvalidOutputError, match=r"outside the eps ball: max Linf 0\.02 > 0\.01"):
         run_batch_attack(two_steps, model, x, y, 0, ball=("Linf", 0.01))
