@@ -45,6 +45,7 @@ def workload_of(request: WorkloadRequest) -> Workload:
         image_size=request.image_size,
         num_classes=request.num_classes,
         device=parse_device(request.device),
+        logits=getattr(request, "logits", None),  # audit's --logits (a model with several outputs)
         **request.train_options(),
     )
 

@@ -56,6 +56,7 @@ def load_workload(
     std: Sequence[float] | None = None,
     image_size: int | None = None,
     num_classes: int | None = None,
+    logits: str | int | None = None,
     **train_options: Any,
 ) -> Workload:
     """Load (or train and cache) ``model`` for ``dataset`` and ``n`` seeded test images.
@@ -69,7 +70,9 @@ def load_workload(
     ``mean``/``std`` its normalization when it has none inside), and/or ``checkpoint`` a weights file loaded
     strictly into it (or into the timm model ``model``) — see :mod:`advbridge.zoo.user_models`. ``image_size``
     resizes the images (and is the trained model's input side); ``num_classes``, for a user's model only, the
-    number of logits it returns when more than the dataset's classes (default: the dataset's).
+    number of logits it returns when more than the dataset's classes (default: the dataset's); ``logits``, for a
+    user's model with several outputs (a tuple or dict), the index or key of its logits
+    (:func:`~advbridge.bridge.logits.select_logits`).
     """
     info = dataset_info(dataset, data_root=data_root, image_size=image_size)
     if num_classes is not None:
@@ -85,7 +88,7 @@ def load_workload(
         info = replace(info, num_classes=num_classes)
     if is_factory(model) or _is_file(checkpoint):
         return _user_workload(info, model, checkpoint, n=n, seed=seed, data_root=data_root, device=device,
-                              mean=mean, std=std, **train_options)  # fmt: skip
+                              mean=mean, std=std, logits=logits, **train_options)  # fmt: skip
     if mean is not None or std is not None:
         raise InvalidParameterError("expected --mean/--std only with a user model (--model file.py:factory)")
     if checkpoint is not None:
@@ -116,7 +119,7 @@ def _is_file(checkpoint: str | os.PathLike | None) -> bool:
 
 
 def _user_workload(info: DatasetInfo, model: str | None, checkpoint, *, n: int, seed: int, data_root, device,
-                   mean, std, **train_options: Any) -> Workload:  # fmt: skip
+                   mean, std, logits: str | int | None = None, **train_options: Any) -> Workload:  # fmt: skip
     """A user's model (factory or timm name) with its weights file, never trained; checked against the dataset
     (classes, image shape) and given a card with its clean accuracy on the evaluated images."""
     from advbridge.zoo.models import create_classifier
@@ -145,6 +148,10 @@ def _user_workload(info: DatasetInfo, model: str | None, checkpoint, *, n: int, 
     x, y = load_tensors(info.name, split="test", n=n, data_root=data_root, seed=seed, image_size=info.image_size)
     dev = torch.device(device) if device is not None else default_device()
     net, x, y = net.to(dev).eval(), x.to(dev), y.to(dev)
+    if logits is not None:  # the logits of a model with several outputs (a model returning a tensor: unchanged)
+        from advbridge.bridge.logits import select_logits
+
+        net = select_logits(net, logits, x[:1], name=card["model"])
     card["accuracy"], _ = check_user_model(net, x, y, card["model"], info.num_classes, info.name)
     card.update(num_classes=info.num_classes, accuracy_on=f"the {len(x)} evaluated test images")
     warn_if_failed(card, card["model"])
@@ -164,6 +171,13 @@ def check_user_model(
                 f"expected {name} to take {data} images {tuple(x.shape[1:])} in [0, 1], it raised "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+        if not isinstance(logits, Tensor):  # several outputs: the audit picks the logits (bridge.logits)
+            from advbridge.bridge.logits import accepted_choices, output_kind
+
+            raise InvalidParameterError(
+                f"expected {name} to return a logits tensor (N, K), got {output_kind(logits)}; choose the logits "
+                f"with --logits KEY_OR_INDEX (audit; API: logits=), one of {', '.join(accepted_choices(logits))}"
+            )
         if logits.dim() != 2 or (num_classes is not None and logits.shape[1] != num_classes):
             expected = f"{num_classes} logits per image" if num_classes is not None else "logits (N, K)"
             raise InvalidParameterError(f"expected {name} to return {expected} for {data}, got {tuple(logits.shape)}")
