@@ -23,7 +23,9 @@ Semantic differences:
 - AutoAttack (:meth:`TorchattacksAdapter.autoattack`, used by ``defend`` against adversarial training):
   ``AutoAttack(version="standard")`` = APGD-CE, APGD-T, FAB-T (multi-targeted) and Square (5,000 queries),
   one restart each, each attack run only on the samples the previous ones left correct (``MultiAttack``);
-  ``n_classes`` must be given (its default is 10).
+  ``n_classes`` must be given (its default is 10). Its APGD-T (targeted DLR) needs >= 4 classes and FAB-T a target
+  class besides the label (AutoAttack's ``check_n_classes``): below 4 classes the audit runs
+  :meth:`TorchattacksAdapter.apgd` instead, the ensemble's first attack, APGD-CE, as that ensemble runs it.
 - Square (:meth:`TorchattacksAdapter.square`, the audit's black-box attack; Andriushchenko et al. 2020):
   ``Square(norm, eps, n_queries, n_restarts=1, p_init=0.8, loss="margin")``; queries count forward passes only.
 """
@@ -81,6 +83,22 @@ class TorchattacksAdapter(Adapter):
             attack = torchattacks.AutoAttack(
                 model, norm=norm, eps=eps, version="standard", n_classes=num_classes, seed=seed
             )
+            return attack(x, y).detach().to(dtype=x.dtype)
+        finally:
+            model.train(was_training)
+
+    def apgd(
+        self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float, loss: str = "ce", seed: int = 0
+    ) -> Tensor:
+        """torchattacks' APGD (Croce & Hein 2020) at ``norm`` and ``eps`` on ``loss`` (``"ce"``: any number of
+        classes; ``"dlr"``: >= 3), one restart at torchattacks' default steps: the first attack of its standard
+        AutoAttack; the model in eval mode meanwhile, its mode restored."""
+        import torchattacks
+
+        was_training = model.training
+        model.eval()
+        try:
+            attack = torchattacks.APGD(model, norm=norm, eps=eps, loss=loss, n_restarts=1, seed=seed)
             return attack(x, y).detach().to(dtype=x.dtype)
         finally:
             model.train(was_training)

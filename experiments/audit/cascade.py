@@ -137,8 +137,12 @@ class Cascade:
             row = self.library_row(library, spec)
             row.attack = "fgsm" if attack == "fgsm" else "pgd"
             self.rows.append(row)
-        if config.autoattack and self.num_classes >= 3:
+        if config.autoattack and self.num_classes >= 4:
             self.rows.append(self.own_row("autoattack", "torchattacks", NAIVE, self.autoattack))
+        elif config.autoattack:  # AutoAttack's check_n_classes: its APGD-T needs >= 4 classes, DLR >= 3
+            from advbridge.experiments.audit.systems import few_classes_rows
+
+            self.rows += few_classes_rows(self)
         queries = config.square_queries if config.budget is None else min(config.square_queries, config.budget)
         self.rows.append(self.own_row("square", "torchattacks", NAIVE, self.square(queries)))
         if self.surrogate is not None:
