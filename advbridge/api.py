@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from advbridge.bridge.errors import InvalidParameterError, check_name
 from advbridge.bridge.io import OutputPrefix
 from advbridge.bridge.spec import ATTACKS, Norm, standard_eps
+from advbridge.bridge.validation import check_images
 from advbridge.experiments.options import resolved_attack
 from advbridge.experiments.requests import check_count
 from advbridge.experiments.workload import Workload, check_user_model
@@ -70,7 +71,15 @@ def as_tensors(images: Tensor | Iterable, labels: Tensor | Sequence[int] | None)
         raise InvalidParameterError(f"expected one label per image, got {len(x)} images and labels {tuple(y.shape)}")
     low, high = float(x.min()), float(x.max())
     if low < 0 or high > 1:
-        raise InvalidParameterError(f"expected images in [0, 1] (normalize inside the model), got [{low:g}, {high:g}]")
+        hint = (
+            ": pixel values 0..255? divide them by 255" if low >= 0 and high <= 255
+            else ": normalized images? pass them in [0, 1] and put the normalization inside the model "
+            "(advbridge.zoo.models.NormalizedClassifier(model, mean, std))"
+        )  # fmt: skip
+        raise InvalidParameterError(
+            f"expected images in [0, 1] (normalize inside the model), got [{low:g}, {high:g}]{hint}"
+        )
+    check_images(x)  # NaN and infinities (the range test above lets NaN through)
     return x.float(), y.long()
 
 
@@ -279,6 +288,7 @@ def audit(
     seed: int = 0,
     num_classes: int | None = None,
     calibration: Tensor | None = None,
+    logits: str | int | None = None,
     out: str | os.PathLike | None = None,
     show_progress: bool = False,
     **defense_options: Any,
@@ -294,7 +304,9 @@ def audit(
     (``"squeeze-detect"``: ``threshold=``, or ``calibration=`` held-out clean images and ``fpr=``) next to it, as
     one classifier with a reject class (success: fooled and not detected); ``model`` is then the surrogate. ``eps``
     defaults to the images' standard budget (MNIST-like: L∞ 0.3; up to 32 px: 8/255; larger: 4/255);
-    ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). Returns an
+    ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). ``logits``: for a
+    ``model`` (or ``surrogate``) returning several outputs (a tuple or dict), the index or key of its logits
+    (:func:`~advbridge.bridge.logits.select_logits`; a bad one is refused with the accepted ones). Returns an
     :class:`~advbridge.experiments.audit.command.AuditRun` (``table``, ``indicators``, ``verdict``,
     ``.save(prefix)``). Bad input raises an :class:`~advbridge.bridge.errors.AdvBridgeError` before any attack.
     """
@@ -319,6 +331,20 @@ def audit(
         raise InvalidParameterError("expected defense= (model is then the surrogate) or surrogate=, not both")
     if surrogate is not None and not isinstance(surrogate, nn.Module):
         raise InvalidParameterError(f"expected the surrogate as a torch.nn.Module, got {type(surrogate).__name__}")
+    name = type(model).__name__
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError(f"expected the model as a torch.nn.Module, got {name}")
+    from advbridge.bridge.logits import LogitsOf, select_logits
+    from advbridge.experiments.audit.command import check_logits_used, system_label
+    from advbridge.experiments.registry import get_defense
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model = select_logits(model.eval(), logits, x[:1].to(device), name=name, flag="logits=")
+    if surrogate is not None:
+        surrogate_device = next((p.device for p in surrogate.parameters()), device)
+        surrogate = select_logits(surrogate.eval(), logits, x[:1].to(surrogate_device),
+                                  name=type(surrogate).__name__, flag="logits=")  # fmt: skip
+    check_logits_used(logits, model, surrogate, flag="logits=")
     workload = user_workload(model, x, y, num_classes=num_classes)
     family = workload.info.family
     config = audit_config(
@@ -337,8 +363,11 @@ def audit(
     prefix = None
     if out is not None:
         prefix = OutputPrefix.writable(out)
-    context = {"model": type(model).__name__, "dataset": "user", "audited": defense or type(model).__name__,
-               "surrogate": type(surrogate).__name__ if surrogate is not None else None}  # fmt: skip
+    inner = surrogate.model if isinstance(surrogate, LogitsOf) else surrogate
+    kind = None if defense is None else get_defense(defense).kind
+    context = {"model": name, "dataset": "user", "audited": defense or name,
+               "system": system_label(kind, defense, None, name),
+               "surrogate": name if defense is not None else None if inner is None else type(inner).__name__}  # fmt: skip
     return run(
         system, workload.x, workload.y, config, num_classes=workload.info.num_classes,
         surrogate=None if surrogate is None else surrogate.eval().to(workload.x.device), context=context,

@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--square-queries", type=int, default=1000, help="queries per image of the Square (black-box) row")
     p.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (standard) in the cascade")
     p.add_argument("--no-minimal", action="store_true", help="skip the minimal-norm attacks (DeepFool, DDN)")
+    p.add_argument(
+        "--logits", default=None, metavar="KEY_OR_INDEX",
+        help="for your model or module returning several outputs (a tuple or dict): the index or key of its logits",
+    )  # fmt: skip
     p.add_argument("--bits", type=int, default=None, help="--defense bit-depth: bits 1-8")
     p.add_argument("--size", type=int, default=None, help="--defense median: window k (k×k), 2-5")
     p.add_argument("--factor", type=float, default=None, help="--defense resample: factor > 1")

@@ -309,6 +309,7 @@ class AuditRequest(SqueezerOptions, WorkloadRequest):
     square_queries: int = count(1000)
     no_minimal: bool = False
     fpr: float | None = real(None, 0, 1, low_open=True, high_open=True)
+    logits: str | None = None  # a key or index, checked on the model's output (bridge.logits.select_logits)
 
     def linf_budgets(self) -> list[tuple[str, str | None, str | None]]:
         return [("--eps", self.norm, self.eps)]

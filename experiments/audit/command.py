@@ -11,6 +11,10 @@ What is audited (``system``), from the options:
   generator trained on the dataset (or taken from the cache), the model as the surrogate;
 - ``--defense-module FILE.py:factory`` (a user's defended system): that module, the model (``--model`` or
   ``--surrogate``) as its undefended twin, the surrogate of the transfer and straight-through rows.
+
+A user's model or module that returns several outputs (a tuple, a dict) is audited on the one ``--logits`` names
+(:func:`~advbridge.bridge.logits.select_logits`, checked on one batch before any attack). The card is titled with
+the audited system (:func:`system_label`), its surrogate beside it.
 """
 
 from __future__ import annotations
@@ -176,14 +180,45 @@ def audit_config(
     )  # fmt: skip
 
 
+def system_label(kind: str | None, defense: str | None, module: str | None, model: object) -> str:
+    """The audited system as the card's title names it: the user's module, the registered defense with the model it
+    is applied to (or trained from), or the model."""
+    if module is not None:
+        return module
+    if defense is None:
+        return str(model)
+    relation = {"squeezer": "in front of", "detector": "beside", "training": "trained from",
+                "generative": "with"}.get(kind or "", "on")  # fmt: skip
+    return f"{defense} {relation} {model}"
+
+
+def check_logits_used(choice: str | int | None, *modules: nn.Module | None, flag: str = "--logits") -> None:
+    """``--logits`` given, yet no audited module returns several outputs: refused (it would pick nothing)."""
+    from advbridge.bridge.logits import LogitsOf
+
+    if choice is not None and not any(isinstance(m, LogitsOf) for m in modules):
+        raise InvalidParameterError(
+            f"expected {flag} only with a model that returns several outputs (a tuple or dict), got {str(choice)!r} "
+            "for models that return a logits tensor"
+        )
+
+
 def run(
     system: nn.Module, x, y, config: AuditConfig, *, num_classes: int, surrogate: nn.Module | None,
     context: Mapping | None, out: OutputPrefix | None, show_progress: bool,
 ) -> AuditRun:  # fmt: skip
-    """Audit ``system`` and write its files under ``out`` (``None``: none)."""
+    """Audit ``system`` and write its files under ``out`` (``None``: none); a model that seems to expect normalized
+    inputs gets a warning on its card (:func:`~advbridge.experiments.audit.systems.normalization_hint`)."""
+    import logging
+
     from advbridge.experiments.audit.report import indicator_table, results_table, verdict, write_audit
+    from advbridge.experiments.audit.systems import normalization_hint
 
     audit = run_audit(system, x, y, config, num_classes=num_classes, surrogate=surrogate, show_progress=show_progress)
+    hint = normalization_hint(system, x, y, num_classes)
+    if hint is not None:
+        logging.getLogger(__name__).warning(hint)
+        audit.warnings.append(hint)
     result = AuditRun(audit, results_table(audit), indicator_table(audit), verdict(audit), context=context)
     if out is not None:
         result.paths = write_audit(audit, out, context)
@@ -212,6 +247,14 @@ def cli_audit(request: AuditRequest) -> Outcome:
             f"({request.defense}, {request.defense_module})"
         )
     request = take_surrogate(request)
+    if request.logits is not None and request.defense_module is None:
+        from advbridge.zoo.user_models import is_factory
+
+        if not is_factory(request.model):  # advbridge's models return a logits tensor
+            raise InvalidParameterError(
+                f"expected --logits with your own model or module returning several outputs (--model FILE.py:factory "
+                f"or --defense-module), got --logits {request.logits} for {request.model or 'the default model'}"
+            )
     info = dataset_info(request.dataset, data_root=request.data_root)
     norm = Norm.parse(request.norm)
     eps = standard_eps(info.family, norm) if request.eps is None else parse_eps(request.eps)
@@ -279,15 +322,22 @@ def cli_audit(request: AuditRequest) -> Outcome:
         )  # fmt: skip
         surrogate = workload.model
     elif module_spec is not None:
-        system, surrogate = load_defense_module(module_spec).to(workload.x.device), workload.model
-    context = {**workload.context, "audited": request.defense or request.defense_module or workload.context.get("model"),
-               "surrogate": workload.context.get("model") if surrogate is not None else None}  # fmt: skip
+        from advbridge.bridge.logits import select_logits
+
+        module = load_defense_module(module_spec).to(workload.x.device).eval()
+        system = select_logits(module, request.logits, workload.x[:1], name=str(request.defense_module))
+        surrogate = workload.model
+    check_logits_used(request.logits, system, surrogate)
+    model_name = workload.context.get("model")
+    context = {**workload.context, "audited": request.defense or request.defense_module or model_name,
+               "system": system_label(kind, request.defense, request.defense_module, model_name),
+               "surrogate": model_name if surrogate is not None else None, "data_seed": request.seed}  # fmt: skip
     result = run(
         system, workload.x, workload.y, config, num_classes=workload.info.num_classes, surrogate=surrogate,
         context=context, out=out, show_progress=not request.quiet,
     )  # fmt: skip
     header = (
-        f"audit of {context['audited']} ({config.norm} eps={config.eps:g}) on {len(workload.x)} images of "
+        f"audit of {context['system']} ({config.norm} eps={config.eps:g}) on {len(workload.x)} images of "
         f"{workload.info.name}"
         + (f", surrogate {context['surrogate']}" if surrogate is not None else "")
         + (f", budget {config.budget} propagations per sample" if config.budget else "")

@@ -126,6 +126,7 @@ class Audit:
     indicators: dict[str, IndicatorResult]
     num_classes: int
     seconds: float = math.nan  # wall time of the whole audit (indicators, cascade, remedies)
+    warnings: list[str] = field(default_factory=list)  # one line each, on the card (e.g. normalization_hint)
 
     def cost(self) -> dict:
         """What the audit cost: propagations per sample (forward + backward reaching the model, summed over the
