@@ -157,6 +157,7 @@ def make():
     return f"{path}:make"
 
 
+@pytest.mark.slow  # the API's tuple test stays fast; this one adds the CLI's --model path
 def test_cli_audit_of_a_tuple_output_model(tmp_path, capsys):
     """``--model FILE.py:make --logits 0``: audited, titled with the model, the same clean accuracy as the CNN."""
     from advbridge.cli import main
