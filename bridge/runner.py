@@ -344,7 +344,7 @@ def run_batch_attack(
     """An attack of ours that is no library's spec (an adaptive attack, an audit remedy:
     ``attack(x, y, seed) -> x_adv``) through the same harness as a library's (:func:`measure_call`, on
     ``model``, the module it attacks). The RNGs are left as they are (the caller seeds:
-    :func:`experiments.sharding.sharded_adversarial`).
+    :func:`experiments.core.executor.run_own`).
 
     Raises:
         InvalidOutputError: naming every failed check.

@@ -22,7 +22,7 @@ from advbridge.bridge import distributed
 from advbridge.bridge.adapters import LIBRARIES
 from advbridge.bridge.errors import check_names
 from advbridge.bridge.io import OutputPrefix
-from advbridge.bridge.runner import AttackResult, run_attack, warm_up
+from advbridge.bridge.runner import AttackResult, warm_up
 from advbridge.bridge.spec import AttackSpec
 from advbridge.experiments.compare_report import (
     EPS_TAILS,
@@ -41,10 +41,10 @@ from advbridge.experiments.compare_report import (
     write_table,
 )
 from advbridge.experiments.compare_table import COLUMNS, result_row, sample_distances, summary_table, worst_case_row
+from advbridge.experiments.core.executor import attack_slices, run_library
 from advbridge.experiments.flags import add_compare_flags
 from advbridge.experiments.minimal import eps_grid_table
-from advbridge.experiments.progress import ProgressStore, merge_results
-from advbridge.experiments.sharding import attack_slices, batch_seeds
+from advbridge.experiments.progress import ProgressStore
 
 if TYPE_CHECKING:
     from advbridge.experiments.workload import Workload
@@ -105,37 +105,23 @@ def compare_libraries(
 ) -> list[AttackResult]:
     """Run ``spec`` on ``(x, y)`` with each library (``y`` = targets when ``spec.targeted``).
 
+    Each library's row runs through the executor (:func:`~experiments.core.executor.run_library`).
     Images go through in batches of ``batch_size`` (all at once when ``None``); batch ``b`` is seeded
     with :func:`~experiments.progress.batch_seed` ``(spec.seed, b)`` for every library, so random
     starts match across libraries. With a ``progress`` store, each finished (library, batch) is saved
     and saved ones are reused.
     """
     slices = attack_slices(len(x), batch_size)
-    seeds = batch_seeds(spec.seed, len(slices))
     for s in slices[:1] + slices[1:][-1:]:  # the two batch shapes
         warm_up(model, x[s], y[s])
     mine = distributed.my_batches(len(slices))
-    results: list[AttackResult] = []
     with tqdm(total=len(libraries) * len(mine), disable=not show_progress, desc=spec.attack, unit="batch") as bar:
-        for name in libraries:
-            parts: dict[int, AttackResult] = {}
-            for b in mine:
-                part = progress.load(name, b, spec) if progress is not None else None
-                if part is None:
-                    xb, yb = x[slices[b]], y[slices[b]]
-                    log.debug("running %s with %s on batch %d (%d images)", spec.attack, name, b, len(xb))
-                    part = run_attack(name, model, xb, yb, spec, num_classes=num_classes, seed=seeds[b])
-                    if progress is not None:
-                        progress.save(b, part)
-                parts[b] = part
-                bar.update()
-                if part.status == "unsupported":  # the library lacks the spec: every batch would say so
-                    bar.update(len(mine) - len(parts))
-                    break
-            # every rank's batches, in order; a library unsupported for the spec stops after its first batch
-            merged = distributed.gather_batches(parts)
-            results.append(merge_results([merged[b] for b in sorted(merged)]))
-    return results
+        return [
+            run_library(
+                name, model, x, y, spec, num_classes=num_classes, batch_size=batch_size, progress=progress, bar=bar
+            )  # fmt: skip
+            for name in libraries
+        ]
 
 
 def targets_for(y: Tensor, num_classes: int) -> Tensor:

@@ -8,10 +8,10 @@ undefended model, fed to the system), ``white-box`` (each library attacking a mo
 (an attack that knows the defense: BPDA, EOT, margin loss, detector-aware...). :func:`evaluate` runs them
 all the same way:
 
-- every attack goes through the runner (:func:`bridge.runner.run_attack` for the libraries,
-  :func:`bridge.runner.run_batch_attack` for the adaptive attacks: pass counting, range and eps-ball
-  checks, the caller's tensors and the model's mode guarded), by attack batch
-  (:mod:`experiments.sharding`, each batch on its rank under ``torchrun``);
+- every attack goes through the executor (:mod:`experiments.core.executor`: :func:`run_library` for the
+  libraries, :func:`run_own` for the adaptive attacks), by attack batch, each batch on its rank under
+  ``torchrun``, and the runner's one harness (pass counting, range and eps-ball checks, the caller's tensors
+  and the model's mode guarded);
 - one judge (:func:`judge`): the system's prediction on the adversarial image, an example counting as
   fooling a detector system only when it also passes the detector; perturbation norms from the images;
 - one ``none`` row per subject (clean accuracy; a detector's false-positive rate), one ``worst-case`` row
@@ -30,12 +30,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from advbridge.bridge.runner import AttackResult, InvalidOutputError, Ran, eps_ball, predict, run_batch_attack, warm_up
+from advbridge.bridge.runner import AttackResult, InvalidOutputError, Ran, eps_ball, predict, warm_up
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.defenses.detector import detection_metrics
 from advbridge.experiments import flags
+from advbridge.experiments.core.executor import BatchAttack, run_library, run_own
 from advbridge.experiments.core.reductions import smallest_success, worst_case_robust
-from advbridge.experiments.sharding import BatchAttack, sharded_adversarial, sharded_run_attack
 
 #: The reason of a transfer row: the attack on the undefended model, and how well it did there.
 TRANSFER_REASON = "attack on the undefended model ({success:.3f} success there)"
@@ -171,7 +171,7 @@ class TransferAttacks:
     def on(self, library: str, model: nn.Module) -> AttackResult:
         """The same attack, images and batches by ``library`` on another ``model`` (not kept): the white-box
         rows. By attack batch, each on its rank under torchrun."""
-        return sharded_run_attack(
+        return run_library(
             library, model, self.x, self.y, self.attack, num_classes=self.num_classes, batch_size=self.batch_size
         )
 
@@ -376,15 +376,7 @@ def _adaptive(
     """An adaptive row's images by attack batch, each through the runner's checks (passes counted on
     ``counted``, the module the attack targets); returns the images and the (forward, backward) images."""
     x, y, attack = transfer.x, transfer.y, transfer.attack
-    passes = [0, 0]
     # a minimal-norm attack counted within a budget (DeepFool on a PGD run) is unbounded on its own
     ball = None if within_budget else eps_ball(attack)
-
-    def checked(xb: Tensor, yb: Tensor, seed: int) -> Tensor:
-        done = run_batch_attack(run, counted, xb, yb, seed, ball=ball)
-        passes[0] += done.forward_images
-        passes[1] += done.backward_images
-        return done.x_adv
-
-    x_adv = sharded_adversarial(checked, x, y, seed=attack.seed, batch_size=batch_size)
-    return x_adv, (passes[0], passes[1])
+    done = run_own(run, counted, x, y, seed=attack.seed, batch_size=batch_size, ball=ball)
+    return done.x_adv, (done.forward_images, done.backward_images)

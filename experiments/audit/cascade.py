@@ -1,8 +1,9 @@
 """The rows of one audit: the naive cascade (every library's FGSM and PGD, AutoAttack, Square, transfer, the
-minimal-norm attacks, an eps = ∞ PGD) and the harness every row runs through (a
-:class:`~advbridge.experiments.audit.tracker.PathTracker` around the attacked module;
-:func:`~advbridge.bridge.runner.run_attack` for a library's spec, :func:`~advbridge.bridge.runner.run_batch_attack`
-for our own attacks: the same pass counting, timing and output checks as ``compare`` and ``defend``)."""
+minimal-norm attacks, an eps = ∞ PGD), each run by the executor of ``compare`` and ``defend``
+(:func:`~advbridge.experiments.core.executor.run_library` for a library's spec,
+:func:`~advbridge.experiments.core.executor.run_own` for our own attacks: the same pass counting, timing and output
+checks) on a :class:`~advbridge.experiments.audit.tracker.PathTracker` around the attacked module, unsharded (the
+tracker sees every query)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from advbridge.bridge.adapters.torchattacks import TorchattacksAdapter
-from advbridge.bridge.runner import Ran, eval_mode, predict, run_attack, run_batch_attack, seed_everything
+from advbridge.bridge.runner import Ran, eval_mode, predict, seed_everything
 from advbridge.bridge.spec import AttackSpec, Norm
 from advbridge.experiments.audit.results import NAIVE, AuditConfig, AuditRow
 from advbridge.experiments.audit.systems import unbounded_eps
 from advbridge.experiments.audit.tracker import PathTracker, distances, within
+from advbridge.experiments.core.executor import run_library, run_own
 from advbridge.experiments.core.losses import fooled, margin_objective
 from advbridge.experiments.core.restarts import pgd_restarts
 from advbridge.own_attacks import pgd
@@ -72,7 +74,9 @@ class Cascade:
         assert eps is not None  # AttackSpec requires the eps of a budget attack
         tracker = self.tracker(self.model, eps)
         row = AuditRow(spec.attack, library, stage, minimal=spec.minimal)
-        result = run_attack(library, tracker, self.x, self.y, spec, num_classes=self.outputs, during=tracker.record)
+        result = run_library(
+            library, tracker, self.x, self.y, spec, num_classes=self.outputs, during=tracker.record, shard=False
+        )
         row.seconds = result.seconds
         row.hook_forward, row.hook_backward = result.forward_images, result.backward_images
         if not isinstance(result, Ran) or result.problems:
@@ -91,7 +95,9 @@ class Cascade:
         seed_everything(self.config.seed)
         try:  # the audit judges the ball itself (finish): no ball for the harness
             with tracker.record():
-                done = run_batch_attack(lambda x, y, seed: run(tracker), tracker, self.x, self.y, self.config.seed)
+                done = run_own(
+                    lambda x, y, seed: run(tracker), tracker, self.x, self.y, seed=self.config.seed, shard=False
+                )
         except Exception as exc:  # an attack that cannot run on this model is a row, not a crash
             log.warning("%s (%s) failed: %s", attack, stage, exc)
             row.status, row.reason = "error", f"{type(exc).__name__}: {exc}"
