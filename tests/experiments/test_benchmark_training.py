@@ -42,3 +42,11 @@ def test_training_benchmark_refuses_missing_weights_before_training(tmp_path, ca
     assert main(["--weights", str(missing), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "--weights" in err and not list(tmp_path.glob("x*"))
+
+
+def test_training_benchmark_refuses_distillation_before_training(tmp_path, capsys):
+    """Distillation trains with no attack: no floor of attack passes to time it against, so it is refused."""
+    assert main(["--defense", "distill", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'distill'" in err and "adv-fgsm, adv-fgsm-rs, adv-pgd" in err, err
+    assert not list(tmp_path.iterdir())
