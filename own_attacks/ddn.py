@@ -57,7 +57,7 @@ def ddn(
 
     Args:
         model: maps images in [0, 1] to logits.
-        inputs: clean images.
+        inputs: clean images in [0, 1].
         labels: true labels, or targets when ``targeted``.
         steps: iterations.
         gamma: norm update factor γ.
