@@ -16,7 +16,10 @@ a user's defended system) and optionally its undefended twin (the surrogate), :f
    (forward: the model, backward: the twin), more steps and restarts, the best point of the path, an
    unbounded margin run — each a *remedy* row — and measures the indicator again where the remedy allows;
 5. reports, per sample, the worst case over the naive rows (before) and over every row (after), and every
-   row's optimality against the lower envelope of all rows (AttackBench, Cinà et al. 2025).
+   row's optimality against the lower envelope of all rows (AttackBench, Cinà et al. 2025);
+6. runs the binarization test (Zimmermann et al. 2022, :mod:`~advbridge.experiments.audit.binarization`) on a
+   few clean-correct samples: problems with an adversarial example inside eps by construction, attacked by the
+   naive PGD (the indicator's value) and by the strongest remedy set (after): were the attacks strong enough?
 
 With a ``budget``, every row's result is its best point found within ``budget`` propagations per sample
 (AttackBench's protocol; the tracker refuses the queries past it).
@@ -27,6 +30,8 @@ References:
     Pintor et al. Indicators of Attack Failure. NeurIPS 2022. https://arxiv.org/abs/2106.09947
     Athalye, Carlini, Wagner. Obfuscated Gradients Give a False Sense of Security. ICML 2018.
     Cinà et al. AttackBench. AAAI 2025. https://arxiv.org/abs/2404.19460
+    Zimmermann et al. Increasing Confidence in Adversarial Robustness Evaluations. NeurIPS 2022.
+    https://arxiv.org/abs/2206.13991
 """
 
 from __future__ import annotations
@@ -34,17 +39,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
 from advbridge.bridge.runner import warm_up
+from advbridge.experiments.audit.binarization import BinarizationTest
 from advbridge.experiments.audit.cascade import Cascade
 from advbridge.experiments.audit.remedies import Evidence, apply_remedies
 from advbridge.experiments.audit.results import NAIVE, Audit, AuditConfig, AuditRow, is_white_box
 from advbridge.experiments.audit.systems import declared_bpda
 from advbridge.experiments.audit.tracker import within
 from advbridge.experiments.core import indicators as ind
+from advbridge.experiments.core.indicators import IndicatorResult
 
 __all__ = ["NAIVE", "Audit", "AuditConfig", "AuditRow", "run_audit"]
 
@@ -154,9 +162,9 @@ def run_audit(
             "1 - success of the minimal-norm attacks, worst row")  # fmt: skip
 
     results = {name: ind.INDICATORS[name].measure(value, reason) for name, (value, reason) in measured.items()}
-    apply_remedies(cascade, results, Evidence(naive, attacked, square_gap))
+    evidence = Evidence(naive, attacked, square_gap)
+    apply_remedies(cascade, results, evidence)
     audit = Audit(config, cascade.clean, cascade.rows, results, num_classes)
-    audit.seconds = time.perf_counter() - start
     # before -> after of each remedy: the naive white-box rows (the gradient attacks on the model itself), then
     # with the remedy's rows: the gap each indicator explains
     before = audit.robust_white_box
@@ -168,4 +176,24 @@ def run_audit(
 
             result.robust_before = before
             result.robust_after = float(audit.robust_under(keep=mine).double().mean())
+    if config.binarization_samples:
+        results["binarization"] = binarization(cascade, evidence)
+    audit.seconds = time.perf_counter() - start
     return audit
+
+
+def binarization(cascade: Cascade, evidence: Evidence) -> IndicatorResult:
+    """The binarization test (:mod:`~advbridge.experiments.audit.binarization`) on the first
+    ``binarization_samples`` clean-correct samples, for the naive PGD (its value) and for the strongest remedy set
+    (its remedy, measured whether raised or not). It adds no row: its problems are not the audited samples; it runs
+    after every row, so no row's random draws depend on it."""
+    config = cascade.config
+    picks = torch.nonzero(cascade.clean).flatten()[: config.binarization_samples].to(cascade.x.device)
+    test = BinarizationTest(
+        cascade.model, cascade.x[picks], cascade.y[picks], config, cascade.surrogate, inner=config.binarization_inner
+    )
+    result = ind.INDICATORS["binarization"].measure(test.naive().rate, test.reason())
+    apply_remedies(cascade, {"binarization": result}, replace(evidence, binarization=test))
+    test.remedied()  # measured in every audit: the card says how the audit's strongest attacks fare
+    result.details = test.to_dict()
+    return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,9 @@ from advbridge.experiments.core.indicators import IndicatorResult
 from advbridge.experiments.core.losses import margin_objective
 from advbridge.experiments.defend.generative import eot_objective
 
+if TYPE_CHECKING:
+    from advbridge.experiments.audit.binarization import BinarizationTest
+
 #: Step multiplier of the more-steps remedy.
 MORE_STEPS = 4
 
@@ -39,6 +43,7 @@ class Evidence:
     naive: list[AuditRow]
     attacked: Tensor
     square_gap: Callable[[Sequence[AuditRow]], float]
+    binarization: BinarizationTest | None = None
 
 
 class Remedies:
@@ -222,6 +227,19 @@ def _failed_training(r: Remedies, result: IndicatorResult) -> None:
 @remedy_of("transfer_failure")
 def _transfer(r: Remedies, result: IndicatorResult) -> None:
     result.remedy = "attack the model itself: the white-box rows"
+
+
+@remedy_of("binarization", after_all=True)
+def _strongest(r: Remedies, result: IndicatorResult) -> None:
+    """The binarization test again, for the naive PGD and the strongest remedy set on its problems (margin loss, 4x
+    steps and restarts, EOT, BPDA through the declared preprocessing and through the surrogate): no rows of the
+    audit, its problems are not the audited samples."""
+    test = r.evidence.binarization
+    if test is None:
+        return
+    outcome = test.remedied()
+    result.after = outcome.rate
+    result.remedy = ", ".join(outcome.rows) + " on the binarized problems"
 
 
 @remedy_of("square_beats_white_box", after_all=True)

@@ -33,6 +33,8 @@ class AuditConfig:
         square_queries: queries per image of the Square row (capped by the budget).
         minimal: run the minimal-norm attacks (DeepFool, DDN).
         seed: seed of every random draw.
+        binarization_samples: problems of the binarization test (Zimmermann et al. 2022), built on the first
+            clean-correct samples; 0: no test. binarization_inner: inner points of each problem.
     """
 
     norm: str
@@ -46,6 +48,8 @@ class AuditConfig:
     square_queries: int = 1000
     minimal: bool = True
     seed: int = 0
+    binarization_samples: int = 5
+    binarization_inner: int = 999
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "libraries", tuple(self.libraries))
@@ -53,10 +57,13 @@ class AuditConfig:
             raise InvalidParameterError(f"expected norm Linf or L2, got {self.norm!r}")
         if not (math.isfinite(self.eps) and self.eps > 0):
             raise InvalidParameterError(f"expected eps as a finite number > 0, got {self.eps!r}")
-        for name in ("steps", "restarts", "eot", "square_queries"):
+        for name in ("steps", "restarts", "eot", "square_queries", "binarization_inner"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidParameterError(f"expected {name} >= 1 (an integer), got {value!r}")
+        samples = self.binarization_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise InvalidParameterError(f"expected binarization_samples >= 0 (an integer), got {samples!r}")
         if self.budget is not None and (isinstance(self.budget, bool) or self.budget < 2):
             raise InvalidParameterError(f"expected budget >= 2 propagations per sample or None, got {self.budget!r}")
 
@@ -130,15 +137,19 @@ class Audit:
 
     def cost(self) -> dict:
         """What the audit cost: propagations per sample (forward + backward reaching the model, summed over the
-        rows) and wall time, and AutoAttack's alone (its row) on the same model and images."""
+        rows) and wall time, and AutoAttack's alone (its row) on the same model and images; the binarization test's
+        propagations (construction and attacks) per audited sample apart, ``None`` without the test."""
         rows = [r for r in self.rows if r.ok and r.stage != "best-of-path"]  # best-of-path reuses its row's run
         autoattack = next((r for r in rows if r.attack == "autoattack"), None)
+        binarization = self.indicators.get("binarization")
+        spent = None if binarization is None or binarization.details is None else binarization.details["propagations"]
         return {
             "propagations_per_sample": sum(r.propagations_per_sample for r in rows),
             "seconds": self.seconds,
             "autoattack_propagations_per_sample": None if autoattack is None
             else autoattack.propagations_per_sample,
             "autoattack_seconds": None if autoattack is None else autoattack.seconds,
+            "binarization_propagations_per_sample": None if spent is None else spent / max(1, len(self.clean)),
         }  # fmt: skip
 
     @property

@@ -19,6 +19,9 @@ Sources (REFERENCES.md §8):
 - Carlini et al. 2019, "On Evaluating Adversarial Robustness", Sec. 5 (the checklist): a single step beating
   an iterative attack, a transfer or black-box attack beating the white-box one, an unbounded attack short of
   100 %, success not growing with eps; Wong et al. 2020, Sec. 5 (catastrophic overfitting).
+- Zimmermann et al. 2022, "Increasing Confidence in Adversarial Robustness Evaluations" (NeurIPS), Sec. 3: the
+  binarization test, an active test whose problems have an adversarial example by construction
+  (:mod:`advbridge.experiments.audit.binarization`).
 
 Attack-level indicators are measured on the traces of
 :class:`~advbridge.experiments.audit.tracker.PathTracker` or on table rows (the functions at the end).
@@ -79,18 +82,25 @@ class IndicatorResult:
     after: float | None = None
     robust_before: float | None = None
     robust_after: float | None = None
+    details: dict | None = None  # what the measure found beyond its value (the binarization test's problems)
 
     @property
     def stayed_raised(self) -> bool:
         return self.raised and self.after is not None and INDICATORS[self.name].raised(self.after)
 
     def to_dict(self) -> dict:
-        return {
+        record = {
             "value": self.value, "threshold": self.threshold, "raised": self.raised,
             "remedy": self.remedy if self.raised else "", "source": self.source, "reason": self.reason,
             "value_after_remedy": self.after, "stayed_raised": self.stayed_raised,
             "robust_accuracy_before": self.robust_before, "robust_accuracy_after": self.robust_after,
         }  # fmt: skip
+        return record if self.details is None else {**record, "details": self.details}
+
+
+#: The binarization test is passed at this success rate on its problems (the choice:
+#: :mod:`advbridge.experiments.audit.binarization`).
+BINARIZATION_PASS = 0.8
 
 
 def _registry(*indicators: Indicator) -> dict[str, Indicator]:
@@ -134,6 +144,9 @@ INDICATORS: dict[str, Indicator] = _registry(
               "margin PGD through the declared BPDA variant (preprocess, detector)"),
     Indicator("failed_training", CHANCE_MARGIN, "advbridge (clean accuracy - 1/K)",
               "none: a model at chance is no defense; retrain it", below=True, column="failed_training"),
+    # Zimmermann et al. 2022
+    Indicator("binarization", BINARIZATION_PASS, "Zimmermann et al. 2022, Sec. 3 (binarization test)",
+              "the strongest remedy set on the binarized problems", below=True),
 )  # fmt: skip
 
 #: The indicators of the audit (those measured on one audited model; the others compare table rows).
