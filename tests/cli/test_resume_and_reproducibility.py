@@ -49,20 +49,20 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, mnist_workload):
     saved = list(progress.glob("*.safetensors"))
     assert 3 <= len(saved) < 16 and not out.with_suffix(".csv").exists()
 
-    import advbridge.experiments.compare as compare
+    import advbridge.experiments.core.executor as executor  # every compare row runs through it
 
     calls = []
-    real_run_attack = compare.run_attack
+    real_run_attack = executor.run_attack
 
     def counting_run_attack(*args, **kwargs):
         calls.append(args[0])
         return real_run_attack(*args, **kwargs)
 
-    compare.run_attack = counting_run_attack
+    executor.run_attack = counting_run_attack
     try:
         assert main([*slow, "--out", str(out), "--resume"]) == 0
     finally:
-        compare.run_attack = real_run_attack
+        executor.run_attack = real_run_attack
     assert len(calls) == 16 - len(saved), "saved (library, batch) parts must be reused, not recomputed"
     assert (tmp_path / "full.csv").read_bytes() == out.with_suffix(".csv").read_bytes()
     assert not progress.exists()
