@@ -39,11 +39,11 @@ them succeeds, as the audit's worst case counts a sample.
 Threshold (:data:`~advbridge.experiments.core.indicators.BINARIZATION_PASS`, 0.8; ours). The paper's logic: a
 correct attack succeeds on every problem (an adversarial example is there, Sec. 3), the original evaluations of
 11 of 13 defenses fail the test while the attacks that break them pass it (Sec. 5): a weak attack is one whose
-test success rate falls well short of 1. A strong attack is not perfect on this hard test either (measured here,
-docs/audit.md: PGD on the undefended CNN 30 of 30, margin-loss PGD 29 of 30, BPDA through an approximate surrogate
-9 of 10), while the naive PGD on a masked defense scores 0 to 0.4. At the audit's default of :data:`SAMPLES`
-problems, 0.8 tolerates one miss: an attack that misses one problem in ten passes with probability 0.92, one
-that misses half of them fails with probability 0.81.
+test success rate falls well short of 1. A strong attack is not perfect on this hard test either (measured,
+docs/audit.md: PGD on the undefended CNN 29 of 30 problems, BPDA through an approximate surrogate 9 of 10 on a
+smoothing preprocessing), while the naive PGD on a masked defense scores 0 to 0.5. At the audit's default of
+:data:`SAMPLES` problems, 0.8 tolerates one miss: an attack that misses one problem in ten passes with
+probability 0.92, one that misses half of them fails with probability 0.81.
 
 Differences from the reference implementation: one readout per sample fitted in-process (no data loaders), one
 boundary point (their case studies' ``n_boundary_points=1``), no far-off points and no detector hooks (a model

@@ -189,6 +189,8 @@ def binarization(cascade: Cascade, evidence: Evidence) -> IndicatorResult:
     after every row, so no row's random draws depend on it."""
     config = cascade.config
     picks = torch.nonzero(cascade.clean).flatten()[: config.binarization_samples].to(cascade.x.device)
+    if not len(picks):
+        return ind.INDICATORS["binarization"].measure(math.nan, "no clean-correct sample to build a problem on")
     test = BinarizationTest(
         cascade.model, cascade.x[picks], cascade.y[picks], config, cascade.surrogate, inner=config.binarization_inner
     )

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import torch
-from broken_defenses import fixture_classifier
+from broken_defenses import BROKEN, fixture_classifier
 from torch import Tensor, nn
 
 from advbridge.zoo.models import NormalizedClassifier
@@ -230,8 +230,9 @@ DEFENSES = {**FAILING, "mixup": mixup, "front_end": front_end}
 
 
 def table(names: Sequence[str], n: int, inner: int, steps: int, restarts: int, eot: int) -> str:
-    """The binarization test of each defense (and of the plain classifier) on the first ``n`` clean-correct
-    mnist-5k test digits of 64, L∞ eps 0.3, surrogate the plain classifier: a Markdown table."""
+    """The binarization test of each defense (``none``: the plain classifier; a name of :data:`DEFENSES`, or of
+    :data:`broken_defenses.BROKEN` around the plain classifier) on its first ``n`` clean-correct mnist-5k test
+    digits of 64, L∞ eps 0.3, surrogate the plain classifier: a Markdown table."""
     from advbridge.bridge.runner import predict
     from advbridge.experiments.audit.binarization import BinarizationTest
     from advbridge.experiments.audit.results import AuditConfig
@@ -244,7 +245,7 @@ def table(names: Sequence[str], n: int, inner: int, steps: int, restarts: int, e
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in names:
         torch.manual_seed(0)
-        model = plain if name == "none" else DEFENSES[name]().eval()
+        model = plain if name == "none" else BROKEN[name](plain).eval() if name in BROKEN else DEFENSES[name]().eval()
         correct = predict(model, x) == y
         test = BinarizationTest(model, x[correct][:n], y[correct][:n], config, surrogate=plain, inner=inner)
         naive, remedied = test.naive(), test.remedied()

@@ -157,6 +157,17 @@ def test_the_plain_cnn_passes(mnist_model, digits):
     assert test.naive().rate >= THRESHOLD
 
 
+def test_an_l2_test_has_its_boundary_points_on_the_sphere(mnist_model, digits):
+    x, y = clean_correct(mnist_model, *digits, 2)
+    config = AuditConfig(norm="L2", eps=2.0, steps=10, libraries=("own",), restarts=1)
+    test = BinarizationTest(mnist_model, x, y, config, inner=299)
+    assert test.problems == 2
+    assert distances(test.boundary - x, "L2").tolist() == pytest.approx([2.0, 2.0], rel=1e-5)
+    with torch.no_grad():
+        assert test.binarized()(test.boundary).argmax(1).eq(1).all()
+    assert 0 <= test.naive().rate <= 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "remedy"),
