@@ -286,6 +286,8 @@ def audit(
     square_queries: int = 1000,
     minimal: bool = True,
     seed: int = 0,
+    every_point: bool = False,
+    versus_autoattack: bool = False,
     num_classes: int | None = None,
     calibration: Tensor | None = None,
     logits: str | int | None = None,
@@ -304,7 +306,9 @@ def audit(
     (``"squeeze-detect"``: ``threshold=``, or ``calibration=`` held-out clean images and ``fpr=``) next to it, as
     one classifier with a reject class (success: fooled and not detected); ``model`` is then the surrogate. ``eps``
     defaults to the images' standard budget (MNIST-like: L∞ 0.3; up to 32 px: 8/255; larger: 4/255);
-    ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). ``logits``: for a
+    ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). ``every_point``: every
+    row on every sample (default: the cascade, each row on what no earlier row broke); ``versus_autoattack``:
+    AutoAttack standard alone too, its robust accuracy and cost beside the audit's. ``logits``: for a
     ``model`` (or ``surrogate``) returning several outputs (a tuple or dict), the index or key of its logits
     (:func:`~advbridge.bridge.logits.select_logits`; a bad one is refused with the accepted ones). Returns an
     :class:`~advbridge.experiments.audit.command.AuditRun` (``table``, ``indicators``, ``verdict``,
@@ -350,7 +354,8 @@ def audit(
     config = audit_config(
         norm=chosen.value, eps=standard_eps(family, chosen) if eps is None else parse_eps(eps), steps=steps,
         budget=parse_budget(budget), libraries=names, restarts=restarts, eot=eot, autoattack=autoattack,
-        square_queries=square_queries, minimal=minimal, seed=seed,
+        square_queries=square_queries, minimal=minimal, seed=seed, every_point=every_point,
+        versus_autoattack=versus_autoattack,
     )  # fmt: skip
     system = workload.model
     if defense is not None:

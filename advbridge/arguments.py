@@ -260,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (standard) in the cascade")
     p.add_argument("--no-minimal", action="store_true", help="skip the minimal-norm attacks (DeepFool, DDN)")
     p.add_argument(
+        "--every-point",
+        action="store_true",
+        help="every row attacks every sample (agreement studies; default: each row only the samples no earlier row "
+        "broke, cheap rows first)",
+    )
+    p.add_argument(
+        "--versus-autoattack",
+        action="store_true",
+        help="also run AutoAttack standard alone on the same images: its robust accuracy and propagations per "
+        "sample beside the audit's on the card",
+    )
+    p.add_argument(
         "--logits", default=None, metavar="KEY_OR_INDEX",
         help="for your model or module returning several outputs (a tuple or dict): the index or key of its logits",
     )  # fmt: skip

@@ -308,6 +308,8 @@ class AuditRequest(SqueezerOptions, WorkloadRequest):
     restarts: int = count(5)
     square_queries: int = count(1000)
     no_minimal: bool = False
+    every_point: bool = False
+    versus_autoattack: bool = False
     fpr: float | None = real(None, 0, 1, low_open=True, high_open=True)
     logits: str | None = None  # a key or index, checked on the model's output (bridge.logits.select_logits)
 

@@ -172,11 +172,13 @@ def generative_defended(request: AuditRequest, defense: str, workload: Workload)
 
 def audit_config(
     *, norm: str, eps: float, steps: int, budget: int | None, libraries: Sequence[str], restarts: int, eot: int,
-    autoattack: bool, square_queries: int, minimal: bool, seed: int,
+    autoattack: bool, square_queries: int, minimal: bool, seed: int, every_point: bool = False,
+    versus_autoattack: bool = False,
 ) -> AuditConfig:  # fmt: skip
     return AuditConfig(
         norm=norm, eps=eps, steps=steps, budget=budget, libraries=tuple(libraries), restarts=restarts, eot=eot,
-        autoattack=autoattack, square_queries=square_queries, minimal=minimal, seed=seed,
+        autoattack=autoattack, square_queries=square_queries, minimal=minimal, seed=seed, every_point=every_point,
+        versus_autoattack=versus_autoattack,
     )  # fmt: skip
 
 
@@ -300,7 +302,8 @@ def cli_audit(request: AuditRequest) -> Outcome:
     config = audit_config(
         norm=norm.value, eps=eps, steps=request.steps, budget=parse_budget(request.budget), libraries=libraries,
         restarts=request.restarts, eot=request.eot, autoattack=not request.no_autoattack, square_queries=request.square_queries,
-        minimal=not request.no_minimal, seed=request.seed,
+        minimal=not request.no_minimal, seed=request.seed, every_point=request.every_point,
+        versus_autoattack=request.versus_autoattack,
     )  # fmt: skip
     name = request.defense or (Path(request.defense_module.split(":")[0]).stem if request.defense_module else "model")
     out = OutputPrefix.parse(request.out or f"results/audit-{request.dataset.replace(':', '_').replace('/', '_')}-{name}-{norm.value}",

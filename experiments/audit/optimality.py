@@ -119,10 +119,10 @@ def samples_table(distances: pd.DataFrame, labels: Mapping[str, Mapping[str, str
     Columns: ``sample`` (the integer index of ``distances``; positions when the index is not integer), then the
     labels of the column (``labels[column]`` maps label name to value, e.g. ``attack``, ``library``, ``stage``;
     label names in order of first appearance, missing ones empty; with ``labels=None`` one column ``row`` holding
-    the column name), then ``distance`` (float, ``∞`` where the column never succeeded). Rows are ordered by
-    column, then sample.
+    the column name), then ``distance`` (float, ``∞`` where the column never succeeded, empty (NaN) where it did not
+    attack the sample: the audit's cascade). Rows are ordered by column, then sample.
     """
-    frame = _frame(distances)
+    frame = (distances if isinstance(distances, pd.DataFrame) else pd.DataFrame(dict(distances))).astype(float)
     n_samples, n_columns = frame.shape
     index = frame.index
     samples = index.to_numpy(dtype=int) if pd.api.types.is_integer_dtype(index) else np.arange(n_samples)

@@ -40,6 +40,7 @@ from advbridge.bridge.io import OutputPrefix, atomic_write, atomic_write_text
 from advbridge.bridge.provenance import provenance
 from advbridge.experiments.audit.optimality import envelope, optimality_table, samples_table
 from advbridge.experiments.audit.results import NAIVE, Audit, AuditRow
+from advbridge.experiments.core.reductions import worst_case_robust
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ TAILS = {
 #: The card's format (its ``card`` field), bumped when a field changes meaning.
 CARD_FORMAT = "advbridge-audit-card/1"
 #: The columns of the printed and Markdown tables.
-SHOWN = ["attack", "library", "stage", "status", "robust_acc", "propagations", "max_propagations", "optimality",
-         "seconds", "remedy_for"]  # fmt: skip
+SHOWN = ["attack", "library", "stage", "status", "attacked", "robust_acc", "robust_after", "propagations",
+         "max_propagations", "optimality", "seconds", "remedy_for"]  # fmt: skip
 INDICATOR_COLUMNS = ["indicator", "value", "threshold", "raised", "remedy", "value_after_remedy", "stayed_raised",
                      "robust_accuracy_before", "robust_accuracy_after", "source"]  # fmt: skip
 
@@ -63,10 +64,21 @@ def distance_table(audit: Audit) -> pd.DataFrame:
 
 
 def results_table(audit: Audit) -> pd.DataFrame:
-    """One row per attack × library × stage, then the worst case before and after the remedies."""
+    """One row per attack × library × stage, then the worst case before and after the remedies.
+
+    ``attacked``: the samples the row attacked (the cascade: those still robust before it); ``robust_acc``: the
+    share of all samples the row left correct (one it did not attack counts as not broken by it);
+    ``robust_after``: the worst case over this row and every row before it (AutoAttack's "robust accuracy after
+    each attack"); ``success_rate`` and ``median_distance`` over the clean-correct samples the row attacked;
+    ``optimality`` (AttackBench: against the envelope of every row, each on every sample) only with
+    ``every_point``."""
     distances = distance_table(audit)
-    optimality = optimality_table(distances, audit.clean_accuracy) if len(distances.columns) else pd.Series()
+    every_point = audit.config.every_point
+    optimality = (
+        optimality_table(distances, audit.clean_accuracy) if every_point and len(distances.columns) else pd.Series()
+    )
     records = []
+    so_far: list = []
     for row in audit.rows:
         record = {"attack": row.attack, "library": row.library, "stage": row.stage, "status": row.status,
                   "n": len(audit.clean), "clean_acc": audit.clean_accuracy}  # fmt: skip
@@ -75,10 +87,14 @@ def results_table(audit: Audit) -> pd.DataFrame:
             assert row.robust is not None and row.distance is not None
             assert row.forward is not None and row.backward is not None
             propagations = (row.forward + row.backward).double()
+            asked = audit.clean if row.asked is None else audit.clean & row.asked
+            so_far.append(row.robust)
             record.update(
+                attacked=int(asked.sum()),
                 robust_acc=float(row.robust.double().mean()),
-                success_rate=float((~row.robust & audit.clean).double().sum() / max(1, int(audit.clean.sum()))),
-                median_distance=float(np.median(row.distance[audit.clean].numpy())) if audit.clean.any() else math.nan,
+                robust_after=float(worst_case_robust(audit.clean, so_far).double().mean()),
+                success_rate=float((~row.robust & asked).double().sum() / max(1, int(asked.sum()))),
+                median_distance=float(np.median(row.distance[asked].numpy())) if asked.any() else math.nan,
                 forward_per_sample=float(row.forward.double().mean()),
                 backward_per_sample=float(row.backward.double().mean()),
                 propagations=float(propagations.mean()),
@@ -124,11 +140,23 @@ def verdict(audit: Audit) -> str:
 
 
 def cost_line(audit: Audit) -> str:
-    """The audit's cost next to AutoAttack's alone (propagations per sample, wall time)."""
+    """The audit's cost (the rows' attacks, and every pass through the model) next to AutoAttack standard's alone
+    on the same images (``versus_autoattack``; else AutoAttack's row in the audit), propagations per sample."""
     cost = audit.cost()
-    line = f"cost: {cost['propagations_per_sample']:.0f} propagations per sample, {cost['seconds']:.1f} s"
-    if cost["autoattack_propagations_per_sample"] is not None:
-        line += (f" (AutoAttack standard alone: {cost['autoattack_propagations_per_sample']:.0f} propagations per "
+    line = (
+        f"cost: {cost['propagations_per_sample']:.1f} propagations per sample in the attacks, "
+        f"{cost['model_propagations_per_sample']:.1f} through the model in all, {cost['seconds']:.1f} s"
+    )
+    alone = audit.autoattack_alone
+    if alone is not None:
+        ratio = cost["model_propagations_per_sample"] / max(alone["propagations_per_sample"], 1e-12)
+        line += (
+            f" (AutoAttack standard alone: {alone['propagations_per_sample']:.1f} propagations per sample, "
+            f"{alone['seconds']:.1f} s, robust accuracy {alone['robust_accuracy']:.4f}; the audit {ratio:.2f}x its "
+            f"propagations, worst case {audit.robust_after:.4f})"
+        )
+    elif cost["autoattack_propagations_per_sample"] is not None:
+        line += (f" (AutoAttack standard's row: {cost['autoattack_propagations_per_sample']:.1f} propagations per "
                  f"sample, {cost['autoattack_seconds']:.1f} s)")  # fmt: skip
     return line
 

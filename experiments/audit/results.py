@@ -33,6 +33,10 @@ class AuditConfig:
         square_queries: queries per image of the Square row (capped by the budget).
         minimal: run the minimal-norm attacks (DeepFool, DDN).
         seed: seed of every random draw.
+        every_point: every row attacks every sample (agreement studies); default: the cascade, each row on the
+            samples no earlier row broke (:class:`~advbridge.experiments.audit.cascade.Cascade`).
+        versus_autoattack: also run AutoAttack standard alone on every sample, apart from the audit (its
+            robust accuracy and cost beside the audit's on the card).
         binarization_samples: problems of the binarization test (Zimmermann et al. 2022), built on the first
             clean-correct samples; 0: no test. binarization_inner: inner points of each problem.
     """
@@ -48,6 +52,8 @@ class AuditConfig:
     square_queries: int = 1000
     minimal: bool = True
     seed: int = 0
+    every_point: bool = False
+    versus_autoattack: bool = False
     binarization_samples: int = 5
     binarization_inner: int = 999
 
@@ -81,7 +87,8 @@ class AuditRow:
     ``distance``: the smallest perturbation (``norm``) of an adversarial point the row found (the best point of
     its path; 0 for a sample misclassified before the attack; ``inf`` where it never succeeded); ``robust``:
     the sample is still correctly classified after the row (its returned point, or with a budget, its best
-    point within the budget); ``indicators``: the indicators whose remedy the row is.
+    point within the budget); ``indicators``: the indicators whose remedy the row is; ``asked``: the samples it
+    attacked (the cascade's still-robust ones; one it did not attack has ``robust`` true and ``distance`` nan).
     """
 
     attack: str
@@ -100,6 +107,7 @@ class AuditRow:
     hook_backward: int = 0  # PassCounter (module hooks), independently of the tracker
     tracker: PathTracker | None = field(default=None, repr=False)
     x_adv: Tensor | None = field(default=None, repr=False)
+    asked: Tensor | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -134,21 +142,28 @@ class Audit:
     num_classes: int
     seconds: float = math.nan  # wall time of the whole audit (indicators, cascade, remedies)
     warnings: list[str] = field(default_factory=list)  # one line each, on the card (e.g. normalization_hint)
+    model_propagations: int = 0  # every forward + backward image through the model during the audit (PassCounter)
+    autoattack_alone: dict | None = None  # AutoAttack standard alone on the same model and images (versus_autoattack)
 
     def cost(self) -> dict:
         """What the audit cost: propagations per sample (forward + backward reaching the model, summed over the
-        rows) and wall time, and AutoAttack's alone (its row) on the same model and images; the binarization test's
-        propagations (construction and attacks) per audited sample apart, ``None`` without the test."""
+        rows' attacks; ``model_propagations_per_sample``: every pass through the model, the indicators', the
+        runner's checks' and the binarization test's too) and wall time, and AutoAttack's alone on the same model
+        and images (``versus_autoattack``; else its row); the binarization test's propagations (construction and
+        attacks) per audited sample apart, ``None`` without the test."""
         rows = [r for r in self.rows if r.ok and r.stage != "best-of-path"]  # best-of-path reuses its row's run
         autoattack = next((r for r in rows if r.attack == "autoattack"), None)
         binarization = self.indicators.get("binarization")
         spent = None if binarization is None or binarization.details is None else binarization.details["propagations"]
+        alone = self.autoattack_alone or {}
         return {
             "propagations_per_sample": sum(r.propagations_per_sample for r in rows),
+            "model_propagations_per_sample": self.model_propagations / max(1, len(self.clean)),
             "seconds": self.seconds,
-            "autoattack_propagations_per_sample": None if autoattack is None
-            else autoattack.propagations_per_sample,
-            "autoattack_seconds": None if autoattack is None else autoattack.seconds,
+            "autoattack_propagations_per_sample": alone.get("propagations_per_sample") if alone
+            else None if autoattack is None else autoattack.propagations_per_sample,
+            "autoattack_seconds": alone.get("seconds") if alone else None if autoattack is None else autoattack.seconds,
+            "autoattack_alone": bool(alone),
             "binarization_propagations_per_sample": None if spent is None else spent / max(1, len(self.clean)),
         }  # fmt: skip
 

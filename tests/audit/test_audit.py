@@ -32,6 +32,33 @@ def plain(mnist_model, batch):
     return run_audit(mnist_model, x, y, AuditConfig(**{**SMALL, "libraries": ("own", "advlib")}))
 
 
+@pytest.fixture(scope="module")
+def every_point(mnist_model, batch):
+    """The audit before the cascade: every row on every sample (agreement studies, AttackBench's optimality)."""
+    x, y = batch
+    return run_audit(mnist_model, x, y, AuditConfig(**{**SMALL, "libraries": ("own", "advlib")}, every_point=True))
+
+
+def test_the_cascade_attacks_only_what_is_still_robust_and_keeps_the_exact_worst_case(plain, every_point):
+    """Each row attacks the samples no earlier row broke (own PGD also its PROBES of own FGSM's broken ones); a
+    sample it did not attack is not broken by it and costs it nothing; the worst case is every_point's."""
+    from advbridge.experiments.audit.cascade import PROBES
+
+    left = plain.clean.clone()
+    for row in [r for r in plain.rows if r.ok]:
+        assert row.asked is not None and row.robust is not None and row.forward is not None, row.key
+        extra = row.asked & ~left
+        assert int(extra.sum()) <= (PROBES if row.key == "pgd | own | naive" else 0), row.key
+        assert bool(row.robust[plain.clean & ~row.asked].all()), row.key  # not attacked: not broken by it
+        assert int((row.forward + row.backward)[~row.asked].sum()) == 0, row.key  # ... and no query spent on it
+        left &= row.robust
+    assert bool((left == plain.robust_under()).all())
+    assert plain.robust_after == every_point.robust_after
+    cascade, everything = plain.cost(), every_point.cost()
+    assert cascade["propagations_per_sample"] * 4 <= everything["propagations_per_sample"], (cascade, everything)
+    assert cascade["model_propagations_per_sample"] < everything["model_propagations_per_sample"]
+
+
 def test_plain_cnn_raises_no_indicator_and_its_worst_case_is_the_best_single_attack(plain):
     raised = {name: r.value for name, r in plain.indicators.items() if r.raised}
     assert raised == {}
@@ -41,8 +68,8 @@ def test_plain_cnn_raises_no_indicator_and_its_worst_case_is_the_best_single_att
     assert {r.stage for r in plain.rows} == {NAIVE}  # nothing to remedy
 
 
-def test_propagations_are_the_hooks_counts(plain):
-    rows = [r for r in plain.rows if r.ok and r.attack != "pgd-transfer"]
+def test_propagations_are_the_hooks_counts(every_point):
+    rows = [r for r in every_point.rows if r.ok and r.attack != "pgd-transfer"]
     assert rows
     for row in rows:
         assert int(row.forward.sum()) == row.hook_forward, row.key
@@ -52,13 +79,13 @@ def test_propagations_are_the_hooks_counts(plain):
     assert own_pgd.backward.tolist() == [20] * len(own_pgd.backward)
 
 
-def test_optimality_is_attackbench_s(plain, reference):
-    table = results_table(plain).set_index(["attack", "library", "stage"])
-    distances = distance_table(plain)
+def test_optimality_is_attackbench_s(every_point, reference):
+    table = results_table(every_point).set_index(["attack", "library", "stage"])
+    distances = distance_table(every_point)
     best = distances.min(axis=1).to_numpy()
     for key in distances.columns:
         attack, library, stage = (part.strip() for part in key.split("|"))
-        expected = reference.eval_optimality(distances[key].to_numpy(), best, clean_acc=plain.clean_accuracy)
+        expected = reference.eval_optimality(distances[key].to_numpy(), best, clean_acc=every_point.clean_accuracy)
         assert table.loc[(attack, library, stage), "optimality"] == pytest.approx(expected, abs=1e-6, nan_ok=True)
 
 
@@ -97,7 +124,9 @@ def test_budget_caps_every_row(mnist_model, batch):
     rows = table[table["stage"] != ""]
     assert (rows.loc[rows["status"] == "ok", "max_propagations"] <= budget).all(), rows
     own_pgd = next(r for r in audit.rows if r.key == "pgd | own | naive")
-    assert (own_pgd.forward + own_pgd.backward).tolist() == [28] * 12  # steps fitted to the budget: 14 = 30 // 2 - 1
+    assert own_pgd.asked is not None and own_pgd.asked.any()
+    spent = (own_pgd.forward + own_pgd.backward)[own_pgd.asked]
+    assert spent.tolist() == [28] * len(spent)  # steps fitted to the budget: 14 = 30 // 2 - 1
     assert all(r.ok for r in audit.rows if r.library == "own")
 
 
