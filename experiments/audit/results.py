@@ -155,14 +155,19 @@ class Audit:
         autoattack = next((r for r in rows if r.attack == "autoattack"), None)
         binarization = self.indicators.get("binarization")
         spent = None if binarization is None or binarization.details is None else binarization.details["propagations"]
-        alone = self.autoattack_alone or {}
+        alone = self.autoattack_alone
+        if alone:  # AutoAttack run alone on every sample; else its row (in the cascade: on what was left)
+            autoattack_cost = (alone["propagations_per_sample"], alone["seconds"])
+        elif autoattack is not None:
+            autoattack_cost = (autoattack.propagations_per_sample, autoattack.seconds)
+        else:
+            autoattack_cost = (None, None)
         return {
             "propagations_per_sample": sum(r.propagations_per_sample for r in rows),
             "model_propagations_per_sample": self.model_propagations / max(1, len(self.clean)),
             "seconds": self.seconds,
-            "autoattack_propagations_per_sample": alone.get("propagations_per_sample") if alone
-            else None if autoattack is None else autoattack.propagations_per_sample,
-            "autoattack_seconds": alone.get("seconds") if alone else None if autoattack is None else autoattack.seconds,
+            "autoattack_propagations_per_sample": autoattack_cost[0],
+            "autoattack_seconds": autoattack_cost[1],
             "autoattack_alone": bool(alone),
             "binarization_propagations_per_sample": None if spent is None else spent / max(1, len(self.clean)),
         }  # fmt: skip
