@@ -288,6 +288,8 @@ def audit(
     seed: int = 0,
     every_point: bool = False,
     versus_autoattack: bool = False,
+    binarization_samples: int = 5,
+    binarization_inner: int = 49,
     num_classes: int | None = None,
     calibration: Tensor | None = None,
     logits: str | int | None = None,
@@ -308,7 +310,9 @@ def audit(
     defaults to the images' standard budget (MNIST-like: L∞ 0.3; up to 32 px: 8/255; larger: 4/255);
     ``budget``: forward + backward propagations per sample and row (AttackBench: 2,000). ``every_point``: every
     row on every sample (default: the cascade, each row on what no earlier row broke); ``versus_autoattack``:
-    AutoAttack standard alone too, its robust accuracy and cost beside the audit's. ``logits``: for a
+    AutoAttack standard alone too, its robust accuracy and cost beside the audit's. ``binarization_samples``:
+    problems of the binarization test (Zimmermann et al. 2022; 0: none), ``binarization_inner``: inner points of
+    each (their case studies: 49 or 999). ``logits``: for a
     ``model`` (or ``surrogate``) returning several outputs (a tuple or dict), the index or key of its logits
     (:func:`~advbridge.bridge.logits.select_logits`; a bad one is refused with the accepted ones). Returns an
     :class:`~advbridge.experiments.audit.command.AuditRun` (``table``, ``indicators``, ``verdict``,
@@ -355,7 +359,8 @@ def audit(
         norm=chosen.value, eps=standard_eps(family, chosen) if eps is None else parse_eps(eps), steps=steps,
         budget=parse_budget(budget), libraries=names, restarts=restarts, eot=eot, autoattack=autoattack,
         square_queries=square_queries, minimal=minimal, seed=seed, every_point=every_point,
-        versus_autoattack=versus_autoattack,
+        versus_autoattack=versus_autoattack, binarization_samples=binarization_samples,
+        binarization_inner=binarization_inner,
     )  # fmt: skip
     system = workload.model
     if defense is not None:

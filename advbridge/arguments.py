@@ -272,6 +272,24 @@ def build_parser() -> argparse.ArgumentParser:
         "sample beside the audit's on the card",
     )
     p.add_argument(
+        "--binarization-samples", type=int, default=5,
+        help="problems of the binarization test (Zimmermann et al. 2022), on the first clean-correct images; 0: none",
+    )  # fmt: skip
+    p.add_argument(
+        "--binarization-inner", type=int, default=49,
+        help="inner points of each binarization problem (the paper's case studies: 49 or 999)",
+    )  # fmt: skip
+    g = p.add_argument_group("a study's defended models (cli.py study)")
+    g.add_argument(
+        "--study", default=None, help="audit a cell of this study: cifar10-fs-at, animals10-fs-dd, mnist-cifar10-vae"
+    )
+    g.add_argument("--cell", default=None, help="with --study: the cell whose defended system is audited")
+    g.add_argument(
+        "--study-dir", default=None,
+        help="with --study: the study's folder, whose budget the audit takes (default: results/study-NAME); the "
+        "card goes to <study-dir>/audits/<cell>",
+    )  # fmt: skip
+    p.add_argument(
         "--logits", default=None, metavar="KEY_OR_INDEX",
         help="for your model or module returning several outputs (a tuple or dict): the index or key of its logits",
     )  # fmt: skip

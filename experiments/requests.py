@@ -310,6 +310,11 @@ class AuditRequest(SqueezerOptions, WorkloadRequest):
     no_minimal: bool = False
     every_point: bool = False
     versus_autoattack: bool = False
+    binarization_samples: int = count(5, low=0)
+    binarization_inner: int = count(49)
+    study: str | None = None  # audit a study's cell (experiments.audit.study)
+    cell: str | None = None
+    study_dir: str | None = None
     fpr: float | None = real(None, 0, 1, low_open=True, high_open=True)
     logits: str | None = None  # a key or index, checked on the model's output (bridge.logits.select_logits)
 

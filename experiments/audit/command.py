@@ -19,7 +19,7 @@ the audited system (:func:`system_label`), its surrogate beside it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +88,15 @@ def defended_by(
 ) -> nn.Module:  # fmt: skip
     """The registered squeezer ``defense`` (our implementation, exact backward) in front of ``classifier``, or the
     squeezing detector next to it (:func:`rejecting_detector`)."""
+    return applied(squeezer_spec(defense, family, options), classifier, calibration, num_classes)
+
+
+def applied(spec: DefenseSpec, classifier: nn.Module, calibration: Tensor | None, num_classes: int) -> nn.Module:
+    """The resolved squeezer ``spec`` in front of ``classifier`` (exact backward, its ``preprocess`` declared), or
+    the squeezing detector next to it."""
     from advbridge.defenses.preprocessor import PreprocessedClassifier
     from advbridge.defenses.preprocessor.squeezing import build_squeezer
 
-    spec = squeezer_spec(defense, family, options)
     if spec.detector:
         return rejecting_detector(spec, classifier, calibration, num_classes)
     return PreprocessedClassifier(build_squeezer(spec, "exact"), classifier).eval()
@@ -130,12 +135,31 @@ def trained_defended(request: AuditRequest, defense: str, workload: Workload) ->
 
 
 def generative_defended(request: AuditRequest, defense: str, workload: Workload) -> nn.Module:
-    """The generative defense ``defense`` at its defaults: the purifier (autoencoder or VAE) in front of the
-    model, or the class-conditional labeller; its generator trained on the dataset or taken from the cache."""
+    """The generative defense ``defense`` at its defaults (:func:`generative_system`), its generator trained on the
+    request's dataset or taken from the cache."""
     from advbridge.bridge.defense_spec import GenerativeDefenseSpec
+    from advbridge.defenses.generative import GeneratorConfig
+    from advbridge.experiments.options import calibration_images
+
+    spec = GenerativeDefenseSpec(defense=defense).resolved(workload.info.family)
+    sizes = {} if request.image_size is None else {"image_size": request.image_size}
+    config = GeneratorConfig(dataset=request.dataset, generator=spec.generator, data_root=request.data_root, **sizes)
+    return generative_system(
+        spec, config, workload, progress=not request.quiet, threshold=request.threshold,
+        fpr=0.05 if request.fpr is None else request.fpr, calibration=lambda: calibration_images(request, workload),
+    )  # fmt: skip
+
+
+def generative_system(
+    spec: GenerativeDefenseSpec, config, workload: Workload, *, progress: bool, threshold: float | None = None,
+    fpr: float = 0.05, calibration: Callable[[], Tensor] | None = None,
+) -> nn.Module:  # fmt: skip
+    """The resolved generative defense ``spec`` around ``workload.model``: the purifier (autoencoder or VAE) in
+    front of it, the class-conditional labeller, or MagNet's reconstruction-error detector next to it (its
+    ``threshold``, else calibrated at ``fpr`` on ``calibration()``); its generator (``config``, a
+    :class:`~advbridge.defenses.generative.GeneratorConfig`) trained or taken from the cache."""
     from advbridge.defenses.detector import RejectingClassifier, calibrate_threshold
     from advbridge.defenses.generative import (
-        GeneratorConfig,
         Purifier,
         ReconstructionDetector,
         ReconstructionLabeller,
@@ -143,23 +167,19 @@ def generative_defended(request: AuditRequest, defense: str, workload: Workload)
         get_or_train_generator,
     )  # fmt: skip
     from advbridge.defenses.preprocessor import PreprocessedClassifier
-    from advbridge.experiments.options import calibration_images
 
     info = workload.info
-    spec = GenerativeDefenseSpec(defense=defense).resolved(info.family)
-    sizes = {} if request.image_size is None else {"image_size": request.image_size}
-    config = GeneratorConfig(dataset=request.dataset, generator=spec.generator, data_root=request.data_root, **sizes)
-    generator, card = get_or_train_generator(config, progress=not request.quiet, device=workload.x.device)
+    generator, card = get_or_train_generator(config, progress=progress, device=workload.x.device)
     check_generator_for(card, info.name, info.in_chans, info.image_size)
     generator = generator.eval()
     if spec.defense == "cvae-label":
         return ReconstructionLabeller(generator, refine_steps=spec.refine_steps, refine_lr=spec.refine_lr).eval()
     if spec.detector:  # MagNet's reconstruction-error detector next to the model, with a reject class
         detector = ReconstructionDetector(generator)
-        threshold = request.threshold
         if threshold is None:
-            fpr = 0.05 if request.fpr is None else request.fpr
-            threshold = calibrate_threshold(detector.scores(calibration_images(request, workload)), fpr)
+            if calibration is None:
+                raise InvalidParameterError("expected calibration images (or a threshold) for the detector")
+            threshold = calibrate_threshold(detector.scores(calibration()), fpr)
         return RejectingClassifier(
             workload.model,
             detector.score,
@@ -173,12 +193,14 @@ def generative_defended(request: AuditRequest, defense: str, workload: Workload)
 def audit_config(
     *, norm: str, eps: float, steps: int, budget: int | None, libraries: Sequence[str], restarts: int, eot: int,
     autoattack: bool, square_queries: int, minimal: bool, seed: int, every_point: bool = False,
-    versus_autoattack: bool = False,
+    versus_autoattack: bool = False, binarization_samples: int = AuditConfig.binarization_samples,
+    binarization_inner: int = AuditConfig.binarization_inner,
 ) -> AuditConfig:  # fmt: skip
     return AuditConfig(
         norm=norm, eps=eps, steps=steps, budget=budget, libraries=tuple(libraries), restarts=restarts, eot=eot,
         autoattack=autoattack, square_queries=square_queries, minimal=minimal, seed=seed, every_point=every_point,
-        versus_autoattack=versus_autoattack,
+        versus_autoattack=versus_autoattack, binarization_samples=binarization_samples,
+        binarization_inner=binarization_inner,
     )  # fmt: skip
 
 
@@ -213,8 +235,9 @@ def run(
     inputs gets a warning on its card (:func:`~advbridge.experiments.audit.systems.normalization_hint`)."""
     import logging
 
-    from advbridge.experiments.audit.report import indicator_table, results_table, verdict, write_audit
+    from advbridge.experiments.audit.report import write_audit
     from advbridge.experiments.audit.systems import normalization_hint
+    from advbridge.experiments.audit.tables import indicator_table, results_table, verdict
 
     audit = run_audit(system, x, y, config, num_classes=num_classes, surrogate=surrogate, show_progress=show_progress)
     hint = normalization_hint(system, x, y, num_classes)
@@ -237,12 +260,17 @@ def cli_audit(request: AuditRequest) -> Outcome:
     """``cli.py audit``: every option checked before the model is loaded, then the audit and its files."""
     from advbridge.bridge.defense_spec import UserDefenseSpec
     from advbridge.bridge.spec import Norm, parse_eps, standard_eps
-    from advbridge.experiments.audit.report import SHOWN, cost_line
-    from advbridge.experiments.compare import format_table, parse_libraries
+    from advbridge.experiments.compare import parse_libraries
     from advbridge.experiments.defend.user import load_defense_module
     from advbridge.experiments.options import take_surrogate, workload_of
     from advbridge.zoo.datasets import dataset_info
 
+    if request.study is not None or request.cell is not None or request.study_dir is not None:
+        if request.study is None:
+            raise InvalidParameterError("expected --study NAME with --cell and --study-dir")
+        from advbridge.experiments.audit.study import cli_study_audit
+
+        return cli_study_audit(request)
     if request.defense is not None and request.defense_module is not None:
         raise InvalidParameterError(
             f"expected --defense NAME or --defense-module FILE.py:factory (at most one), got both "
@@ -303,7 +331,8 @@ def cli_audit(request: AuditRequest) -> Outcome:
         norm=norm.value, eps=eps, steps=request.steps, budget=parse_budget(request.budget), libraries=libraries,
         restarts=request.restarts, eot=request.eot, autoattack=not request.no_autoattack, square_queries=request.square_queries,
         minimal=not request.no_minimal, seed=request.seed, every_point=request.every_point,
-        versus_autoattack=request.versus_autoattack,
+        versus_autoattack=request.versus_autoattack, binarization_samples=request.binarization_samples,
+        binarization_inner=request.binarization_inner,
     )  # fmt: skip
     name = request.defense or (Path(request.defense_module.split(":")[0]).stem if request.defense_module else "model")
     out = OutputPrefix.parse(request.out or f"results/audit-{request.dataset.replace(':', '_').replace('/', '_')}-{name}-{norm.value}",
@@ -339,10 +368,20 @@ def cli_audit(request: AuditRequest) -> Outcome:
         system, workload.x, workload.y, config, num_classes=workload.info.num_classes, surrogate=surrogate,
         context=context, out=out, show_progress=not request.quiet,
     )  # fmt: skip
+    return printed(result, config, len(workload.x), workload.info.name)
+
+
+def printed(result: AuditRun, config: AuditConfig, n: int, dataset: str) -> Outcome:
+    """What ``cli.py audit`` prints: what was audited on what, the verdict, the cost, the rows, the raised
+    indicators, the files written."""
+    from advbridge.experiments.audit.tables import SHOWN, cost_line
+    from advbridge.experiments.compare import format_table
+
+    context = result.context or {}
+    surrogate = context.get("surrogate")
     header = (
-        f"audit of {context['system']} ({config.norm} eps={config.eps:g}) on {len(workload.x)} images of "
-        f"{workload.info.name}"
-        + (f", surrogate {context['surrogate']}" if surrogate is not None else "")
+        f"audit of {context.get('system')} ({config.norm} eps={config.eps:g}) on {n} images of {dataset}"
+        + (f", surrogate {surrogate}" if surrogate is not None else "")
         + (f", budget {config.budget} propagations per sample" if config.budget else "")
     )
     indicators = result.indicators.loc[result.indicators["raised"]]

@@ -19,7 +19,8 @@ a user's defended system) and optionally its undefended twin (the surrogate), :f
    row's optimality against the lower envelope of all rows (AttackBench, Cinà et al. 2025);
 6. runs the binarization test (Zimmermann et al. 2022, :mod:`~advbridge.experiments.audit.binarization`) on a
    few clean-correct samples: problems with an adversarial example inside eps by construction, attacked by the
-   naive PGD (the indicator's value) and by the strongest remedy set (after): were the attacks strong enough?
+   naive PGD (the indicator's value) and, when it is raised, by the strongest remedy set (after): were the
+   attacks strong enough?
 
 With a ``budget``, every row's result is its best point found within ``budget`` propagations per sample
 (AttackBench's protocol; the tracker refuses the queries past it).
@@ -247,7 +248,7 @@ def _audit(
 def binarization(cascade: Cascade, evidence: Evidence) -> IndicatorResult:
     """The binarization test (:mod:`~advbridge.experiments.audit.binarization`) on the first
     ``binarization_samples`` clean-correct samples, for the naive PGD (its value) and for the strongest remedy set
-    (its remedy, measured whether raised or not). It adds no row: its problems are not the audited samples; it runs
+    (its remedy, run when raised, as every indicator's). It adds no row: its problems are not the audited samples; it runs
     after every row, so no row's random draws depend on it."""
     config = cascade.config
     picks = torch.nonzero(cascade.clean).flatten()[: config.binarization_samples].to(cascade.x.device)
@@ -258,6 +259,5 @@ def binarization(cascade: Cascade, evidence: Evidence) -> IndicatorResult:
     )
     result = ind.INDICATORS["binarization"].measure(test.naive().rate, test.reason())
     apply_remedies(cascade, {"binarization": result}, replace(evidence, binarization=test))
-    test.remedied()  # measured in every audit: the card says how the audit's strongest attacks fare
     result.details = test.to_dict()
     return result

@@ -55,7 +55,7 @@ class AuditConfig:
     every_point: bool = False
     versus_autoattack: bool = False
     binarization_samples: int = 5
-    binarization_inner: int = 999
+    binarization_inner: int = 49
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "libraries", tuple(self.libraries))

@@ -19,6 +19,7 @@ from advbridge.experiments.studies.common import (
     make_workload,
     resolved_budget,
     squeezer_run,
+    squeezer_system,
     trained_cell,
 )
 from advbridge.experiments.studies.engine import Study, StudyCell
@@ -94,12 +95,21 @@ def animals10_fs_dd(options: StudyOptions) -> Study:
         held_out = calibration if spec.threshold is None else None
         return squeezer_run(spec, attack, workload, libraries, options, calibration=held_out)
 
+    def detector_system(spec: DefenseSpec, attack: AttackSpec):
+        return squeezer_system(spec, attack, workload, calibration=calibration if spec.threshold is None else None)
+
     cells = []
     for label, spec in detectors.items():
         slug = "detector-threshold-1" if spec.threshold is not None else "detector-fpr-5"
         for attack_label, attack in attacks.items():
             cells.append(
-                StudyCell(f"{slug}-{attack.attack}", attack_label, detector_run(spec, attack), fixed_label(label))
+                StudyCell(
+                    f"{slug}-{attack.attack}",
+                    attack_label,
+                    detector_run(spec, attack),
+                    fixed_label(label),
+                    detector_system(spec, attack),
+                )  # fmt: skip
             )
 
     def distill_config() -> TrainConfig:

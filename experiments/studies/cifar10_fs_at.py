@@ -14,6 +14,7 @@ from advbridge.experiments.studies.common import (
     make_workload,
     resolved_budget,
     squeezer_run,
+    squeezer_system,
     trained_cell,
 )
 from advbridge.experiments.studies.engine import Study, StudyCell
@@ -83,6 +84,7 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
                 label,
                 squeezer_run(median, attack, lambda: squeezed()[0], libraries, options, source=lambda: twin().model),
                 by_library("none", "feature squeezing"),
+                squeezer_system(median, attack, lambda: squeezed()[0]),
             )  # fmt: skip
         )
     bit_depth = DefenseSpec(defense="bit-depth", bits=5).resolved("cifar10")
@@ -95,6 +97,7 @@ def cifar10_fs_at(options: StudyOptions) -> Study:
                 label,
                 squeezer_run(bit_depth, attack, twin, libraries, options),
                 lambda row: extra,
+                squeezer_system(bit_depth, attack, twin),
             )
         )
     return Study(

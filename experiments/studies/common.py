@@ -16,7 +16,7 @@ from advbridge.bridge.io import OutputPrefix
 from advbridge.experiments.defend.squeezers import run_defend
 from advbridge.experiments.engine import EvaluationOptions
 from advbridge.experiments.studies.budgets import BUDGETS, LIBRARIES, SCALED
-from advbridge.experiments.studies.engine import StudyCell
+from advbridge.experiments.studies.engine import CellSystem, StudyCell
 from advbridge.experiments.workload import Workload, default_device
 from advbridge.zoo.checkpoints import CARD_FILE, checkpoint_dir
 from advbridge.zoo.datasets import dataset_info, load_tensors
@@ -118,7 +118,32 @@ def trained_cell(name, attack_label, spec, attack, workload, config, libraries, 
             spec, attack, workload(), config(), evaluation, defense_libraries=["own"], out=prefix
         )[0]
 
-    return StudyCell(name, attack_label, run, by_library(none, defended))
+    def system() -> CellSystem:
+        from advbridge.bridge.training import train_defended
+
+        cell = workload()
+        model, _ = train_defended(config(), spec, library="own", progress=options.progress)
+        label = f"{spec.defense} trained from {cell.card.get('model', 'the classifier')}"
+        return CellSystem(model.to(cell.x.device).eval(), cell.model, cell, attack, label)
+
+    return StudyCell(name, attack_label, run, by_library(none, defended), system)
+
+
+def squeezer_system(spec, attack, workload, *, calibration=None) -> Callable[[], CellSystem]:
+    """``system()`` of a squeezer or detector cell: the squeezer (exact backward) in front of ``workload().model``, or
+    the squeezing detector next to it (threshold the spec's, else calibrated on ``calibration()``)."""
+
+    def system() -> CellSystem:
+        from advbridge.experiments.audit.command import applied
+
+        cell = workload()
+        held_out = None if calibration is None else calibration()
+        module = applied(spec, cell.model, held_out, cell.info.num_classes)
+        relation = "beside" if spec.detector else "in front of"
+        label = f"{spec.describe()} {relation} {cell.card.get('model', 'the classifier')}"
+        return CellSystem(module, cell.model, cell, attack, label)
+
+    return system
 
 
 def squeezer_run(spec, attack, workload, libraries, options, *, source=None, calibration=None):

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from torch import nn
 
 from advbridge.bridge import distributed
 from advbridge.bridge.errors import AdvBridgeError, CheckpointError
 from advbridge.bridge.io import OutputPrefix, atomic_write_text, read_json
+from advbridge.bridge.spec import AttackSpec
+from advbridge.experiments.workload import Workload
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +43,27 @@ class StudyCell:
         attack: the study table's column (``"FGSM"``).
         run: ``run(prefix)`` runs the evaluation, writing its files at ``prefix``, and returns its table.
         label: the study table's row of each result row (the undefended twin's rows are ``"none"``...).
+        system: ``system()`` the cell's defended system as ``cli.py audit --study`` audits it (its models taken
+            from the cache the cell's run filled, or trained as the run would train them).
     """
 
     name: str
     attack: str
     run: Callable[[OutputPrefix], pd.DataFrame]
     label: Labeller
+    system: Callable[[], CellSystem] | None = None
+
+
+@dataclass(frozen=True)
+class CellSystem:
+    """A study cell's defended system: the module attacked, its undefended twin (the audit's surrogate), the cell's
+    images and classifier, the cell's attack (its threat model) and what the card calls the system."""
+
+    system: nn.Module
+    surrogate: nn.Module | None
+    workload: Workload
+    attack: AttackSpec
+    label: str
 
 
 @dataclass

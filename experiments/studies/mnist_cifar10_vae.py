@@ -15,7 +15,7 @@ from advbridge.experiments.studies.common import (
     make_workload,
     resolved_budget,
 )
-from advbridge.experiments.studies.engine import Study, StudyCell
+from advbridge.experiments.studies.engine import CellSystem, Study, StudyCell
 from advbridge.experiments.workload import Workload
 from advbridge.zoo.datasets import dataset_info
 from advbridge.zoo.training import TrainConfig, get_or_train
@@ -63,12 +63,23 @@ def mnist_cifar10_vae(options: StudyOptions) -> Study:
                     evaluation = evaluation_options(libraries, options, restarts=budget["restarts"])
                     return run_defend_generative(spec, attack, workload(), generator, evaluation, out=prefix)[0]
 
+                def system(spec=spec, attack=attack, workload=workload, generator=generator) -> CellSystem:
+                    from advbridge.experiments.audit.command import generative_system
+
+                    cell = workload()
+                    module = generative_system(spec, generator, cell, progress=options.progress)
+                    model = cell.card.get("model", "the classifier")
+                    name = f"{spec.defense} ({generator.generator})"
+                    label = f"{name} with {model}" if spec.defense == "cvae-label" else f"{name} in front of {model}"
+                    return CellSystem(module, cell.model, cell, attack, label)
+
                 cells.append(
                     StudyCell(
                         f"{train_set}-{defense}-{attack.attack}",
                         attack_label,
                         run,
                         by_library(f"{task}: none", f"{task}: {label}"),
+                        system,
                     )  # fmt: skip
                 )
     return Study(

@@ -319,6 +319,26 @@ def save_curves(study: Study, results: pd.DataFrame, curves: pd.DataFrame, path:
     return path
 
 
+def audits_markdown(out: Path) -> str:
+    """The audits of the study's defended systems (``cli.py audit --study``: ``<out>/audits/*-card.json``), one
+    line each: the system, clean accuracy, AutoAttack, the worst case, reliable or not."""
+    cards = sorted((out / "audits").glob("*-card.json")) if (out / "audits").is_dir() else []
+    if not cards:
+        return "None yet: `cli.py audit --study NAME --cell CELL` audits a cell's defended system; its card goes here."
+    lines = ["| cell | audited system | threat | n | clean % | AutoAttack % | worst case % | unreliable | card |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for path in cards:
+        card = json.loads(path.read_text())
+        cell = path.name[: -len("-card.json")]
+        threat = f"{card.get('threat_model')} {card.get('eps')}"
+        lines.append(
+            f"| {cell} | {card.get('name')} | {threat} | {card.get('n')} | {card.get('clean_acc')} | "
+            f"{card.get('autoattack_acc')} | {card.get('external')} | {'yes' if card.get('unreliable') else 'no'} | "
+            f"`audits/{cell}.md` |"
+        )
+    return "\n".join(lines)
+
+
 def write_report(study: Study, out: str | Path) -> list[Path]:
     """Write the report files (:data:`REPORT_FILES`) of the finished cells in ``out``; returns their paths."""
     out = Path(out)
@@ -360,6 +380,10 @@ def write_report(study: Study, out: str | Path) -> list[Path]:
         "## Models",
         "",
         models_markdown(cards),
+        "",
+        "## Audits of its defended systems",
+        "",
+        audits_markdown(out),
         "",
     ]
     paths = [

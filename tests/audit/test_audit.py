@@ -13,7 +13,8 @@ import torch
 from broken_defenses import BROKEN
 
 from advbridge.experiments.audit.engine import NAIVE, AuditConfig, run_audit
-from advbridge.experiments.audit.report import distance_table, results_table, write_audit
+from advbridge.experiments.audit.report import write_audit
+from advbridge.experiments.audit.tables import distance_table, results_table
 
 #: A small cascade: our attacks only (the libraries' agreement is tested elsewhere), short Square, few restarts.
 SMALL = {"norm": "Linf", "eps": 0.3, "steps": 20, "libraries": ("own",), "autoattack": False, "square_queries": 50,
@@ -166,7 +167,7 @@ def test_a_model_at_chance_is_never_reported_as_a_defense(batch):
         untrained[1].weight.zero_()
     audit = run_audit(untrained, x, y, AuditConfig(**{**SMALL, "minimal": False}))
     assert audit.indicators["failed_training"].raised and "failed_training" in audit.stayed_raised
-    from advbridge.experiments.audit.report import verdict
+    from advbridge.experiments.audit.tables import verdict
 
     assert "did not learn" in verdict(audit)
 

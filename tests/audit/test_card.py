@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from advbridge.experiments.audit.report import TAILS, card, contributions, eps_text, markdown_card, write_audit
+from advbridge.experiments.audit.card import card, contributions, eps_text, markdown_card
+from advbridge.experiments.audit.report import TAILS, write_audit
 from advbridge.experiments.audit.results import NAIVE, Audit, AuditConfig, AuditRow
 from advbridge.experiments.core.indicators import INDICATORS, IndicatorResult
 
@@ -120,7 +121,7 @@ def test_files_are_written_atomically_beside_the_others_and_touch_nothing_else(t
 def test_markdown_card_headline_first():
     audit = synthetic()
     audit.warnings.append("the model seems to expect normalized inputs: ...")
-    from advbridge.experiments.audit.report import indicator_table, results_table
+    from advbridge.experiments.audit.tables import indicator_table, results_table
 
     context = {"model": "resnet18", "dataset": "cifar10", "system": "median in front of resnet18",
                "surrogate": "resnet18"}  # fmt: skip

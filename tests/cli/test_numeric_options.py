@@ -20,9 +20,10 @@ option (commands)                                    valid range                
 --train-max --max-train --latent-dim --gen-epochs
 --gen-max-train --repeats --cifar-max-train
 --cifar-epochs --defense-epochs --n-calibration
+--binarization-inner
 --seed                                               int in [0, 2**63)           -1, 2**63
 --num-classes --candidates --levels --budget         int >= 2                    1
---refine-steps (cvae-label)                          int >= 0                    -1
+--refine-steps (cvae-label) --binarization-samples  int >= 0                    -1
 --bits (bit-depth)                                   int in [1, 8]               0, 9
 --size (median)                                      int in [2, 5]               1, 6
 --eps --train-eps (Linf)                             (0, 1], fraction ok         0, -8/255, 3/2
@@ -77,7 +78,7 @@ NUMERIC_TEXT = {"eps", "step_size", "train_eps", "train_step_size", "eps_grid", 
 COUNT = ("0",)
 COUNTS = """n steps epochs batch_size image_size attack_batch_size calibration_n restarts eot square_queries train_steps
     train_epochs train_max max_train latent_dim gen_epochs gen_max_train repeats cifar_max_train cifar_epochs
-    defense_epochs n_calibration"""
+    defense_epochs n_calibration binarization_inner"""
 POSITIVE = ("0", "-1")
 UNIT_OPEN = ("-0.1", "1.5")
 #: Out-of-range values of each option (by ``dest``), from the code that consumes it (see the table above).
@@ -85,7 +86,7 @@ OUT_OF_RANGE: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(COUNTS.split(), COUNT),
     "seed": ("-1", str(2**63)),
     **dict.fromkeys(("num_classes", "candidates", "levels", "budget"), ("1",)),
-    "refine_steps": ("-1",),
+    **dict.fromkeys(("refine_steps", "binarization_samples"), ("-1",)),
     "bits": ("0", "9"),
     "size": ("1", "6"),
     "eps": ("0", "-8/255", "3/2"),

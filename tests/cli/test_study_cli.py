@@ -54,3 +54,35 @@ def test_a_study_cell_end_to_end(shared_data, tmp_path, study, cell, row, extra)
     again = run_study(shared_data, out, study, "--only", cell, "--resume", *extra)
     assert "0 cells run, 1 finished before" in again.stdout
     assert (out / "report.md").read_text() == report
+
+
+def test_audit_of_a_study_cell_uses_the_study_s_models_and_lands_beside_its_table(shared_data, tmp_path, model_cache):
+    """``audit --study NAME --cell CELL``: the budget from the study's folder, hence the very models the study
+    cached (the audit trains nothing: the cache is unchanged), the card under <study>/audits/ and in the report."""
+    out = tmp_path / "vae"
+    cell = "mnist-vae-purify-pgd"
+    run_study(shared_data, out, "mnist-cifar10-vae", "--only", cell, "--gen-epochs", "1", "--gen-max-train", "256",
+              "--steps", "3")  # fmt: skip
+    cached = sorted(p.relative_to(model_cache) for p in model_cache.rglob("*") if p.is_file())
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "audit", "--study", "mnist-cifar10-vae", "--cell", cell, "--study-dir", str(out),
+         "--data-root", str(shared_data), "--n", "6", "--steps", "5", "--libraries", "own", "--no-autoattack",
+         "--square-queries", "20", "--restarts", "1", "--eot", "2", "--binarization-samples", "2",
+         "--binarization-inner", "9", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.relative_to(model_cache) for p in model_cache.rglob("*") if p.is_file()) == cached
+    assert "audit of vae-purify (vae) in front of advbridge_mnist_cnn (study mnist-cifar10-vae, cell " in proc.stdout
+    card = json.loads((out / "audits" / f"{cell}-card.json").read_text())
+    assert card["name"].startswith("vae-purify (vae) in front of advbridge_mnist_cnn")
+    assert card["threat_model"] == "Linf" and card["eps"] == "0.3" and card["n"] == 6
+    assert card["indicators"][-1]["indicator"] == "binarization"
+    report = (out / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith(f"| {cell} |"))
+    assert f"| {card['clean_acc']} |" in row and f"`audits/{cell}.md`" in row
+    refused = subprocess.run(
+        [sys.executable, "cli.py", "audit", "--study", "mnist-cifar10-vae", "--cell", "nope", "--study-dir", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "mnist-vae-purify-pgd" in refused.stderr
