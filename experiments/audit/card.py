@@ -76,23 +76,44 @@ def contributions(audit: Audit) -> list[dict]:
     return records
 
 
+def on_every_sample(row: AuditRow, audit: Audit) -> bool:
+    """Whether ``row`` attacked every clean-correct sample, so that its robust accuracy is that attack's own (in
+    the cascade a row attacks only what earlier rows left robust)."""
+    return row.asked is None or bool((row.asked | ~audit.clean).all())
+
+
 def best_adaptive(audit: Audit) -> AuditRow | None:
-    """The remedy row (an adaptive attack, run because an indicator was raised) with the lowest robust accuracy."""
-    adaptive = [r for r in audit.rows if r.ok and r.stage != NAIVE]
+    """Of the remedy rows (adaptive attacks, run because an indicator was raised) that attacked every sample
+    (:func:`on_every_sample`), the one with the lowest robust accuracy; ``None`` when there is none (in the
+    cascade: the worst case is the number)."""
+    adaptive = [r for r in audit.rows if r.ok and r.stage != NAIVE and on_every_sample(r, audit)]
     return min(adaptive, key=lambda r: r.robust_accuracy) if adaptive else None
 
 
 def autoattack_entry(audit: Audit) -> dict:
-    """AutoAttack standard's row: its robust accuracy, or why it did not run and what ran instead (APGD-CE on a model
-    with fewer than 4 classes)."""
+    """AutoAttack standard's robust accuracy: alone on every sample (``--versus-autoattack``), else its row when the
+    row attacked every sample (:func:`on_every_sample`: ``--every-point``); in the cascade without it, ``None``, with what the row attacked
+    (only the samples no earlier row broke). Or why it did not run and what ran instead (APGD-CE on a model with
+    fewer than 4 classes)."""
+    alone = audit.autoattack_alone
     row = next((r for r in audit.rows if r.attack == "autoattack"), None)
-    if row is None:
+    if row is None and alone is None:
         return {"robust_accuracy": None, "status": "not run", "reason": "not asked for (--no-autoattack)"}
-    entry: dict = {"row": row.key, "status": row.status, "reason": row.reason,
-                   "robust_accuracy": row.robust_accuracy if row.ok else None,
-                   "propagations_per_sample": row.propagations_per_sample if row.ok else None}  # fmt: skip
+    entry: dict = {"row": None if row is None else row.key, "status": "ok" if row is None else row.status,
+                   "reason": None if row is None else row.reason, "robust_accuracy": None,
+                   "propagations_per_sample": None, "measured": None}  # fmt: skip
+    if alone is not None:
+        entry.update(robust_accuracy=alone["robust_accuracy"], propagations_per_sample=alone["propagations_per_sample"],
+                     measured="alone on every sample (--versus-autoattack)")  # fmt: skip
+    elif row is not None and row.ok and on_every_sample(row, audit):
+        entry.update(robust_accuracy=row.robust_accuracy, propagations_per_sample=row.propagations_per_sample,
+                     measured="its row, on every sample")  # fmt: skip
+    elif row is not None and row.ok:
+        attacked = len(audit.clean) if row.asked is None else int(row.asked.sum())
+        entry["measured"] = (f"in the cascade, on the {attacked} samples no earlier row broke: no robust accuracy of "
+                             "its own (--versus-autoattack measures it alone)")  # fmt: skip
     substitutes = [r for r in audit.rows if r.ok and r.stage == NAIVE and r.attack.startswith("apgd-")]
-    if not row.ok and substitutes:
+    if row is not None and not row.ok and substitutes:
         entry["instead"] = [{"row": r.key, "robust_accuracy": r.robust_accuracy} for r in substitutes]
     return entry
 
@@ -178,8 +199,9 @@ def markdown_card(audit: Audit, context: Mapping | None, indicators: pd.DataFram
     headline = pd.DataFrame([{
         "clean": number(audit.clean_accuracy),
         "AutoAttack": number(autoattack["robust_accuracy"]) if autoattack["robust_accuracy"] is not None
-        else f"— ({autoattack['status']})",
-        "best adaptive": "— (no remedy ran)" if adaptive is None else number(adaptive["robust_accuracy"]),
+        else "— (in the cascade)" if autoattack["status"] == "ok" else f"— ({autoattack['status']})",
+        "best adaptive": number(adaptive["robust_accuracy"]) if adaptive is not None
+        else "— (in the cascade)" if any(r.ok and r.stage != NAIVE for r in audit.rows) else "— (no remedy ran)",
         "worst case": f"**{audit.robust_after:.4f}**",
         "unreliable": "**yes**: " + ", ".join(audit.stayed_raised) if audit.stayed_raised else "no",
     }])  # fmt: skip

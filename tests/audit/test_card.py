@@ -154,7 +154,9 @@ def test_cli_card_names_the_audited_module_and_its_surrogate(tmp_path, capsys):
     summary = json.loads((tmp_path / "sat-card.json").read_text())
     assert (summary["name"], summary["surrogate"], summary["architecture"]) == (module, "advbridge_mnist_cnn",
                                                                                "advbridge_mnist_cnn")  # fmt: skip
-    assert summary["unreliable"] is False and summary["best_adaptive"]["row"].startswith("pgd-margin")
+    assert summary["unreliable"] is False and any(r["row"].startswith("pgd-margin") for r in summary["rows"])
+    # in the cascade a remedy row attacks what was left: no robust accuracy of its own on the card
+    assert summary["best_adaptive"] is None and "— (in the cascade)" in (tmp_path / "sat.md").read_text()
     assert float(summary["external"]) <= float(summary["clean_acc"])
 
 
@@ -166,3 +168,21 @@ def test_system_label_names_the_defense_and_the_model():
     assert system_label("detector", "squeeze-detect", None, "m") == "squeeze-detect beside m"
     assert system_label("training", "adv-pgd", None, "m") == "adv-pgd trained from m"
     assert system_label(None, None, "x.py:make", "m") == "x.py:make"
+
+
+def test_autoattack_s_number_is_its_own_on_every_sample_or_none():
+    """In the cascade AutoAttack's row attacks only what earlier rows left: its robust accuracy there is not
+    AutoAttack's, so the card takes AutoAttack alone (--versus-autoattack) or, without it, reports none."""
+    audit = synthetic()
+    cascade_row = row("autoattack", [True, True, True, True, True, False])
+    cascade_row.asked = torch.tensor([False, False, False, True, True, False])  # what fgsm and pgd left
+    audit.rows[2] = cascade_row
+    entry = card(audit)
+    assert (
+        entry["autoattack_acc"] is None and "on the 2 samples no earlier row broke" in entry["autoattack"]["measured"]
+    )
+    cascade_row.asked = None  # the row attacked every sample: its number is AutoAttack's
+    assert card(audit)["autoattack_acc"] == "83.33"
+    audit.autoattack_alone = {"robust_accuracy": 0.5, "propagations_per_sample": 7.0, "seconds": 1.0}
+    entry = card(audit)
+    assert entry["autoattack_acc"] == "50.00" and entry["autoattack"]["propagations_per_sample"] == 7.0
