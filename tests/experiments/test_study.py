@@ -181,3 +181,26 @@ def test_the_report_shows_no_robustness_for_a_model_that_did_not_learn():
     models = models_markdown(cards).splitlines()
     assert models[0] == "- undefended: clean test accuracy 98.0 %"
     assert models[1].startswith("- adv-pgd (own): clean test accuracy 7.5 % — **did not learn** (clean test accuracy")
+
+
+@pytest.mark.parametrize("name", ["cifar10-fs-at", "animals10-fs-dd", "mnist-cifar10-vae"])
+def test_every_cell_of_every_study_has_its_defended_system_for_the_audit(name):
+    """``audit --study NAME --cell CELL`` needs each cell's ``system()``; building the study trains nothing."""
+    from advbridge.experiments.studies.catalog import build_study
+
+    study = build_study(name)
+    assert study.cells and all(callable(cell.system) for cell in study.cells), [c.name for c in study.cells]
+
+
+def test_a_study_audit_is_refused_before_any_model_is_built(tmp_path, capsys):
+    from advbridge.cli import main
+
+    assert main(["audit", "--study", "mnist-cifar10-vae", "--cell", "nope", "--study-dir", str(tmp_path)]) == 2
+    assert "mnist-vae-purify-pgd" in capsys.readouterr().err
+    assert main(["audit", "--cell", "mnist-vae-purify-pgd"]) == 2
+    assert main(["audit", "--study", "mnist-cifar10-vae", "--cell", "mnist-vae-purify-pgd", "--defense", "median"]) == 2
+    (tmp_path / "study.json").write_text('{"study": "cifar10-fs-at"}')
+    assert main(["audit", "--study", "mnist-cifar10-vae", "--cell", "mnist-vae-purify-pgd", "--study-dir",
+                 str(tmp_path)]) == 2  # fmt: skip
+    assert "study.json is study 'cifar10-fs-at'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.json"]
