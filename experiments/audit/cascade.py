@@ -195,7 +195,7 @@ class Cascade:
     # -- the naive cascade ------------------------------------------------------------------------------------
     def naive(self) -> None:
         """The naive rows. In the cascade: every library's FGSM, then its PGD (own PGD also on :data:`PROBES` samples
-        own FGSM broke), the minimal-norm attacks, Square, AutoAttack, transfer, each on what is still robust; with
+        own FGSM broke), Square, the minimal-norm attacks, AutoAttack, transfer, each on what is still robust; with
         ``every_point``, the order before the cascade (FGSM and PGD, AutoAttack, Square, transfer, minimal-norm)."""
         config = self.config
         budget_rows = [(library, "fgsm") for library in config.libraries]
@@ -218,9 +218,10 @@ class Cascade:
             self.square_row()
             self.transfer()
             self.minimal_rows()
-        else:  # the white-box rows first (the Square gap is Square's breaks past them), then the ensemble
-            self.minimal_rows()
+        else:  # Square right after the budget rows (its gap is its breaks past them, AutoAttack's check), before the
+            # minimal-norm attacks, which a masked gradient keeps at their full iterations on every sample
             self.square_row()
+            self.minimal_rows()
             self.autoattack_rows()
             self.transfer()
         unbounded = unbounded_eps(config.norm, self.x)

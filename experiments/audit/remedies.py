@@ -215,7 +215,10 @@ def _unbounded(r: Remedies, result: IndicatorResult) -> None:
     bounded = r.margin_row(result.name)  # the changed loss, at the budget too (Pintor et al.: the loss failed)
     success = [x.distance < math.inf for x in (row, bounded) if x.ok and x.distance is not None]
     if success:
-        result.after = ind.unconstrained_failure(torch.stack(success).any(0), r.evidence.attacked)
+        found = torch.stack(success).any(0)
+        if not c.config.every_point:  # the cascade asked them only what no row broke: the rest have their example
+            found = found | (c.clean & ~c.pending())
+        result.after = ind.unconstrained_failure(found, r.evidence.attacked)
 
 
 @remedy_of("failed_training")
