@@ -50,6 +50,7 @@ def test_readme_defense_example_runs(mnist_model, mnist_batch):
     assert clean - broken - 1e-12 <= worst["robust_acc"].item() <= attacked["robust_acc"].min() + 1e-12
 
 
+@pytest.mark.slow  # whole runs (the full suite)
 @pytest.mark.usefixtures("deterministic")
 def test_the_api_table_equals_the_cli_table_on_the_same_images(mnist_model, mnist_batch, tmp_path):
     """The CLI's first 16 seeded mnist-5k test digits on the committed classifier, given to the API as tensors
@@ -92,6 +93,7 @@ def test_bad_input_raises_a_typed_error_before_any_attack(mnist_model, mnist_bat
         advbridge.compare(mnist_model, images, labels, **{"attack": "pgd", **kwargs})
 
 
+@pytest.mark.slow  # whole runs (the full suite)
 def test_readme_audit_example_runs(mnist_model, mnist_batch):
     """The README's ``advbridge.audit`` line (a short cascade): the bit-depth module, whose rounding has no
     gradient, audited with its twin: BPDA through its declared preprocessing, the cause named."""

@@ -14,6 +14,7 @@ FAST = ["--n", "8", "--libraries", "own", "--no-autoattack", "--no-minimal", "--
         "--steps", "10", "--restarts", "1", "--quiet"]  # fmt: skip
 
 
+@pytest.mark.slow  # a whole audit (the full suite)
 def test_cli_audit_of_a_user_module(tmp_path, capsys):
     from advbridge.cli import main
 
@@ -29,6 +30,7 @@ def test_cli_audit_of_a_user_module(tmp_path, capsys):
     assert "margin" in set(table["stage"])
 
 
+@pytest.mark.slow  # a whole audit (the full suite)
 def test_api_audit_with_a_registered_squeezer(mnist_model, mnist_batch):
     import advbridge
 
@@ -76,6 +78,7 @@ def test_cli_audit_bad_input_exits_2_before_work(extra, message, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # a whole audit (the full suite)
 def test_api_audit_of_the_squeezing_detector_is_detection_aware(mnist_model, mnist_batch):
     """The detector next to the classifier, as one classifier with a reject class. A threshold no score exceeds
     (scores are in [0, 2]) leaves the classifier alone, which the audit breaks; a threshold of 0 rejects every

@@ -138,6 +138,7 @@ def test_markdown_card_headline_first():
     assert text.index("## What broke the model") < text.index("## All indicators") < text.index("## Rows")
 
 
+@pytest.mark.slow  # a whole CLI audit (the full suite)
 def test_cli_card_names_the_audited_module_and_its_surrogate(tmp_path, capsys):
     """``--defense-module X --surrogate Y``: titled with X, Y beside it (not "Audit: Y")."""
     from advbridge.cli import main
