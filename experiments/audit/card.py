@@ -102,7 +102,10 @@ def autoattack_entry(audit: Audit) -> dict:
     entry: dict = {"row": None if row is None else row.key, "status": "ok" if row is None else row.status,
                    "reason": None if row is None else row.reason, "robust_accuracy": None,
                    "propagations_per_sample": None, "measured": None}  # fmt: skip
-    if alone is not None:
+    if alone is not None and alone.get("failed"):
+        entry.update(propagations_per_sample=alone["propagations_per_sample"],
+                     measured=f"alone on every sample (--versus-autoattack): failed, {alone['failed']}")  # fmt: skip
+    elif alone is not None:
         entry.update(robust_accuracy=alone["robust_accuracy"], propagations_per_sample=alone["propagations_per_sample"],
                      measured="alone on every sample (--versus-autoattack)")  # fmt: skip
     elif row is not None and row.ok and on_every_sample(row, audit):

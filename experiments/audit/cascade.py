@@ -274,14 +274,25 @@ class Cascade:
     def autoattack_alone(self) -> dict | None:
         """AutoAttack standard alone on every sample, the yardstick of the audit's cost and worst case: the robust
         accuracy of its returned points, its propagations per sample (through a tracker, as every row's) and its
-        seconds; ``None`` below 4 classes (its targeted DLR needs them)."""
+        seconds; ``None`` below 4 classes (its targeted DLR needs them). When it fails (a model whose gradient call
+        raises, as a user running AutoAttack on it would see), its robust accuracy is ``None`` and ``failed`` says
+        why; the passes it spent until then are counted."""
         if self.num_classes < 4:
             return None
         tracker = self.tracker(self.model, self.config.eps)
         seed_everything(self.config.seed)
-        with tracker.record():
-            done = run_own(lambda x, y, seed: self.autoattack(tracker), tracker, self.x, self.y, seed=self.config.seed,
-                           shard=False)  # fmt: skip
+        start = time.perf_counter()
+        try:
+            with tracker.record():
+                done = run_own(lambda x, y, seed: self.autoattack(tracker), tracker, self.x, self.y,
+                               seed=self.config.seed, shard=False)  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - any failure of the attack is its result
+            return {
+                "robust_accuracy": None,
+                "propagations_per_sample": float(tracker.propagations().double().mean()),
+                "seconds": time.perf_counter() - start,
+                "failed": f"{type(error).__name__}: {error}"[:300],
+            }
         robust = self.clean & ~fooled(predict(self.model, done.x_adv), self.y, self.reject).cpu()
         return {
             "robust_accuracy": float(robust.double().mean()),

@@ -110,7 +110,10 @@ def cost_line(audit: Audit) -> str:
         f"{cost['model_propagations_per_sample']:.1f} through the model in all, {cost['seconds']:.1f} s"
     )
     alone = audit.autoattack_alone
-    if alone is not None:
+    if alone is not None and alone.get("failed"):
+        line += (f" (AutoAttack standard alone failed after {alone['propagations_per_sample']:.1f} propagations per "
+                 f"sample: {alone['failed']})")  # fmt: skip
+    elif alone is not None:
         ratio = cost["model_propagations_per_sample"] / max(alone["propagations_per_sample"], 1e-12)
         line += (
             f" (AutoAttack standard alone: {alone['propagations_per_sample']:.1f} propagations per sample, "

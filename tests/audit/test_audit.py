@@ -198,3 +198,21 @@ def test_the_project_s_purifier_given_as_a_module_is_broken_end_to_end(mnist_mod
     audit = run_audit(system, x, y, AuditConfig(**{**SMALL, "minimal": False}), surrogate=mnist_model)
     assert audit.clean_accuracy >= 0.6
     assert audit.robust_white_box <= 0.05 and audit.robust_after <= audit.robust_white_box
+
+
+def test_autoattack_alone_that_fails_is_reported_not_raised(mnist_model, batch):
+    """--versus-autoattack on a model whose gradient call raises (numpy preprocessing): AutoAttack alone fails as it
+    would for the user; the audit reports the failure beside its own number instead of ending in a traceback."""
+    from advbridge.experiments.audit.card import card
+    from advbridge.experiments.audit.tables import cost_line
+
+    x, y = batch[0][:8], batch[1][:8]
+    system = BROKEN["numpy"](mnist_model).eval()
+    config = AuditConfig(**{**SMALL, "minimal": False, "square_queries": 20, "binarization_samples": 0},
+                         versus_autoattack=True)  # fmt: skip
+    audit = run_audit(system, x, y, config, surrogate=mnist_model)
+    alone = audit.autoattack_alone
+    assert alone is not None and alone["robust_accuracy"] is None and "RuntimeError" in alone["failed"]
+    assert "AutoAttack standard alone failed after" in cost_line(audit)
+    assert card(audit)["autoattack_acc"] is None and "failed" in card(audit)["autoattack"]["measured"]
+    assert audit.robust_after <= 0.25  # the audit's own rows (BPDA through the surrogate) still break it
