@@ -29,10 +29,9 @@ from torch import Tensor, nn
 
 from advbridge.bridge.errors import InvalidParameterError
 from advbridge.bridge.validation import check_inputs, check_labels
+from advbridge.own_attacks import _common
 from advbridge.own_attacks._common import (
     batch_view,
-    check_positive,
-    check_steps,
     flat_norm,
     in_default_layout_if_needed,
     in_layout_of,
@@ -77,8 +76,8 @@ def ddn(
     """
     check_inputs(inputs)
     labels = check_labels(labels, len(inputs))
-    steps = check_steps(steps)
-    check_positive("init_norm", init_norm)
+    steps = _common.check_steps(steps)
+    _common.check_positive("init_norm", init_norm)
     if not 0 < gamma < 1:
         raise InvalidParameterError(f"expected 0 < gamma < 1, got {gamma!r}")
     if levels is not None and levels < 2:
