@@ -28,10 +28,11 @@ test: install
 	$(PY) -m pytest -q
 
 # The inner loop: the unit and agreement tests, without those marked slow (training, subprocess CLI runs, the
-# pip install, torchrun, the long benches; pyproject.toml [tool.pytest.ini_options] markers). Under 2 minutes
-# on 2 cores; `make test` runs everything.
+# pip install, torchrun, whole audits, the long benches; pyproject.toml [tool.pytest.ini_options] markers), on
+# one pytest-xdist worker per core with one thread each (the suite also passes under OMP_NUM_THREADS=1: another
+# machine's view). Under 2 minutes on 2 cores; `make test` runs everything.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m "not slow"
 
 # Other CPUs round differently: PyTorch picks its kernels per instruction set. The agreement, property and
 # generative-defense tests (on committed models) run once per capability this CPU has (ATEN_CPU_CAPABILITY;
