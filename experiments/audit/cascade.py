@@ -7,8 +7,8 @@ tracker sees every query).
 
 **The cascade** (default; Croce & Hein 2020's practice, each attack of AutoAttack's ensemble run on the points the
 earlier ones left robust): each row attacks only the samples that are still robust (:meth:`Cascade.pending`:
-clean-correct and broken by no earlier row), cheap rows first — every library's FGSM, then its PGD, the
-minimal-norm attacks, Square, AutoAttack, transfer — so each sample's worst case is exact (a broken sample stays
+clean-correct and broken by no earlier row), cheap rows first — every library's FGSM, then its PGD, Square, the
+minimal-norm attacks, AutoAttack, transfer — so each sample's worst case is exact (a broken sample stays
 broken) and a sample costs only the rows it survives. Own PGD is also asked about :data:`PROBES` samples its FGSM
 broke, so that a single step beating PGD (``single_step_gap``) is still seen. A row's per-sample tensors cover every
 sample: ``asked`` marks the ones it attacked; one it did not attack is not broken by it (``robust`` true, ``distance``
@@ -198,10 +198,10 @@ class Cascade:
         own FGSM broke), Square, the minimal-norm attacks, AutoAttack, transfer, each on what is still robust; with
         ``every_point``, the order before the cascade (FGSM and PGD, AutoAttack, Square, transfer, minimal-norm)."""
         config = self.config
-        budget_rows = [(library, "fgsm") for library in config.libraries]
-        budget_rows += [(library, "pgd") for library in config.libraries]
-        if config.every_point:
+        if config.every_point:  # each library's FGSM and PGD together, as before the cascade
             budget_rows = [(library, attack) for library in config.libraries for attack in ("fgsm", "pgd")]
+        else:  # every FGSM first: PGD attacks only what none of them broke
+            budget_rows = [(library, attack) for attack in ("fgsm", "pgd") for library in config.libraries]
         rows = tqdm(budget_rows, desc="audit: budget attacks", disable=not self.show_progress, leave=False)
         for library, attack in rows:
             steps = 1 if attack == "fgsm" else config.fitted_steps()

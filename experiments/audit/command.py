@@ -204,6 +204,17 @@ def audit_config(
     )  # fmt: skip
 
 
+def request_config(request: AuditRequest, norm: str, eps: float, libraries: Sequence[str]) -> AuditConfig:
+    """The audit's config from ``cli.py audit``'s options, its threat model and libraries resolved."""
+    return audit_config(
+        norm=norm, eps=eps, steps=request.steps, budget=parse_budget(request.budget), libraries=libraries,
+        restarts=request.restarts, eot=request.eot, autoattack=not request.no_autoattack,
+        square_queries=request.square_queries, minimal=not request.no_minimal, seed=request.seed,
+        every_point=request.every_point, versus_autoattack=request.versus_autoattack,
+        binarization_samples=request.binarization_samples, binarization_inner=request.binarization_inner,
+    )  # fmt: skip
+
+
 def system_label(kind: str | None, defense: str | None, module: str | None, model: object) -> str:
     """The audited system as the card's title names it: the user's module, the registered defense with the model it
     is applied to (or trained from), or the model."""
@@ -327,13 +338,7 @@ def cli_audit(request: AuditRequest) -> Outcome:
             request.dataset, request.n + request.calibration_n, request.data_root, what="--n + --calibration-n"
         )
     module_spec = UserDefenseSpec(module=request.defense_module).resolved() if request.defense_module else None
-    config = audit_config(
-        norm=norm.value, eps=eps, steps=request.steps, budget=parse_budget(request.budget), libraries=libraries,
-        restarts=request.restarts, eot=request.eot, autoattack=not request.no_autoattack, square_queries=request.square_queries,
-        minimal=not request.no_minimal, seed=request.seed, every_point=request.every_point,
-        versus_autoattack=request.versus_autoattack, binarization_samples=request.binarization_samples,
-        binarization_inner=request.binarization_inner,
-    )  # fmt: skip
+    config = request_config(request, norm.value, eps, libraries)
     name = request.defense or (Path(request.defense_module.split(":")[0]).stem if request.defense_module else "model")
     out = OutputPrefix.parse(request.out or f"results/audit-{request.dataset.replace(':', '_').replace('/', '_')}-{name}-{norm.value}",
                              default_name="audit")  # fmt: skip

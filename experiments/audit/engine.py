@@ -86,7 +86,7 @@ def run_audit(
     AutoAttack standard alone runs afterwards on the same images (``Audit.autoattack_alone``), uncounted."""
     counter = PassCounter().attach(model)
     try:
-        audit = _audit(model, x, y, config, (num_classes, surrogate, show_progress))
+        audit = _audit(model, x, y, config, num_classes=num_classes, surrogate=surrogate, show_progress=show_progress)
     finally:
         counter.detach()
     audit.model_propagations = counter.forward_images + counter.backward_images
@@ -96,11 +96,10 @@ def run_audit(
 
 
 def _audit(
-    model: nn.Module, x: Tensor, y: Tensor, config: AuditConfig, options: tuple[int | None, nn.Module | None, bool]
-) -> Audit:
-    """:func:`run_audit` without its pass counter (``options``: its ``num_classes``, ``surrogate``,
-    ``show_progress``)."""
-    num_classes, surrogate, show_progress = options
+    model: nn.Module, x: Tensor, y: Tensor, config: AuditConfig, *, num_classes: int | None,
+    surrogate: nn.Module | None, show_progress: bool,
+) -> Audit:  # fmt: skip
+    """:func:`run_audit` without its pass counter."""
     start = time.perf_counter()
     model.eval()
     if surrogate is not None:

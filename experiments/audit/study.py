@@ -52,7 +52,7 @@ def study_options(request: AuditRequest, folder: Path):
 def cli_study_audit(request: AuditRequest) -> Outcome:
     """Audit the cell ``request.cell`` of study ``request.study`` (module docstring); every option checked first."""
     from advbridge.bridge.spec import Norm, parse_eps, standard_eps
-    from advbridge.experiments.audit.command import audit_config, parse_budget, printed, run
+    from advbridge.experiments.audit.command import parse_budget, printed, request_config, run
     from advbridge.experiments.compare import parse_libraries
     from advbridge.experiments.studies.budgets import STUDIES
     from advbridge.experiments.studies.catalog import build_study
@@ -66,13 +66,13 @@ def cli_study_audit(request: AuditRequest) -> Outcome:
         raise InvalidParameterError(f"expected --cell with --study {request.study}")
     folder = study_dir(request)
     study = build_study(request.study, study_options(request, folder))
-    cell = study.cells[[c.name for c in study.cells].index(check_name(f"cell of {study.name}", request.cell,
-                                                                          [c.name for c in study.cells]))]  # fmt: skip
+    cells = {c.name: c for c in study.cells}
+    cell = cells[check_name(f"cell of {study.name}", request.cell, cells)]
     if cell.system is None:
         raise InvalidParameterError(f"expected a cell with a defended system, got {cell.name}")
     libraries = parse_libraries(request.libraries)
     eps_given = None if request.eps is None else parse_eps(request.eps)
-    budget = parse_budget(request.budget)
+    parse_budget(request.budget)  # refused now, before any model is built
     out = OutputPrefix.parse(request.out or str(folder / "audits" / cell.name), default_name="audit")
     out.check_writable()
     target = cell.system()
@@ -81,13 +81,7 @@ def cli_study_audit(request: AuditRequest) -> Outcome:
     eps = target.attack.eps if eps_given is None else eps_given
     if eps is None or not math.isfinite(eps):
         eps = standard_eps(workload.info.family, norm)
-    config = audit_config(
-        norm=norm.value, eps=eps, steps=request.steps, budget=budget, libraries=libraries, restarts=request.restarts,
-        eot=request.eot, autoattack=not request.no_autoattack, square_queries=request.square_queries,
-        minimal=not request.no_minimal, seed=request.seed, every_point=request.every_point,
-        versus_autoattack=request.versus_autoattack, binarization_samples=request.binarization_samples,
-        binarization_inner=request.binarization_inner,
-    )  # fmt: skip
+    config = request_config(request, norm.value, eps, libraries)
     x, y = workload.x[: request.n], workload.y[: request.n]
     model_name = workload.card.get("model")
     context = {"model": model_name, "dataset": workload.info.name, "audited": f"{study.name}/{cell.name}",
